@@ -1,0 +1,144 @@
+"""SOAP power spectrum per species pair, LayerNorm, one MLP per centre species.
+
+Radial basis: Laplacian eigenstates R_nl(r) ~ j_l(z_nl r / r_c) (torch-spex, splined),
+damped by exp(-(sigma k_nl)^2 / 2) with k_nl = z_nl / r_c. That factor is the exact
+effect of smearing each neighbour into a Gaussian of width sigma
+(``atomic_gaussian_width``) on its projection onto j_l(k r). Every function is
+multiplied by the shifted-cosine cutoff and the Willatt2018 radial scaling, so the
+expansion goes smoothly to zero at the cutoff.
+"""
+
+import math
+
+import sphericart.torch
+import torch
+from spex.radial.physical import LaplacianEigenstates
+
+from ...data import DatasetInfo
+from ...features import (
+    RadialScaling,
+    ShiftedCosineCutoff,
+    laplacian_zeros,
+    upper_triangle_index,
+)
+
+
+def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> torch.nn.Sequential:
+    layers: list[torch.nn.Module] = []
+    size = n_in
+    for _ in range(n_layers):
+        layers += [torch.nn.Linear(size, n_hidden), torch.nn.SiLU()]
+        size = n_hidden
+    layers.append(torch.nn.Linear(size, n_out))
+    return torch.nn.Sequential(*layers)
+
+
+class SoapBpnn(torch.nn.Module):
+    def __init__(self, hypers: dict, info: DatasetInfo):
+        super().__init__()
+        soap, bpnn = hypers["soap"], hypers["bpnn"]
+        self.cutoff = float(soap["cutoff"])
+        self.n_species = len(info.atomic_types)
+        self.max_angular = int(soap["max_angular"])
+        self.n_radial = int(soap["max_radial"])
+
+        self.radial = LaplacianEigenstates(
+            self.cutoff,
+            max_angular=self.max_angular,
+            max_radial=self.n_radial - 1,
+            trim=False,
+        )
+        k = laplacian_zeros(self.max_angular, self.n_radial) / self.cutoff
+        sigma = soap["atomic_gaussian_width"]
+        damping = torch.exp(-0.5 * (sigma * torch.tensor(k)) ** 2).reshape(-1)
+        self.register_buffer("damping", damping.to(torch.get_default_dtype()))
+        self.spherical_harmonics = sphericart.torch.SphericalHarmonics(self.max_angular)
+        self.cutoff_function = ShiftedCosineCutoff(
+            self.cutoff, soap["cutoff_function"]["ShiftedCosine"]["width"]
+        )
+        scaling = soap["radial_scaling"].get("Willatt2018")
+        self.use_scaling = scaling is not None
+        self.radial_scaling = RadialScaling(**(scaling or {"rate": 1, "scale": 1, "exponent": 1}))
+
+        # the centre's own density: r = 0, only l = 0, Y_00 = 1 / sqrt(4 pi)
+        with torch.no_grad():
+            at_origin = self.radial(torch.zeros(1))[0][0] * damping[: self.n_radial]
+        center = soap["center_atom_weight"] * at_origin / math.sqrt(4.0 * math.pi)
+        self.register_buffer("center_density", center.to(torch.get_default_dtype()))
+
+        index, weight = upper_triangle_index(self.n_species, self.n_radial)
+        self.register_buffer("pair_index", index)
+        self.register_buffer("pair_weight", weight.to(torch.get_default_dtype()))
+        n_features = len(index) * (self.max_angular + 1)
+        self.n_features = n_features
+
+        self.layernorm = (
+            torch.nn.LayerNorm(n_features) if bpnn["layernorm"] else torch.nn.Identity()
+        )
+        self.networks = torch.nn.ModuleList(
+            [
+                mlp(
+                    n_features,
+                    bpnn["num_neurons_per_layer"],
+                    bpnn["num_hidden_layers"],
+                    1,
+                )
+                for _ in range(self.n_species)
+            ]
+        )
+
+    def features(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+    ) -> torch.Tensor:
+        n_atoms = species.shape[0]
+        distances = torch.linalg.norm(edge_vectors, dim=1)
+        smooth = self.cutoff_function(distances)
+        if self.use_scaling:
+            smooth = smooth * self.radial_scaling(distances)
+        radial = torch.cat(self.radial(distances), dim=1) * self.damping
+        radial = radial * smooth.unsqueeze(1)
+        harmonics = self.spherical_harmonics(edge_vectors)
+        # density of neighbours of each species a around atom i: slot i * S + a
+        slot = centers * self.n_species + species[neighbors]
+        own_slot = torch.arange(n_atoms, device=species.device) * self.n_species + species
+
+        blocks: list[torch.Tensor] = []
+        for l in range(self.max_angular + 1):
+            radial_l = radial[:, l * self.n_radial : (l + 1) * self.n_radial]
+            harmonics_l = harmonics[:, l * l : (l + 1) * (l + 1)]
+            per_edge = radial_l.unsqueeze(2) * harmonics_l.unsqueeze(1)
+            density = torch.zeros(
+                (n_atoms * self.n_species, self.n_radial, 2 * l + 1),
+                dtype=per_edge.dtype,
+                device=per_edge.device,
+            ).index_add_(0, slot, per_edge)
+            if l == 0:
+                own = self.center_density.reshape(1, -1, 1).expand(n_atoms, -1, 1)
+                density = density.index_add(0, own_slot, own)
+            density = density.reshape(n_atoms, self.n_species * self.n_radial, 2 * l + 1)
+            power = torch.einsum("iam,ibm->iab", density, density).reshape(n_atoms, -1)
+            power = power[:, self.pair_index] * self.pair_weight
+            blocks.append(power / math.sqrt(2 * l + 1))
+        return torch.cat(blocks, dim=1)
+
+    def forward(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+    ) -> torch.Tensor:
+        features = self.layernorm(self.features(species, edge_vectors, centers, neighbors))
+        energies = torch.zeros(
+            species.shape[0], dtype=features.dtype, device=features.device
+        )
+        for index, network in enumerate(self.networks):
+            atoms = torch.nonzero(species == index).reshape(-1)
+            energies = energies.index_put(
+                (atoms,), network(features[atoms]).reshape(-1)
+            )
+        return energies

@@ -1,0 +1,227 @@
+"""Structures read with ASE, their targets, neighbour lists and batches.
+
+Everything is converted to eV and Angstrom on reading and kept in float64. Neighbour
+lists (vesin) are computed once per structure and reused every epoch. A batch is one
+big disconnected graph, so the training step has no Python loop over atoms.
+"""
+
+from dataclasses import dataclass, field
+
+import ase.io
+import numpy as np
+import torch
+import vesin
+
+from ..errors import ConfigError
+from ..units import energy_factor, length_factor
+
+
+@dataclass
+class Structure:
+    """One labelled structure with its neighbour list (eV, Angstrom, float64)."""
+
+    numbers: torch.Tensor  # [n_atoms] atomic numbers
+    positions: torch.Tensor  # [n_atoms, 3]
+    cell: torch.Tensor  # [3, 3], rows are cell vectors (zeros if not periodic)
+    pbc: torch.Tensor  # [3] bool
+    centers: torch.Tensor  # [n_edges]
+    neighbors: torch.Tensor  # [n_edges]
+    shifts: torch.Tensor  # [n_edges, 3] integer cell shifts (as float64)
+    energy: float | None = None
+    forces: torch.Tensor | None = None  # [n_atoms, 3]
+    virial: torch.Tensor | None = None  # [3, 3], W = -dE/d(strain)
+
+
+@dataclass
+class DatasetInfo:
+    """What a model needs to know about the training set when it is built."""
+
+    atomic_types: list[int]  # sorted atomic numbers seen in training
+    mean_num_neighbors: float  # for the neighbour-count normalisation
+
+
+@dataclass
+class Batch:
+    """Several structures concatenated into one graph."""
+
+    numbers: torch.Tensor
+    positions: torch.Tensor
+    cells: torch.Tensor  # [n_structures, 3, 3]
+    centers: torch.Tensor
+    neighbors: torch.Tensor
+    shifts: torch.Tensor
+    atom_structure: torch.Tensor  # [n_atoms] index of the structure of each atom
+    edge_structure: torch.Tensor  # [n_edges]
+    n_atoms: torch.Tensor  # [n_structures]
+    energy: torch.Tensor | None = None
+    forces: torch.Tensor | None = None
+    virial: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> "Batch":
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            if t.is_floating_point():
+                return t.to(device=device, dtype=dtype)
+            return t.to(device=device)
+
+        return Batch(
+            **{
+                name: move(getattr(self, name))
+                for name in self.__dataclass_fields__
+                if name != "extra"
+            }
+        )
+
+
+def neighbor_list(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full neighbour list (i -> j and j -> i), no self pairs, with cell shifts."""
+    calculator = vesin.NeighborList(cutoff=cutoff, full_list=True)
+    box = cell if np.any(pbc) else np.zeros((3, 3))
+    i, j, shifts = calculator.compute(positions, box, pbc.tolist(), quantities="ijS")
+    return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.float64)
+
+
+def structure_from_atoms(atoms: ase.Atoms, cutoff: float) -> Structure:
+    """A Structure without targets, e.g. for prediction."""
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if np.any(pbc) and abs(np.linalg.det(cell)) < 1e-12:
+        raise ValueError("periodic structure with a degenerate cell")
+    i, j, shifts = neighbor_list(positions, cell, pbc, cutoff)
+    return Structure(
+        numbers=torch.tensor(atoms.numbers, dtype=torch.int64),
+        positions=torch.tensor(positions),
+        cell=torch.tensor(cell),
+        pbc=torch.tensor(pbc),
+        centers=torch.from_numpy(i),
+        neighbors=torch.from_numpy(j),
+        shifts=torch.from_numpy(shifts),
+    )
+
+
+def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]:
+    """Read the structures and targets named by an expanded dataset section."""
+    systems = section["systems"]
+    path = systems["read_from"]
+    try:
+        frames = ase.io.read(path, index=":", format=systems["reader"])
+    except Exception as error:  # ASE raises many types for unreadable files
+        raise ConfigError(f"{where}: cannot read {path}: {error}") from None
+    if len(frames) == 0:
+        raise ConfigError(f"{where}: {path} holds no structures")
+
+    length = length_factor(systems["length_unit"], where)
+    target = section["targets"]["energy"]
+    energy_unit = energy_factor(target["unit"], where)
+    gradients = {}
+    for name in ("forces", "stress", "virial"):
+        spec = target[name]
+        if spec and not _has_key(frames[0], spec["key"], name):
+            if spec["required"]:
+                raise ConfigError(
+                    f"{where}.targets.energy.{name}: key {spec['key']!r} not found in "
+                    f"{path} (first structure has: {', '.join(_keys(frames[0]))})"
+                )
+            spec = False  # the default key is simply absent: no such target
+        gradients[name] = spec
+    section["targets"]["energy"]["present"] = {k: bool(v) for k, v in gradients.items()}
+
+    structures = []
+    for index, atoms in enumerate(frames):
+        atoms.positions = atoms.positions * length
+        atoms.cell = atoms.cell.array * length
+        structure = structure_from_atoms(atoms, cutoff)
+        label = f"{where}: {path}, structure {index}"
+        energy = _get(atoms, target["key"], label, "energy")
+        structure.energy = float(np.asarray(energy).reshape(-1)[0]) * energy_unit
+        if gradients["forces"]:
+            forces = _get(atoms, gradients["forces"]["key"], label, "forces")
+            structure.forces = torch.tensor(
+                np.asarray(forces, dtype=np.float64).reshape(-1, 3) * energy_unit / length
+            )
+        if gradients["stress"]:
+            stress = _get(atoms, gradients["stress"]["key"], label, "stress")
+            structure.virial = _virial_from_stress(stress, atoms, energy_unit, length, label)
+        elif gradients["virial"]:
+            virial = _get(atoms, gradients["virial"]["key"], label, "virial")
+            structure.virial = torch.tensor(
+                np.asarray(virial, dtype=np.float64).reshape(3, 3) * energy_unit
+            )
+        structures.append(structure)
+    return structures
+
+
+def _virial_from_stress(stress, atoms, energy_unit, length, label) -> torch.Tensor:
+    stress = np.asarray(stress, dtype=np.float64).reshape(-1)
+    if stress.size == 6:  # Voigt order xx yy zz yz xz xy, as ASE writes it
+        xx, yy, zz, yz, xz, xy = stress
+        stress = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    elif stress.size == 9:
+        stress = stress.reshape(3, 3)
+    else:
+        raise ConfigError(f"{label}: stress must have 6 or 9 components")
+    if not np.all(atoms.pbc):
+        raise ConfigError(f"{label}: stress needs a structure periodic in all directions")
+    volume = abs(np.linalg.det(atoms.cell.array))
+    # stress is in energy/length^3 of the file's units; atoms were already converted
+    return torch.tensor(-stress * volume * energy_unit / length**3)
+
+
+def _keys(atoms: ase.Atoms) -> list[str]:
+    keys = list(atoms.info) + [k for k in atoms.arrays if k not in ("numbers", "positions")]
+    if atoms.calc is not None:
+        keys += list(atoms.calc.results)
+    return sorted(set(keys))
+
+
+def _has_key(atoms: ase.Atoms, key: str, kind: str) -> bool:
+    return key in _keys(atoms)
+
+
+def _get(atoms: ase.Atoms, key: str, label: str, kind: str):
+    if key in atoms.info:
+        return atoms.info[key]
+    if key in atoms.arrays:
+        return atoms.arrays[key]
+    if atoms.calc is not None and key in atoms.calc.results:
+        return atoms.calc.results[key]
+    raise ConfigError(
+        f"{label}: {kind} key {key!r} not found (available: {', '.join(_keys(atoms))})"
+    )
+
+
+def dataset_info(structures: list[Structure]) -> DatasetInfo:
+    types = sorted({int(z) for s in structures for z in s.numbers.tolist()})
+    n_edges = sum(len(s.centers) for s in structures)
+    n_atoms = sum(len(s.numbers) for s in structures)
+    return DatasetInfo(atomic_types=types, mean_num_neighbors=n_edges / max(n_atoms, 1))
+
+
+def collate(structures: list[Structure]) -> Batch:
+    """Concatenate structures into one graph (indices offset per structure)."""
+    counts = torch.tensor([len(s.numbers) for s in structures])
+    offsets = torch.cumsum(counts, 0) - counts
+    edge_counts = torch.tensor([len(s.centers) for s in structures])
+    structure_index = torch.arange(len(structures))
+    has_energy = all(s.energy is not None for s in structures)
+    has_forces = all(s.forces is not None for s in structures)
+    has_virial = all(s.virial is not None for s in structures)
+    return Batch(
+        numbers=torch.cat([s.numbers for s in structures]),
+        positions=torch.cat([s.positions for s in structures]),
+        cells=torch.stack([s.cell for s in structures]),
+        centers=torch.cat([s.centers + o for s, o in zip(structures, offsets)]),
+        neighbors=torch.cat([s.neighbors + o for s, o in zip(structures, offsets)]),
+        shifts=torch.cat([s.shifts for s in structures]),
+        atom_structure=torch.repeat_interleave(structure_index, counts),
+        edge_structure=torch.repeat_interleave(structure_index, edge_counts),
+        n_atoms=counts,
+        energy=torch.tensor([s.energy for s in structures]) if has_energy else None,
+        forces=torch.cat([s.forces for s in structures]) if has_forces else None,
+        virial=torch.stack([s.virial for s in structures]) if has_virial else None,
+    )

@@ -1,0 +1,119 @@
+"""The energy model: an architecture plus the composition baseline and target scale.
+
+E = sum_i [ s * net(i) + w[a_i] ], with w fitted by least squares on the training
+set and s the RMS of the force components (or of the residual energies per atom
+when no forces are trained). Both are buffers, so they travel with checkpoints and
+the exported model.
+"""
+
+import torch
+
+from .data import Batch, DatasetInfo, Structure
+
+
+class EnergyModel(torch.nn.Module):
+    def __init__(self, architecture: torch.nn.Module, info: DatasetInfo):
+        super().__init__()
+        self.architecture = architecture
+        self.atomic_types: list[int] = list(info.atomic_types)
+        self.cutoff: float = float(architecture.cutoff)
+        type_to_index = torch.full((max(self.atomic_types) + 1,), -1, dtype=torch.int64)
+        for index, atomic_type in enumerate(self.atomic_types):
+            type_to_index[atomic_type] = index
+        self.register_buffer("type_to_index", type_to_index)
+        self.register_buffer("composition", torch.zeros(len(self.atomic_types)))
+        self.register_buffer("energy_scale", torch.ones(()))
+
+    def atomic_energies(
+        self,
+        numbers: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+    ) -> torch.Tensor:
+        """Energy of each atom (eV) from atomic numbers and edges r_ij = x_j - x_i."""
+        species = self.type_to_index[numbers]
+        network = self.architecture(species, edge_vectors, centers, neighbors)
+        return network * self.energy_scale + self.composition[species]
+
+
+def fit_composition_and_scale(model: EnergyModel, structures: list[Structure]) -> None:
+    """Least-squares per-element energies, then the scale of what is left."""
+    types = model.atomic_types
+    counts = torch.zeros(len(structures), len(types), dtype=torch.float64)
+    for row, structure in enumerate(structures):
+        index = model.type_to_index[structure.numbers]
+        counts[row] = torch.bincount(index, minlength=len(types)).double()
+    energies = torch.tensor([s.energy for s in structures], dtype=torch.float64)
+    weights = _ridge(counts, energies)
+    residual = (energies - counts @ weights) / counts.sum(1)
+    forces = [s.forces for s in structures if s.forces is not None]
+    if forces:
+        scale = torch.cat(forces).pow(2).mean().sqrt()
+    else:
+        scale = residual.pow(2).mean().sqrt()
+    if not torch.isfinite(scale) or scale <= 0:
+        scale = torch.tensor(1.0)
+    model.composition.copy_(weights)
+    model.energy_scale.copy_(scale)
+
+
+def _ridge(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Solve (X^T X + lambda I) w = X^T y, growing lambda 10x until it works."""
+    lam = 1e-10 * max(float(torch.trace(x.T @ x)), 1.0)
+    identity = torch.eye(x.shape[1], dtype=x.dtype)
+    for _ in range(20):
+        try:
+            weights = torch.linalg.solve(x.T @ x + lam * identity, x.T @ y)
+            if torch.all(torch.isfinite(weights)):
+                return weights
+        except RuntimeError:
+            pass
+        lam *= 10.0
+    raise RuntimeError("could not fit the composition baseline")
+
+
+def predict(
+    model: EnergyModel,
+    batch: Batch,
+    forces: bool,
+    virial: bool,
+    create_graph: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Energies per structure, and forces and virials by autograd.
+
+    The virial is W = -dE/d(epsilon) for a strain epsilon applied to positions and
+    cell, so that stress = -W / V.
+    """
+    positions = batch.positions
+    if forces:
+        positions = positions.detach().requires_grad_(True)
+    n_structures = batch.cells.shape[0]
+    strain = torch.zeros(
+        (n_structures, 3, 3), dtype=positions.dtype, device=positions.device
+    )
+    if virial:
+        strain.requires_grad_(True)
+    vectors = (
+        positions[batch.neighbors]
+        - positions[batch.centers]
+        + torch.einsum("ea,eab->eb", batch.shifts, batch.cells[batch.edge_structure])
+    )
+    if virial:
+        deformation = torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
+        vectors = torch.einsum("ea,eab->eb", vectors, deformation[batch.edge_structure])
+    atomic = model.atomic_energies(batch.numbers, vectors, batch.centers, batch.neighbors)
+    energy = torch.zeros(n_structures, dtype=atomic.dtype, device=atomic.device)
+    energy = energy.index_add(0, batch.atom_structure, atomic)
+    result = {"energy": energy, "atomic_energies": atomic}
+    inputs = ([positions] if forces else []) + ([strain] if virial else [])
+    if inputs:
+        grads = torch.autograd.grad(
+            energy.sum(), inputs, create_graph=create_graph, allow_unused=True
+        )
+        grads = [torch.zeros_like(i) if g is None else g for g, i in zip(grads, inputs)]
+        if forces:
+            result["forces"] = -grads[0]
+        if virial:
+            result["virial"] = -grads[-1]
+    return result
