@@ -44,7 +44,9 @@ class RadialScaling(torch.nn.Module):
         return self.rate / (self.rate + (r / self.scale) ** self.exponent)
 
 
-def upper_triangle_index(n_channels: int, n_radial: int) -> tuple[torch.Tensor, torch.Tensor]:
+def upper_triangle_index(
+    n_channels: int, n_radial: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices into a flattened [(a n), (b n')] matrix keeping a <= b, and weights.
 
     Off-diagonal species pairs (a < b) appear once with a factor sqrt(2), so the
@@ -59,7 +61,9 @@ def upper_triangle_index(n_channels: int, n_radial: int) -> tuple[torch.Tensor, 
                 for n2 in range(n_radial):
                     index.append((a * n_radial + n1) * size + b * n_radial + n2)
                     weight.append(1.0 if a == b else math.sqrt(2.0))
-    return torch.tensor(index, dtype=torch.int64), torch.tensor(weight, dtype=torch.float64)
+    return torch.tensor(index, dtype=torch.int64), torch.tensor(
+        weight, dtype=torch.float64
+    )
 
 
 def laplacian_zeros(max_angular: int, n_radial: int) -> np.ndarray:

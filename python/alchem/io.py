@@ -7,13 +7,19 @@ import os
 import tempfile
 from collections.abc import Callable
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    handle, tmp = tempfile.mkstemp(
+        dir=folder, prefix=".tmp-", suffix=os.path.basename(path)
+    )
     os.close(handle)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -100,9 +100,13 @@ def predict(
         + torch.einsum("ea,eab->eb", batch.shifts, batch.cells[batch.edge_structure])
     )
     if virial:
-        deformation = torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
+        deformation = (
+            torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
+        )
         vectors = torch.einsum("ea,eab->eb", vectors, deformation[batch.edge_structure])
-    atomic = model.atomic_energies(batch.numbers, vectors, batch.centers, batch.neighbors)
+    atomic = model.atomic_energies(
+        batch.numbers, vectors, batch.centers, batch.neighbors
+    )
     energy = torch.zeros(n_structures, dtype=atomic.dtype, device=atomic.device)
     energy = energy.index_add(0, batch.atom_structure, atomic)
     result = {"energy": energy, "atomic_energies": atomic}
@@ -111,7 +115,10 @@ def predict(
         grads = torch.autograd.grad(
             energy.sum(), inputs, create_graph=create_graph, allow_unused=True
         )
-        grads = [torch.zeros_like(i) if g is None else g for g, i in zip(grads, inputs)]
+        grads = [
+            torch.zeros_like(i) if g is None else g
+            for g, i in zip(grads, inputs, strict=False)
+        ]
         if forces:
             result["forces"] = -grads[0]
         if virial:

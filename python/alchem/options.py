@@ -87,7 +87,9 @@ def expand_options(user: dict, source: str, base_dir: str = ".") -> dict:
         if value is None and name == "test_set":
             continue
         if isinstance(value, bool):
-            raise ConfigError(f"{source}: {name} must be a fraction, a path or a section")
+            raise ConfigError(
+                f"{source}: {name} must be a fraction, a path or a section"
+            )
         if isinstance(value, (int, float)):
             if not 0.0 < value < 1.0:
                 raise ConfigError(
@@ -98,7 +100,9 @@ def expand_options(user: dict, source: str, base_dir: str = ".") -> dict:
         else:
             options[name] = _expand_dataset(value, source, name, base_dir)
     fractions = [
-        options[n] for n in ("validation_set", "test_set") if isinstance(options[n], float)
+        options[n]
+        for n in ("validation_set", "test_set")
+        if isinstance(options[n], float)
     ]
     if sum(fractions) >= 1.0:
         raise ConfigError(
@@ -113,7 +117,9 @@ def _expand_architecture(section: Any, source: str) -> dict:
         raise ConfigError(f"{source}: 'architecture' must be a section with a 'name'")
     unknown = set(section) - {"name", "model", "training"}
     for key in unknown:
-        raise ConfigError(_unknown_key(source, "architecture", key, ["name", "model", "training"]))
+        raise ConfigError(
+            _unknown_key(source, "architecture", key, ["name", "model", "training"])
+        )
     if "name" not in section:
         raise ConfigError(f"{source}: missing required key 'architecture.name'")
     name = section["name"]
@@ -126,9 +132,13 @@ def _expand_architecture(section: Any, source: str) -> dict:
     for key, value in (("model", model_user), ("training", training_user)):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: architecture.{key} must be a section")
-    model_user = arch.normalize_hypers(copy.deepcopy(model_user), f"{source}: architecture.model")
+    model_user = arch.normalize_hypers(
+        copy.deepcopy(model_user), f"{source}: architecture.model"
+    )
     one_of = getattr(arch, "ONE_OF", {})
-    model = _merge_known(model_user, defaults["model"], source, "architecture.model", one_of)
+    model = _merge_known(
+        model_user, defaults["model"], source, "architecture.model", one_of
+    )
     training = _merge_known(
         training_user, defaults["training"], source, "architecture.training", one_of
     )
@@ -146,7 +156,9 @@ def check_training_hypers(training: dict, where: str) -> None:
         if training[key] < 0:
             raise ConfigError(f"{where}.{key} must be >= 0, got {training[key]}")
     if training["learning_rate"] <= 0:
-        raise ConfigError(f"{where}.learning_rate must be > 0, got {training['learning_rate']}")
+        raise ConfigError(
+            f"{where}.learning_rate must be > 0, got {training['learning_rate']}"
+        )
     if not 0.0 < training["scheduler_factor"] < 1.0:
         raise ConfigError(
             f"{where}.scheduler_factor must be between 0 and 1, "
@@ -160,7 +172,9 @@ def check_training_hypers(training: dict, where: str) -> None:
             )
     for target, weight in training["loss_weights"].items():
         if weight < 0:
-            raise ConfigError(f"{where}.loss_weights.{target} must be >= 0, got {weight}")
+            raise ConfigError(
+                f"{where}.loss_weights.{target} must be >= 0, got {weight}"
+            )
 
 
 def _expand_dataset(section: Any, source: str, name: str, base_dir: str) -> dict:
@@ -204,7 +218,9 @@ def _expand_dataset(section: Any, source: str, name: str, base_dir: str) -> dict
     if energy is None:
         energy = {}
     if not isinstance(energy, dict):
-        raise ConfigError(f"{source}: {name}.targets.energy must be a section or a key name")
+        raise ConfigError(
+            f"{source}: {name}.targets.energy must be a section or a key name"
+        )
     explicit = {k for k in ("forces", "stress", "virial") if k in energy}
     energy = _merge_known(
         energy,
@@ -233,7 +249,8 @@ def _expand_dataset(section: Any, source: str, name: str, base_dir: str) -> dict
     if energy["stress"] and energy["virial"]:
         if energy["stress"]["required"] and energy["virial"]["required"]:
             raise ConfigError(
-                f"{source}: {name}.targets.energy: give either stress or virial, not both"
+                f"{source}: {name}.targets.energy: "
+                "give either stress or virial, not both"
             )
         # the explicit one wins over the default stress key
         if energy["virial"]["required"]:
@@ -259,7 +276,9 @@ def _merge_known(
         if key not in defaults:
             raise ConfigError(_unknown_key(source, path, key, list(defaults)))
         default = defaults[key]
-        variants = one_of.get(full.split(".", 2)[-1] if full.startswith("architecture.") else full)
+        variants = one_of.get(
+            full.split(".", 2)[-1] if full.startswith("architecture.") else full
+        )
         if variants is not None:
             result[key] = _merge_variant(value, variants, source, full)
         elif isinstance(default, dict) and default:
@@ -281,13 +300,15 @@ def _merge_variant(value: Any, variants: dict, source: str, full: str) -> dict:
         raise ConfigError(f"{source}: {full} must be one of: {names}")
     if not isinstance(value, dict) or len(value) != 1:
         raise ConfigError(f"{source}: {full} must be a section with one of: {names}")
-    (variant, params), = value.items()
+    ((variant, params),) = value.items()
     if variant not in variants:
         raise ConfigError(_unknown_key(source, full, variant, list(variants)))
     params = params or {}
     if not isinstance(params, dict):
         raise ConfigError(f"{source}: {full}.{variant} must be a section")
-    return {variant: _merge_known(params, variants[variant], source, f"{full}.{variant}")}
+    return {
+        variant: _merge_known(params, variants[variant], source, f"{full}.{variant}")
+    }
 
 
 def _check_like(value: Any, default: Any, source: str, full: str) -> Any:
@@ -306,7 +327,10 @@ def _check_like(value: Any, default: Any, source: str, full: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{source}: {full} must be a list, got {value!r}")
         if default:
-            return [_check_like(v, default[0], source, f"{full}[{i}]") for i, v in enumerate(value)]
+            return [
+                _check_like(v, default[0], source, f"{full}[{i}]")
+                for i, v in enumerate(value)
+            ]
         return value
     return value
 
@@ -324,7 +348,9 @@ def _check_device(device: Any, source: str) -> str:
     if not isinstance(device, str) or not (
         device == "cpu" or device == "cuda" or device.startswith("cuda:")
     ):
-        raise ConfigError(f"{source}: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        raise ConfigError(
+            f"{source}: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+        )
     if device.startswith("cuda"):
         import torch
 
@@ -340,7 +366,8 @@ def _unknown_key(source: str, path: str, key: Any, allowed: list[str]) -> str:
     where = f"{path}.{key}" if path else str(key)
     close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"{source}: unknown key '{where}'{hint} (allowed: {', '.join(map(str, allowed))})"
+    names = ", ".join(map(str, allowed))
+    return f"{source}: unknown key '{where}'{hint} (allowed: {names})"
 
 
 def save_options(options: dict, path: str) -> None:

@@ -142,11 +142,15 @@ def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]
         if gradients["forces"]:
             forces = _get(atoms, gradients["forces"]["key"], label, "forces")
             structure.forces = torch.tensor(
-                np.asarray(forces, dtype=np.float64).reshape(-1, 3) * energy_unit / length
+                np.asarray(forces, dtype=np.float64).reshape(-1, 3)
+                * energy_unit
+                / length
             )
         if gradients["stress"]:
             stress = _get(atoms, gradients["stress"]["key"], label, "stress")
-            structure.virial = _virial_from_stress(stress, atoms, energy_unit, length, label)
+            structure.virial = _virial_from_stress(
+                stress, atoms, energy_unit, length, label
+            )
         elif gradients["virial"]:
             virial = _get(atoms, gradients["virial"]["key"], label, "virial")
             structure.virial = torch.tensor(
@@ -166,14 +170,18 @@ def _virial_from_stress(stress, atoms, energy_unit, length, label) -> torch.Tens
     else:
         raise ConfigError(f"{label}: stress must have 6 or 9 components")
     if not np.all(atoms.pbc):
-        raise ConfigError(f"{label}: stress needs a structure periodic in all directions")
+        raise ConfigError(
+            f"{label}: stress needs a structure periodic in all directions"
+        )
     volume = abs(np.linalg.det(atoms.cell.array))
     # stress is in energy/length^3 of the file's units; atoms were already converted
     return torch.tensor(-stress * volume * energy_unit / length**3)
 
 
 def _keys(atoms: ase.Atoms) -> list[str]:
-    keys = list(atoms.info) + [k for k in atoms.arrays if k not in ("numbers", "positions")]
+    keys = list(atoms.info) + [
+        k for k in atoms.arrays if k not in ("numbers", "positions")
+    ]
     if atoms.calc is not None:
         keys += list(atoms.calc.results)
     return sorted(set(keys))
@@ -215,8 +223,12 @@ def collate(structures: list[Structure]) -> Batch:
         numbers=torch.cat([s.numbers for s in structures]),
         positions=torch.cat([s.positions for s in structures]),
         cells=torch.stack([s.cell for s in structures]),
-        centers=torch.cat([s.centers + o for s, o in zip(structures, offsets)]),
-        neighbors=torch.cat([s.neighbors + o for s, o in zip(structures, offsets)]),
+        centers=torch.cat(
+            [s.centers + o for s, o in zip(structures, offsets, strict=False)]
+        ),
+        neighbors=torch.cat(
+            [s.neighbors + o for s, o in zip(structures, offsets, strict=False)]
+        ),
         shifts=torch.cat([s.shifts for s in structures]),
         atom_structure=torch.repeat_interleave(structure_index, counts),
         edge_structure=torch.repeat_interleave(structure_index, edge_counts),

@@ -14,7 +14,15 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 EMT_ELEMENTS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
 # EMT's own fcc lattice constants, for a lattice parameter that follows Vegard's law
-LATTICE = {"Al": 4.05, "Cu": 3.61, "Ag": 4.09, "Au": 4.08, "Ni": 3.52, "Pd": 3.89, "Pt": 3.92}
+LATTICE = {
+    "Al": 4.05,
+    "Cu": 3.61,
+    "Ag": 4.09,
+    "Au": 4.08,
+    "Ni": 3.52,
+    "Pd": 3.89,
+    "Pt": 3.92,
+}
 
 
 def generate_emt_structures(
@@ -64,11 +72,15 @@ def write_emt_dataset(path: str, n_structures: int, **kwargs) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write random EMT fcc alloys as extxyz")
+    parser = argparse.ArgumentParser(
+        description="Write random EMT fcc alloys as extxyz"
+    )
     parser.add_argument("output", help="extxyz file to write")
     parser.add_argument("-n", "--structures", type=int, default=100)
     parser.add_argument("--elements", default=",".join(EMT_ELEMENTS))
-    parser.add_argument("--repeat", type=int, default=2, help="fcc cubic cells per axis")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="fcc cubic cells per axis"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     write_emt_dataset(

@@ -31,10 +31,13 @@ def check_hypers(model: dict, where: str) -> None:
     if soap["cutoff"] <= 0:
         raise ConfigError(f"{where}.soap.cutoff must be > 0 Å, got {soap['cutoff']}")
     if soap["max_radial"] < 1:
-        raise ConfigError(f"{where}.soap.max_radial must be >= 1, got {soap['max_radial']}")
+        raise ConfigError(
+            f"{where}.soap.max_radial must be >= 1, got {soap['max_radial']}"
+        )
     if not 0 <= soap["max_angular"] <= 15:
         raise ConfigError(
-            f"{where}.soap.max_angular must be between 0 and 15, got {soap['max_angular']}"
+            f"{where}.soap.max_angular must be between 0 and 15, "
+            f"got {soap['max_angular']}"
         )
     if soap["atomic_gaussian_width"] < 0:
         raise ConfigError(f"{where}.soap.atomic_gaussian_width must be >= 0 Å")
@@ -46,10 +49,13 @@ def check_hypers(model: dict, where: str) -> None:
         )
     scaling = soap["radial_scaling"].get("Willatt2018")
     if scaling is not None and (scaling["rate"] <= 0 or scaling["scale"] <= 0):
-        raise ConfigError(f"{where}.soap.radial_scaling.Willatt2018: rate and scale must be > 0")
+        raise ConfigError(
+            f"{where}.soap.radial_scaling.Willatt2018: rate and scale must be > 0"
+        )
     if bpnn["num_hidden_layers"] < 0 or bpnn["num_neurons_per_layer"] < 1:
         raise ConfigError(
-            f"{where}.bpnn: num_hidden_layers must be >= 0 and num_neurons_per_layer >= 1"
+            f"{where}.bpnn: num_hidden_layers must be >= 0 "
+            "and num_neurons_per_layer >= 1"
         )
 
 

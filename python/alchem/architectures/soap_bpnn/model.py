@@ -58,7 +58,9 @@ class SoapBpnn(torch.nn.Module):
         )
         scaling = soap["radial_scaling"].get("Willatt2018")
         self.use_scaling = scaling is not None
-        self.radial_scaling = RadialScaling(**(scaling or {"rate": 1, "scale": 1, "exponent": 1}))
+        self.radial_scaling = RadialScaling(
+            **(scaling or {"rate": 1, "scale": 1, "exponent": 1})
+        )
 
         # the centre's own density: r = 0, only l = 0, Y_00 = 1 / sqrt(4 pi)
         with torch.no_grad():
@@ -104,7 +106,9 @@ class SoapBpnn(torch.nn.Module):
         harmonics = self.spherical_harmonics(edge_vectors)
         # density of neighbours of each species a around atom i: slot i * S + a
         slot = centers * self.n_species + species[neighbors]
-        own_slot = torch.arange(n_atoms, device=species.device) * self.n_species + species
+        own_slot = (
+            torch.arange(n_atoms, device=species.device) * self.n_species + species
+        )
 
         blocks: list[torch.Tensor] = []
         for l in range(self.max_angular + 1):
@@ -119,7 +123,9 @@ class SoapBpnn(torch.nn.Module):
             if l == 0:
                 own = self.center_density.reshape(1, -1, 1).expand(n_atoms, -1, 1)
                 density = density.index_add(0, own_slot, own)
-            density = density.reshape(n_atoms, self.n_species * self.n_radial, 2 * l + 1)
+            density = density.reshape(
+                n_atoms, self.n_species * self.n_radial, 2 * l + 1
+            )
             power = torch.einsum("iam,ibm->iab", density, density).reshape(n_atoms, -1)
             power = power[:, self.pair_index] * self.pair_weight
             blocks.append(power / math.sqrt(2 * l + 1))
@@ -132,7 +138,9 @@ class SoapBpnn(torch.nn.Module):
         centers: torch.Tensor,
         neighbors: torch.Tensor,
     ) -> torch.Tensor:
-        features = self.layernorm(self.features(species, edge_vectors, centers, neighbors))
+        features = self.layernorm(
+            self.features(species, edge_vectors, centers, neighbors)
+        )
         energies = torch.zeros(
             species.shape[0], dtype=features.dtype, device=features.device
         )

@@ -1,0 +1,32 @@
+"""What every command shares: clean error messages and logging set-up."""
+
+import logging
+import sys
+from collections.abc import Callable
+
+from ..errors import ConfigError
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a command; bad input is one line on stderr and exit status 2."""
+    try:
+        main()
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def setup_logging(log_file: str | None = None) -> None:
+    logger = logging.getLogger("alchem")
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    if log_file is not None:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)

@@ -1,0 +1,169 @@
+"""Export to a TorchScript metatomic ``AtomisticModel`` (``model.pt``).
+
+Engines (metatomic-ase, ``pair_style alchemical`` in LAMMPS) give the model systems
+and a full neighbour list at the model's cutoff; the model returns the energy (total
+or per atom). Forces and stress come from the engines' autograd through the neighbour
+list's distance vectors.
+"""
+
+import json
+import os
+import shutil
+from typing import Dict, List, Optional
+
+import torch
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import (
+    AtomisticModel,
+    ModelCapabilities,
+    ModelMetadata,
+    ModelOutput,
+    NeighborListOptions,
+    System,
+)
+
+from .model import EnergyModel
+
+REFERENCES = {
+    "soap_bpnn": [
+        "Behler and Parrinello, Phys. Rev. Lett. 98, 146401 (2007)",
+        "Bartók, Kondor and Csányi, Phys. Rev. B 87, 184115 (2013)",
+    ],
+    "alchemical_model": [
+        "Willatt, Musil and Ceriotti, Phys. Chem. Chem. Phys. 20, 29661 (2018)",
+        "Lopanitsyna et al., Phys. Rev. Materials 7, 045802 (2023)",
+        "Mazitov et al., arXiv:2404.10746 (2024)",
+    ],
+}
+
+
+class MetatomicEnergyModel(torch.nn.Module):
+    """Adapter from metatomic systems and neighbour lists to ``EnergyModel``."""
+
+    def __init__(self, model: EnergyModel):
+        super().__init__()
+        self.model = model
+        self.neighbor_options = NeighborListOptions(
+            cutoff=model.cutoff, full_list=True, strict=True, requestor="alchem"
+        )
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return [self.neighbor_options]
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        if "energy" not in outputs:
+            return {}
+        numbers: List[torch.Tensor] = []
+        vectors: List[torch.Tensor] = []
+        centers: List[torch.Tensor] = []
+        neighbors: List[torch.Tensor] = []
+        system_index: List[torch.Tensor] = []
+        atom_index: List[torch.Tensor] = []
+        offset = 0
+        for index, system in enumerate(systems):
+            pairs = system.get_neighbor_list(self.neighbor_options)
+            n_atoms = len(system)
+            numbers.append(system.types)
+            vectors.append(pairs.values.reshape(-1, 3))
+            centers.append(pairs.samples.column("first_atom") + offset)
+            neighbors.append(pairs.samples.column("second_atom") + offset)
+            device = system.types.device
+            system_index.append(torch.full((n_atoms,), index, device=device))
+            atom_index.append(torch.arange(n_atoms, device=device))
+            offset += n_atoms
+
+        energies = self.model.atomic_energies(
+            torch.cat(numbers),
+            torch.cat(vectors),
+            torch.cat(centers),
+            torch.cat(neighbors),
+        )
+        samples = torch.stack([torch.cat(system_index), torch.cat(atom_index)], dim=1)
+        if selected_atoms is not None:
+            selected = selected_atoms.values.to(samples.device)
+            # keep the atoms whose (system, atom) pair is in selected_atoms
+            keys = samples[:, 0] * (offset + 1) + samples[:, 1]
+            wanted = selected[:, 0] * (offset + 1) + selected[:, 1]
+            mask = torch.isin(keys, wanted)
+            energies = energies[mask]
+            samples = samples[mask]
+
+        properties = Labels("energy", torch.tensor([[0]], device=energies.device))
+        if outputs["energy"].sample_kind == "atom":
+            block = TensorBlock(
+                values=energies.reshape(-1, 1),
+                samples=Labels(["system", "atom"], samples),
+                components=[],
+                properties=properties,
+            )
+        else:
+            total = torch.zeros(
+                len(systems), dtype=energies.dtype, device=energies.device
+            )
+            total = total.index_add(0, samples[:, 0], energies)
+            block = TensorBlock(
+                values=total.reshape(-1, 1),
+                samples=Labels(
+                    "system",
+                    torch.arange(len(systems), device=energies.device).reshape(-1, 1),
+                ),
+                components=[],
+                properties=properties,
+            )
+        keys = Labels("_", torch.tensor([[0]], device=energies.device))
+        return {"energy": TensorMap(keys, [block])}
+
+
+def atomistic_model(model: EnergyModel, options: dict) -> AtomisticModel:
+    """Wrap a trained model with its capabilities and metadata."""
+    dtype = "float64" if options["base_precision"] == 64 else "float32"
+    name = options["architecture"]["name"]
+    capabilities = ModelCapabilities(
+        outputs={"energy": ModelOutput(unit="eV", sample_kind="atom")},
+        atomic_types=model.atomic_types,
+        interaction_range=model.cutoff,
+        length_unit="angstrom",
+        supported_devices=["cpu", "cuda"],
+        dtype=dtype,
+    )
+    metadata = ModelMetadata(
+        name=f"alchem {name}",
+        description=f"{name} interatomic potential trained with alchem",
+        references={
+            "architecture": REFERENCES.get(name, []),
+            "implementation": ["alchem (this project)"],
+        },
+        extra={"architecture": name, "hypers": json.dumps(options["architecture"])},
+    )
+    wrapper = MetatomicEnergyModel(model.to("cpu").eval())
+    return AtomisticModel(wrapper.eval(), metadata, capabilities)
+
+
+def export_model(model: EnergyModel, options: dict, path: str) -> str:
+    """Write ``path`` and the ``extensions/`` folder beside it; returns that folder.
+
+    The file is written under a temporary name and renamed, so an existing model is
+    never left half-written.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    extensions = os.path.join(folder, "extensions")
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    tmp_extensions = tmp + "-extensions"
+    try:
+        atomistic_model(model, options).save(tmp, collect_extensions=tmp_extensions)
+        if os.path.isdir(tmp_extensions):
+            # merge: other models in the same folder may need other extensions
+            shutil.copytree(tmp_extensions, extensions, dirs_exist_ok=True)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, tmp_extensions):
+            if os.path.isdir(leftover):
+                shutil.rmtree(leftover)
+            elif os.path.exists(leftover):
+                os.remove(leftover)
+    return extensions

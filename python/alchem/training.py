@@ -1,0 +1,496 @@
+"""The training loop shared by all architectures.
+
+Adam, ReduceLROnPlateau on the validation loss, early stopping, the best model kept,
+checkpoints with everything needed to resume bit-for-bit (model, optimizer,
+scheduler, epoch, best model, random-number state).
+"""
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .architectures import get_architecture
+from .data import DatasetInfo, Structure, collate, dataset_info, read_structures
+from .errors import ConfigError
+from .io import atomic_write, atomic_write_text
+from .model import EnergyModel, fit_composition_and_scale, predict
+
+CHECKPOINT_FORMAT = "alchem-checkpoint-1"
+LOG = logging.getLogger("alchem")
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Build modules directly in the working precision (splines keep full accuracy)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def precision(options: dict) -> torch.dtype:
+    return torch.float64 if options["base_precision"] == 64 else torch.float32
+
+
+def build_model(options: dict, info: DatasetInfo) -> EnergyModel:
+    arch = get_architecture(options["architecture"]["name"])
+    dtype = precision(options)
+    with default_dtype(dtype):
+        network = arch.build_model(options["architecture"]["model"], info)
+        model = EnergyModel(network, info)
+    return model.to(dtype)
+
+
+def model_cutoff(options: dict) -> float:
+    return float(options["architecture"]["model"]["soap"]["cutoff"])
+
+
+@dataclass
+class Datasets:
+    train: list[Structure]
+    validation: list[Structure]
+    test: list[Structure]
+    targets: dict  # which of energy/forces/virial are trained
+
+
+def load_datasets(options: dict, source: str) -> Datasets:
+    """Read training, validation and test sets; split fractions off the training set."""
+    cutoff = model_cutoff(options)
+    train = read_structures(options["training_set"], cutoff, f"{source}: training_set")
+    present = options["training_set"]["targets"]["energy"]["present"]
+    generator = torch.Generator().manual_seed(options["seed"])
+    order = torch.randperm(len(train), generator=generator).tolist()
+    shuffled = [train[i] for i in order]
+    splits: dict[str, list[Structure]] = {}
+    taken = 0
+    for name in ("validation_set", "test_set"):
+        value = options[name]
+        if isinstance(value, float):
+            count = max(1, int(round(value * len(train))))
+            splits[name] = shuffled[taken : taken + count]
+            taken += count
+        elif isinstance(value, dict):
+            splits[name] = read_structures(value, cutoff, f"{source}: {name}")
+        else:
+            splits[name] = []
+    if any(isinstance(options[n], float) for n in ("validation_set", "test_set")):
+        train = shuffled[taken:]
+    if len(train) == 0:
+        raise ConfigError(f"{source}: no structures left for training after the splits")
+    if len(splits["validation_set"]) == 0:
+        raise ConfigError(f"{source}: validation_set is empty")
+    known = {int(z) for s in train for z in s.numbers.tolist()}
+    for name in ("validation_set", "test_set"):
+        extra = {int(z) for s in splits[name] for z in s.numbers.tolist()} - known
+        if extra:
+            from ase.data import chemical_symbols
+
+            symbols = ", ".join(chemical_symbols[z] for z in sorted(extra))
+            raise ConfigError(
+                f"{source}: {name} contains elements absent from the training set: "
+                f"{symbols}"
+            )
+    targets = {
+        "energy": True,
+        "forces": present["forces"],
+        "virial": present["stress"] or present["virial"],
+    }
+    return Datasets(train, splits["validation_set"], splits["test_set"], targets)
+
+
+def loss_function(
+    prediction: dict, batch, targets: dict, weights: dict, per_structure_energy: bool
+) -> torch.Tensor:
+    n_atoms = batch.n_atoms.to(prediction["energy"].dtype)
+    if per_structure_energy:
+        loss = weights["energy"] * _mse(prediction["energy"], batch.energy)
+    else:
+        loss = weights["energy"] * _mse(
+            prediction["energy"] / n_atoms, batch.energy / n_atoms
+        )
+    if targets["forces"]:
+        loss = loss + weights["forces"] * _mse(prediction["forces"], batch.forces)
+    if targets["virial"]:
+        per_atom = n_atoms.reshape(-1, 1, 1)
+        loss = loss + weights["stress"] * _mse(
+            prediction["virial"] / per_atom, batch.virial / per_atom
+        )
+    return loss
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).pow(2).mean()
+
+
+def evaluate(
+    model: EnergyModel,
+    structures: list[Structure],
+    targets: dict,
+    batch_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Predictions for every structure, concatenated (float64, on the CPU)."""
+    collected: dict[str, list[torch.Tensor]] = {
+        "energy": [],
+        "forces": [],
+        "virial": [],
+    }
+    for start in range(0, len(structures), batch_size):
+        batch = collate(structures[start : start + batch_size]).to(device, dtype)
+        out = predict(model, batch, forces=targets["forces"], virial=targets["virial"])
+        for key in collected:
+            if key in out:
+                collected[key].append(out[key].detach().double().cpu())
+    return {k: torch.cat(v) for k, v in collected.items() if v}
+
+
+def metrics(
+    predictions: dict[str, torch.Tensor], structures: list[Structure], targets: dict
+) -> dict[str, float]:
+    """RMSE and MAE: energy in meV/atom, forces in meV/Å, stress in meV/Å^3."""
+    result: dict[str, float] = {}
+    n_atoms = torch.tensor([len(s.numbers) for s in structures], dtype=torch.float64)
+    reference = torch.tensor([s.energy for s in structures], dtype=torch.float64)
+    error = (predictions["energy"] - reference) / n_atoms * 1000
+    result["energy_rmse"] = float(error.pow(2).mean().sqrt())
+    result["energy_mae"] = float(error.abs().mean())
+    if targets["forces"] and all(s.forces is not None for s in structures):
+        error = (
+            predictions["forces"] - torch.cat([s.forces for s in structures])
+        ) * 1000
+        result["forces_rmse"] = float(error.pow(2).mean().sqrt())
+        result["forces_mae"] = float(error.abs().mean())
+    if targets["virial"] and all(s.virial is not None for s in structures):
+        volumes = torch.stack([torch.det(s.cell).abs() for s in structures]).reshape(
+            -1, 1, 1
+        )
+        reference = torch.stack([s.virial for s in structures])
+        error = (predictions["virial"] - reference) / volumes * 1000  # stress = -W/V
+        result["stress_rmse"] = float(error.pow(2).mean().sqrt())
+        result["stress_mae"] = float(error.abs().mean())
+    return result
+
+
+class Progress:
+    """A progress bar on a terminal; nothing when output goes to a file."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.enabled = sys.stderr.isatty()
+
+    def update(self, epoch: int, text: str) -> None:
+        if self.enabled:
+            filled = int(30 * epoch / self.total)
+            bar = "#" * filled + "." * (30 - filled)
+            sys.stderr.write(f"\r[{bar}] {epoch}/{self.total} {text}   ")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _format(name: str, values: dict[str, float]) -> str:
+    parts = [
+        f"{name} E {values['energy_rmse']:.2f}/{values['energy_mae']:.2f} meV/atom"
+    ]
+    if "forces_rmse" in values:
+        parts.append(f"F {values['forces_rmse']:.1f}/{values['forces_mae']:.1f} meV/Å")
+    if "stress_rmse" in values:
+        parts.append(f"S {values['stress_rmse']:.3f} meV/Å³")
+    return ", ".join(parts)
+
+
+def train(
+    options: dict,
+    source: str,
+    run_dir: str,
+    checkpoint_path: str,
+    restart: str | None = None,
+) -> tuple[EnergyModel, dict]:
+    """Train from expanded options; returns the best model and the final metrics.
+
+    The metrics printed are RMSE/MAE pairs for training and validation.
+    """
+    training = options["architecture"]["training"]
+    dtype = precision(options)
+    device = torch.device(options["device"])
+    torch.manual_seed(options["seed"])
+
+    data = load_datasets(options, source)
+    info = dataset_info(data.train)
+    state = None
+    if restart is not None:
+        state = load_checkpoint(restart)
+        info = DatasetInfo(**state["dataset_info"])
+        if state["options"]["architecture"]["name"] != options["architecture"]["name"]:
+            raise ConfigError(
+                f"--restart {restart}: the checkpoint is a "
+                f"{state['options']['architecture']['name']} model but the options ask "
+                f"for {options['architecture']['name']}"
+            )
+    model = build_model(options, info)
+    if state is None:
+        fit_composition_and_scale(model, data.train)
+    else:
+        model.load_state_dict(state["model_state"])
+    model = model.to(device)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    LOG.info(
+        "%s: %d parameters; %d training, %d validation, %d test structures; "
+        "targets: %s",
+        options["architecture"]["name"],
+        n_params,
+        len(data.train),
+        len(data.validation),
+        len(data.test),
+        ", ".join(k for k, v in data.targets.items() if v),
+    )
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=training["learning_rate"])
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        factor=training["scheduler_factor"],
+        patience=training["scheduler_patience"],
+    )
+    shuffle = torch.Generator().manual_seed(options["seed"] + 1)
+    start_epoch = 1
+    best_loss = math.inf
+    best_state = copy.deepcopy(model.state_dict())
+    best_epoch = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        shuffle.set_state(state["rng"]["shuffle"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start_epoch = state["epoch"] + 1
+        best_loss = state["best_loss"]
+        best_state = state["best_state"]
+        best_epoch = state["best_epoch"]
+
+    weights = training["loss_weights"]
+    per_structure = "energy" in training["per_structure_targets"]
+    metrics_path = os.path.join(run_dir, "metrics.csv")
+    columns = ["epoch", "learning_rate", "train_loss", "validation_loss", "seconds"]
+    metric_names = [
+        "energy_rmse",
+        "energy_mae",
+        "forces_rmse",
+        "forces_mae",
+        "stress_rmse",
+    ]
+    columns += [
+        f"{split}_{m}" for split in ("train", "validation") for m in metric_names
+    ]
+    csv_lines = [",".join(columns)]
+    if state is not None:
+        csv_lines = state.get("csv_lines", csv_lines)
+
+    progress = Progress(training["num_epochs"])
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, training["num_epochs"] + 1):
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(data.train), generator=shuffle).tolist()
+        train_loss = 0.0
+        for start in range(0, len(order), training["batch_size"]):
+            chunk = [
+                data.train[i] for i in order[start : start + training["batch_size"]]
+            ]
+            batch = collate(chunk).to(device, dtype)
+            optimizer.zero_grad()
+            prediction = predict(
+                model,
+                batch,
+                data.targets["forces"],
+                data.targets["virial"],
+                create_graph=True,
+            )
+            loss = loss_function(
+                prediction, batch, data.targets, weights, per_structure
+            )
+            loss.backward()
+            optimizer.step()
+            train_loss += loss.item() * len(chunk)
+        train_loss /= len(data.train)
+        elapsed = time.perf_counter() - started
+
+        model.eval()
+        validation_loss, validation_metrics = _validation(
+            model, data, weights, per_structure, training["batch_size"], dtype, device
+        )
+        scheduler.step(validation_loss)
+        if validation_loss < best_loss:
+            best_loss = validation_loss
+            best_state = copy.deepcopy(model.state_dict())
+            best_epoch = epoch
+        log_now = (
+            epoch % training["log_interval"] == 0 or epoch == training["num_epochs"]
+        )
+        train_metrics: dict[str, float] = {}
+        if log_now:
+            predictions = evaluate(
+                model, data.train, data.targets, training["batch_size"], dtype, device
+            )
+            train_metrics = metrics(predictions, data.train, data.targets)
+            LOG.info(
+                "epoch %4d | lr %.2e | loss %.4e / %.4e | %s | %s | %.2f s",
+                epoch,
+                optimizer.param_groups[0]["lr"],
+                train_loss,
+                validation_loss,
+                _format("train", train_metrics),
+                _format("val", validation_metrics),
+                elapsed,
+            )
+        row = [
+            epoch,
+            optimizer.param_groups[0]["lr"],
+            train_loss,
+            validation_loss,
+            elapsed,
+        ]
+        row += [train_metrics.get(m, "") for m in metric_names]
+        row += [validation_metrics.get(m, "") for m in metric_names]
+        csv_lines.append(",".join(str(v) for v in row))
+        atomic_write_text(metrics_path, "\n".join(csv_lines) + "\n")
+        progress.update(epoch, f"val loss {validation_loss:.3e}")
+
+        stop = epoch - best_epoch > training["early_stopping_patience"]
+        if epoch % training["checkpoint_interval"] == 0 or stop:
+            snapshot = _checkpoint(
+                options,
+                info,
+                model,
+                optimizer,
+                scheduler,
+                epoch,
+                best_loss,
+                best_state,
+                best_epoch,
+                shuffle,
+                csv_lines,
+            )
+            save_checkpoint(snapshot, os.path.join(run_dir, f"epoch_{epoch}.ckpt"))
+        if stop:
+            LOG.info(
+                "early stopping: no improvement for %d epochs",
+                training["early_stopping_patience"],
+            )
+            break
+    progress.close()
+
+    final = _checkpoint(
+        options,
+        info,
+        model,
+        optimizer,
+        scheduler,
+        epoch,
+        best_loss,
+        best_state,
+        best_epoch,
+        shuffle,
+        csv_lines,
+    )
+    save_checkpoint(final, checkpoint_path)
+    model.load_state_dict(best_state)
+    model.eval()
+    LOG.info("best validation loss %.4e at epoch %d", best_loss, best_epoch)
+
+    summary = {}
+    for name, structures in (("validation", data.validation), ("test", data.test)):
+        if structures:
+            predictions = evaluate(
+                model, structures, data.targets, training["batch_size"], dtype, device
+            )
+            summary[name] = metrics(predictions, structures, data.targets)
+            LOG.info("final %s", _format(name, summary[name]))
+    return model, summary
+
+
+def _validation(model, data, weights, per_structure, batch_size, dtype, device):
+    total = 0.0
+    for start in range(0, len(data.validation), batch_size):
+        chunk = data.validation[start : start + batch_size]
+        batch = collate(chunk).to(device, dtype)
+        prediction = predict(
+            model, batch, data.targets["forces"], data.targets["virial"]
+        )
+        loss = loss_function(prediction, batch, data.targets, weights, per_structure)
+        total += loss.item() * len(chunk)
+    predictions = evaluate(
+        model, data.validation, data.targets, batch_size, dtype, device
+    )
+    return total / len(data.validation), metrics(
+        predictions, data.validation, data.targets
+    )
+
+
+def _checkpoint(
+    options,
+    info,
+    model,
+    optimizer,
+    scheduler,
+    epoch,
+    best_loss,
+    best_state,
+    best_epoch,
+    shuffle,
+    csv_lines,
+) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "options": options,
+        "dataset_info": {
+            "atomic_types": info.atomic_types,
+            "mean_num_neighbors": info.mean_num_neighbors,
+        },
+        "model_state": copy.deepcopy(model.state_dict()),
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "best_loss": best_loss,
+        "best_state": best_state,
+        "best_epoch": best_epoch,
+        "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
+        "csv_lines": list(csv_lines),
+    }
+
+
+def save_checkpoint(checkpoint: dict, path: str) -> None:
+    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def load_checkpoint(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ConfigError(f"{path}: not a readable checkpoint ({error})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path}: not an alchem checkpoint")
+    return state
+
+
+def model_from_checkpoint(path: str, best: bool = True) -> tuple[EnergyModel, dict]:
+    """The model stored in a checkpoint (the best one by default) and its options."""
+    state = load_checkpoint(path)
+    info = DatasetInfo(**state["dataset_info"])
+    model = build_model(state["options"], info)
+    model.load_state_dict(state["best_state"] if best else state["model_state"])
+    model.eval()
+    return model, state["options"]
