@@ -1,0 +1,461 @@
+// Torch-side half of `pair_style alchemical` (see alchemical_model.h).
+#include "alchemical_model.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
+#include <torch/version.h>
+
+#include <metatensor/torch.hpp>
+#include <metatomic/torch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+
+namespace alchem {
+
+namespace {
+
+std::string join(const std::vector<std::string> &values, const std::string &separator)
+{
+  std::string result;
+  for (size_t i = 0; i < values.size(); i++) {
+    if (i != 0) result += separator;
+    result += values[i];
+  }
+  return result;
+}
+
+}    // namespace
+
+struct NeighborListCache {
+  metatomic_torch::NeighborListOptions options;
+  NeighborListRequest request;
+  metatensor_torch::Labels samples;    // on the model device, reused while unchanged
+  torch::Tensor vectors;               // leaf of the current evaluation
+  torch::Tensor gradient;              // dE/dr on CPU, float64
+};
+
+struct ModelData {
+  metatensor_torch::Module model;
+  metatomic_torch::ModelCapabilities capabilities;
+  metatomic_torch::ModelEvaluationOptions options;
+  metatomic_torch::ModelOutput energy_output;
+  std::vector<NeighborListCache> neighbors;
+  std::string length_unit;
+  bool check_consistency = false;
+
+  torch::Device device = torch::kCPU;
+  torch::Dtype dtype = torch::kFloat64;
+  bool device_set = false;
+
+  // constant inputs, on the model device
+  torch::Tensor cell;
+  torch::Tensor pbc;
+  metatensor_torch::Labels xyz;
+  metatensor_torch::Labels distance;
+  metatensor_torch::Labels selected_atoms;
+  int64_t selected_atoms_count = -1;
+
+  // outputs kept alive between calls
+  torch::Tensor position_gradient;
+
+  explicit ModelData(torch::jit::Module module) : model(std::move(module)) {}
+};
+
+AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &extensions)
+{
+  torch::optional<std::string> extensions_directory = torch::nullopt;
+  if (!extensions.empty()) extensions_directory = extensions;
+
+  try {
+    data_ = std::make_unique<ModelData>(
+        metatomic_torch::load_atomistic_model(path, extensions_directory));
+  } catch (const std::exception &e) {
+    std::string hint;
+    if (extensions.empty()) {
+      hint = " (if the model uses TorchScript extensions such as sphericart-torch, put them in "
+             "an `extensions/` folder next to the model or give `extensions <folder>`)";
+    }
+    throw std::runtime_error("could not load the metatomic model '" + path + "'" + hint + ": " +
+                             e.what());
+  }
+
+  auto &d = *data_;
+  d.capabilities = d.model.run_method("capabilities")
+                       .toCustomClass<metatomic_torch::ModelCapabilitiesHolder>();
+  if (!d.capabilities->outputs().contains("energy")) {
+    std::vector<std::string> names;
+    for (const auto &item : d.capabilities->outputs()) names.push_back(item.key());
+    throw std::runtime_error("the model '" + path +
+                             "' has no \"energy\" output (it has: " + join(names, ", ") +
+                             "), it can not be used as a pair style");
+  }
+
+  const auto &dtype = d.capabilities->dtype();
+  if (dtype == "float64") {
+    d.dtype = torch::kFloat64;
+  } else if (dtype == "float32") {
+    d.dtype = torch::kFloat32;
+  } else {
+    throw std::runtime_error("the model uses dtype '" + dtype +
+                             "', only float32 and float64 are supported");
+  }
+
+  auto requested = d.model.run_method("requested_neighbor_lists").toList();
+  for (const auto &ivalue : requested) {
+    NeighborListCache cache;
+    cache.options =
+        ivalue.get().toCustomClass<metatomic_torch::NeighborListOptionsHolder>();
+    d.neighbors.push_back(std::move(cache));
+  }
+
+  d.options = torch::make_intrusive<metatomic_torch::ModelEvaluationOptionsHolder>();
+  d.energy_output = torch::make_intrusive<metatomic_torch::ModelOutputHolder>();
+  d.energy_output->explicit_gradients = {};
+  d.energy_output->set_sample_kind("system");
+  d.options->outputs.insert("energy", d.energy_output);
+}
+
+AlchemicalModel::~AlchemicalModel() = default;
+
+void AlchemicalModel::set_engine_units(const std::string &length, const std::string &energy)
+{
+  auto &d = *data_;
+  const auto &model_length = d.capabilities->length_unit();
+  const auto model_energy = this->energy_unit();
+
+  try {
+    metatomic_torch::unit_conversion_factor(model_length, length);
+  } catch (const std::exception &e) {
+    throw std::runtime_error("can not convert the model's length unit '" + model_length +
+                             "' to the LAMMPS length unit '" + length + "': " + e.what());
+  }
+  if (!model_energy.empty()) {
+    try {
+      metatomic_torch::unit_conversion_factor(model_energy, energy);
+    } catch (const std::exception &e) {
+      throw std::runtime_error("can not convert the model's energy unit '" + model_energy +
+                               "' to the LAMMPS energy unit '" + energy + "': " + e.what());
+    }
+  }
+
+  d.length_unit = length;
+  d.options->set_length_unit(length);
+  d.energy_output->set_unit(energy);
+
+  for (auto &cache : d.neighbors) {
+    cache.request.cutoff = cache.options->engine_cutoff(length);
+    cache.request.full_list = cache.options->full_list();
+    cache.request.strict = cache.options->strict();
+    cache.request.description = cache.options->str();
+    if (!(cache.request.cutoff > 0.0) || !std::isfinite(cache.request.cutoff)) {
+      throw std::runtime_error("the model requested a neighbor list with an invalid cutoff (" +
+                               cache.options->str() + ")");
+    }
+  }
+}
+
+void AlchemicalModel::set_device(const std::string &requested, int local_rank)
+{
+  auto &d = *data_;
+  const auto &supported = d.capabilities->supported_devices;
+  auto model_supports = [&](const std::string &type) {
+    for (const auto &s : supported) {
+      if (s == type) return true;
+    }
+    return false;
+  };
+  const bool cuda = torch::cuda::is_available();
+
+  std::string type;
+  int index = -1;
+  if (requested.empty()) {
+    for (const auto &s : supported) {
+      if (s == "cpu" || (s == "cuda" && cuda)) {
+        type = s;
+        break;
+      }
+    }
+    if (type.empty()) {
+      throw std::runtime_error("none of the devices this model supports (" + join(supported, ", ") +
+                               ") is available here");
+    }
+  } else if (requested == "cpu") {
+    type = "cpu";
+  } else if (requested == "cuda" || requested.rfind("cuda:", 0) == 0) {
+    type = "cuda";
+    if (requested.size() > 5) {
+      try {
+        size_t end = 0;
+        index = std::stoi(requested.substr(5), &end);
+        if (end != requested.size() - 5 || index < 0) throw std::invalid_argument("");
+      } catch (const std::exception &) {
+        throw std::runtime_error("invalid device '" + requested + "', expected cpu, cuda or cuda:N");
+      }
+    }
+  } else {
+    throw std::runtime_error("unknown device '" + requested + "', expected cpu, cuda or cuda:N");
+  }
+
+  if (type == "cuda") {
+    if (!cuda) {
+      throw std::runtime_error(
+          "device cuda requested, but the torch this plugin runs with (" TORCH_VERSION
+          ") has no CUDA support or sees no GPU: use `device cpu`, or install a CUDA build of "
+          "torch and rebuild the plugin against it");
+    }
+    const int count = static_cast<int>(torch::cuda::device_count());
+    if (index < 0) {
+      index = local_rank % count;
+    } else if (index >= count) {
+      throw std::runtime_error("device " + requested + " requested, but only " +
+                               std::to_string(count) + " GPU(s) are visible");
+    }
+  }
+  if (!model_supports(type)) {
+    throw std::runtime_error("device " + type + " requested, but the model only supports " +
+                             join(supported, ", "));
+  }
+
+  d.device = type == "cuda" ? torch::Device(torch::kCUDA, static_cast<int8_t>(index))
+                            : torch::Device(torch::kCPU);
+  d.model.to(d.device);
+
+  auto float_options = torch::TensorOptions().dtype(d.dtype).device(d.device);
+  d.cell = torch::zeros({3, 3}, float_options);
+  d.pbc = torch::zeros({3}, torch::TensorOptions().dtype(torch::kBool).device(d.device));
+  d.xyz = metatensor_torch::LabelsHolder::create({"xyz"}, {{0}, {1}, {2}})->to(d.device);
+  d.distance = metatensor_torch::LabelsHolder::create({"distance"}, {{0}})->to(d.device);
+  d.selected_atoms = {};
+  d.selected_atoms_count = -1;
+  for (auto &cache : d.neighbors) cache.samples = {};
+  d.device_set = true;
+}
+
+void AlchemicalModel::set_num_threads(int n)
+{
+  if (n > 0) at::set_num_threads(n);
+}
+
+int AlchemicalModel::num_threads()
+{
+  return at::get_num_threads();
+}
+
+int AlchemicalModel::cuda_device_count()
+{
+  return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
+
+std::vector<int64_t> AlchemicalModel::atomic_types() const
+{
+  return data_->capabilities->atomic_types;
+}
+
+std::vector<NeighborListRequest> AlchemicalModel::neighbor_lists() const
+{
+  std::vector<NeighborListRequest> result;
+  for (const auto &cache : data_->neighbors) result.push_back(cache.request);
+  return result;
+}
+
+double AlchemicalModel::interaction_range() const
+{
+  return data_->capabilities->engine_interaction_range(data_->length_unit);
+}
+
+bool AlchemicalModel::supports_per_atom_energy() const
+{
+  return data_->capabilities->outputs().at("energy")->sample_kind() == "atom";
+}
+
+std::string AlchemicalModel::dtype() const
+{
+  return data_->capabilities->dtype();
+}
+
+std::string AlchemicalModel::device() const
+{
+  return data_->device.str();
+}
+
+std::string AlchemicalModel::energy_unit() const
+{
+  return data_->capabilities->outputs().at("energy")->unit();
+}
+
+std::string AlchemicalModel::length_unit() const
+{
+  return data_->capabilities->length_unit();
+}
+
+std::string AlchemicalModel::metadata() const
+{
+  auto metadata =
+      data_->model.run_method("metadata").toCustomClass<metatomic_torch::ModelMetadataHolder>();
+  return metadata->print();
+}
+
+std::vector<std::string> AlchemicalModel::references() const
+{
+  auto metadata =
+      data_->model.run_method("metadata").toCustomClass<metatomic_torch::ModelMetadataHolder>();
+  std::vector<std::string> result;
+  for (const auto &item : metadata->references) {
+    for (const auto &reference : item.value()) result.push_back(reference);
+  }
+  return result;
+}
+
+void AlchemicalModel::set_check_consistency(bool check)
+{
+  data_->check_consistency = check;
+}
+
+void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &output)
+{
+  auto &d = *data_;
+  if (!d.device_set) throw std::runtime_error("internal error: device not set before compute");
+  if (input.pairs.size() != d.neighbors.size()) {
+    throw std::runtime_error("internal error: wrong number of neighbor lists");
+  }
+  torch::AutoGradMode enable_grad(true);
+
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  const auto i32 = torch::TensorOptions().dtype(torch::kInt32);
+
+  // positions and types: copies on the model device, in the model dtype
+  auto positions =
+      torch::from_blob(const_cast<double *>(input.positions), {input.n_total, 3}, f64)
+          .to(d.device, d.dtype, /*non_blocking=*/false, /*copy=*/true);
+  if (input.need_gradients) positions.requires_grad_(true);
+  auto types = torch::from_blob(const_cast<int32_t *>(input.types), {input.n_total}, i32)
+                   .to(d.device, torch::kInt32, /*non_blocking=*/false, /*copy=*/true);
+
+  auto system = torch::make_intrusive<metatomic_torch::SystemHolder>(types, positions, d.cell, d.pbc);
+
+  for (size_t k = 0; k < d.neighbors.size(); k++) {
+    auto &cache = d.neighbors[k];
+    const auto &pairs = input.pairs[k];
+    const int64_t n_pairs = pairs.n_pairs;
+
+    if (pairs.samples_changed || !cache.samples || cache.samples->count() != n_pairs) {
+      torch::Tensor values;
+      if (n_pairs == 0) {
+        values = torch::zeros({0, 5}, i32);
+      } else {
+        values = torch::from_blob(const_cast<int32_t *>(pairs.samples), {n_pairs, 5}, i32).clone();
+      }
+      // the pairs come from LAMMPS' neighbor list: each (first, second) once
+      cache.samples = torch::make_intrusive<metatensor_torch::LabelsHolder>(
+                          std::vector<std::string>{"first_atom", "second_atom", "cell_shift_a",
+                                                   "cell_shift_b", "cell_shift_c"},
+                          values, metatensor::assume_unique{})
+                          ->to(d.device);
+    }
+
+    if (n_pairs == 0) {
+      cache.vectors = torch::zeros({0, 3, 1}, torch::TensorOptions().dtype(d.dtype).device(d.device));
+    } else {
+      cache.vectors =
+          torch::from_blob(const_cast<double *>(pairs.vectors), {n_pairs, 3, 1}, f64)
+              .to(d.device, d.dtype, /*non_blocking=*/false, /*copy=*/true);
+    }
+    if (input.need_gradients) cache.vectors.requires_grad_(true);
+
+    auto block = torch::make_intrusive<metatensor_torch::TensorBlockHolder>(
+        cache.vectors, cache.samples, std::vector<metatensor_torch::Labels>{d.xyz}, d.distance);
+    system->add_neighbor_list(cache.options, block);
+  }
+
+  if (d.selected_atoms_count != input.n_local) {
+    auto values = torch::zeros({input.n_local, 2}, i32);
+    values.index_put_({torch::indexing::Slice(), 1}, torch::arange(input.n_local, i32));
+    d.selected_atoms = torch::make_intrusive<metatensor_torch::LabelsHolder>(
+                           std::vector<std::string>{"system", "atom"}, values,
+                           metatensor::assume_unique{})
+                           ->to(d.device);
+    d.selected_atoms_count = input.n_local;
+  }
+  d.options->set_selected_atoms(d.selected_atoms);
+  d.energy_output->set_sample_kind(input.per_atom_energy ? "atom" : "system");
+
+  auto result = d.model
+                    .forward({std::vector<metatomic_torch::System>{system}, d.options,
+                              d.check_consistency})
+                    .toGenericDict();
+  auto energy_map = result.at("energy").toCustomClass<metatensor_torch::TensorMapHolder>();
+  if (energy_map->keys()->count() != 1) {
+    throw std::runtime_error("the model returned an energy TensorMap with " +
+                             std::to_string(energy_map->keys()->count()) +
+                             " blocks, expected exactly one");
+  }
+  auto block = metatensor_torch::TensorMapHolder::block_by_id(energy_map, 0);
+  auto values = block->values();
+  auto total = values.sum();
+  output.energy = total.detach().to(torch::kCPU, torch::kFloat64).item<double>();
+
+  if (input.per_atom_energy) {
+    auto samples = block->samples();
+    auto names = samples->names();
+    if (names.size() != 2 || names[1] != "atom") {
+      throw std::runtime_error("the model did not return per-atom energies (samples are " +
+                               join(names, ", ") + ")");
+    }
+    auto sample_values = samples->values().to(torch::kCPU, torch::kInt32).contiguous();
+    auto energies = values.detach().reshape({-1}).to(torch::kCPU, torch::kFloat64).contiguous();
+    if (energies.size(0) != sample_values.size(0)) {
+      throw std::runtime_error("the model returned more than one energy per atom");
+    }
+    output.atom_energies.assign(static_cast<size_t>(input.n_local), 0.0);
+    const auto *atoms = sample_values.data_ptr<int32_t>();
+    const auto *energy = energies.data_ptr<double>();
+    for (int64_t i = 0; i < energies.size(0); i++) {
+      const int32_t atom = atoms[2 * i + 1];
+      if (atom < 0 || atom >= input.n_local) {
+        throw std::runtime_error("the model returned a per-atom energy for atom " +
+                                 std::to_string(atom) + ", which was not selected");
+      }
+      output.atom_energies[static_cast<size_t>(atom)] += energy[i];
+    }
+  }
+
+  output.pair_gradients.assign(d.neighbors.size(), nullptr);
+  output.position_gradients = nullptr;
+  d.position_gradient = torch::Tensor();
+  for (auto &cache : d.neighbors) cache.gradient = torch::Tensor();
+
+  if (!input.need_gradients || !total.requires_grad()) return;
+
+  std::vector<torch::Tensor> inputs = {positions};
+  for (auto &cache : d.neighbors) inputs.push_back(cache.vectors);
+  auto gradients = torch::autograd::grad({total}, inputs, /*grad_outputs=*/{},
+                                         /*retain_graph=*/false, /*create_graph=*/false,
+                                         /*allow_unused=*/true);
+
+  if (gradients[0].defined()) {
+    d.position_gradient = gradients[0].detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    output.position_gradients = d.position_gradient.data_ptr<double>();
+  }
+  for (size_t k = 0; k < d.neighbors.size(); k++) {
+    auto &gradient = gradients[k + 1];
+    if (!gradient.defined() || gradient.numel() == 0) continue;
+    d.neighbors[k].gradient = gradient.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    output.pair_gradients[k] = d.neighbors[k].gradient.data_ptr<double>();
+  }
+}
+
+std::string metatomic_version()
+{
+  return metatomic_torch::version();
+}
+
+std::string torch_version()
+{
+  return TORCH_VERSION;
+}
+
+}    // namespace alchem

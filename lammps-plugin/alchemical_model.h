@@ -1,0 +1,106 @@
+// Torch-side half of `pair_style alchemical`: loads a metatomic model and runs
+// it on arrays prepared by PairAlchemical. This header includes no torch and no
+// LAMMPS header (their bundled copies of {fmt} must not meet in one translation
+// unit); every failure is reported as a std::exception with a message meant for
+// the user, which PairAlchemical forwards to LAMMPS' error handling.
+#ifndef ALCHEM_LAMMPS_ALCHEMICAL_MODEL_H
+#define ALCHEM_LAMMPS_ALCHEMICAL_MODEL_H
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace alchem {
+
+struct ModelData;
+
+/// One neighbour list the model asked for, in the engine's length unit.
+struct NeighborListRequest {
+  double cutoff = 0.0;      // engine length unit
+  bool full_list = true;    // false: every pair once
+  bool strict = true;       // only pairs with |r_ij| < cutoff
+  std::string description;  // for the log
+};
+
+/// Pairs of one neighbour list for one evaluation. `samples` holds n_pairs rows
+/// of (first_atom, second_atom, 0, 0, 0) and `vectors` n_pairs rows of
+/// r_second - r_first. When `samples_changed` is false, the samples are the
+/// same as in the previous call and the cached metadata is reused.
+struct PairsInput {
+  const int32_t *samples = nullptr;
+  const double *vectors = nullptr;
+  int64_t n_pairs = 0;
+  bool samples_changed = true;
+};
+
+struct EvaluationInput {
+  int64_t n_local = 0;    // atoms 0..n_local-1 are "owned": the energy is theirs
+  int64_t n_total = 0;    // owned + ghosts
+  const double *positions = nullptr;    // n_total x 3
+  const int32_t *types = nullptr;       // n_total atomic numbers
+  std::vector<PairsInput> pairs;        // one per neighbor_lists() entry
+  bool per_atom_energy = false;
+  bool need_gradients = true;
+};
+
+struct EvaluationOutput {
+  double energy = 0.0;                    // summed over owned atoms
+  std::vector<double> atom_energies;      // n_local, when per_atom_energy
+  // dE/dr for each pair of each neighbour list (n_pairs x 3), nullptr when the
+  // energy does not depend on that list. Valid until the next compute().
+  std::vector<const double *> pair_gradients;
+  // dE/dx for a direct dependence on positions (n_total x 3), nullptr if none
+  const double *position_gradients = nullptr;
+};
+
+class AlchemicalModel {
+ public:
+  /// Load the model at `path`. `extensions` is a folder of TorchScript
+  /// extensions (empty: none given). Throws on failure.
+  AlchemicalModel(const std::string &path, const std::string &extensions);
+  ~AlchemicalModel();
+  AlchemicalModel(const AlchemicalModel &) = delete;
+  AlchemicalModel &operator=(const AlchemicalModel &) = delete;
+
+  /// Set the units of the engine (e.g. "angstrom", "eV"). Throws when the
+  /// model's units can not be converted to these.
+  void set_engine_units(const std::string &length, const std::string &energy);
+
+  /// Pick the device: "" (the model's preferred device that is available),
+  /// "cpu", "cuda" (GPU `local_rank % n_gpus`) or "cuda:N". Throws when not
+  /// possible. Must be called after set_engine_units and before compute.
+  void set_device(const std::string &requested, int local_rank);
+
+  /// Use `n` threads in torch's intra-op pool (n <= 0: leave as is).
+  static void set_num_threads(int n);
+  static int num_threads();
+  static int cuda_device_count();
+
+  std::vector<int64_t> atomic_types() const;
+  std::vector<NeighborListRequest> neighbor_lists() const;
+  double interaction_range() const;    // engine unit, may be inf
+  bool supports_per_atom_energy() const;
+  std::string dtype() const;
+  std::string device() const;
+  std::string energy_unit() const;    // as declared by the model
+  std::string length_unit() const;    // as declared by the model
+  std::string metadata() const;       // human-readable
+  std::vector<std::string> references() const;
+
+  void set_check_consistency(bool check);
+
+  /// Run the model. Throws on failure.
+  void compute(const EvaluationInput &input, EvaluationOutput &output);
+
+ private:
+  std::unique_ptr<ModelData> data_;
+};
+
+/// The metatomic version this plugin was built with.
+std::string metatomic_version();
+std::string torch_version();
+
+}    // namespace alchem
+
+#endif

@@ -1,0 +1,607 @@
+/* ----------------------------------------------------------------------
+   pair_style alchemical: LAMMPS side. Converts LAMMPS atoms and neighbor
+   lists into the arrays alchem::AlchemicalModel feeds to the metatomic model,
+   and the model's energy and gradients back into LAMMPS forces, energies and
+   virials.
+
+   Ghost atoms are separate atoms of the system given to the model (no cell,
+   no periodic boundaries): pairs are taken from LAMMPS' full neighbor list,
+   the energy is the sum over owned atoms, and forces on ghosts are sent back
+   to their owners by LAMMPS (newton_pair on).
+------------------------------------------------------------------------- */
+
+// LAMMPS headers first: they bring their own copy of {fmt}.
+#include "pair_alchemical.h"
+
+#include "atom.h"
+#include "citeme.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+#include "utils.h"
+
+#include "alchemical_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <thread>
+
+using namespace LAMMPS_NS;
+
+namespace {
+
+const char *const ELEMENTS[] = {
+    "H",  "He", "Li", "Be", "B",  "C",  "N",  "O",  "F",  "Ne", "Na", "Mg", "Al", "Si", "P",
+    "S",  "Cl", "Ar", "K",  "Ca", "Sc", "Ti", "V",  "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn",
+    "Ga", "Ge", "As", "Se", "Br", "Kr", "Rb", "Sr", "Y",  "Zr", "Nb", "Mo", "Tc", "Ru", "Rh",
+    "Pd", "Ag", "Cd", "In", "Sn", "Sb", "Te", "I",  "Xe", "Cs", "Ba", "La", "Ce", "Pr", "Nd",
+    "Pm", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W",  "Re",
+    "Os", "Ir", "Pt", "Au", "Hg", "Tl", "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Th",
+    "Pa", "U",  "Np", "Pu", "Am", "Cm", "Bk", "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf", "Db",
+    "Sg", "Bh", "Hs", "Mt", "Ds", "Rg", "Cn", "Nh", "Fl", "Mc", "Lv", "Ts", "Og"};
+const int N_ELEMENTS = sizeof(ELEMENTS) / sizeof(ELEMENTS[0]);
+
+// atomic number of an element symbol (or of a plain atomic number), 0 if unknown
+int atomic_number(const std::string &name)
+{
+  for (int z = 1; z <= N_ELEMENTS; z++) {
+    if (name == ELEMENTS[z - 1]) return z;
+  }
+  if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos &&
+      name.size() < 4) {
+    int z = std::stoi(name);
+    if (z >= 1 && z <= N_ELEMENTS) return z;
+  }
+  return 0;
+}
+
+std::string element_name(int64_t z)
+{
+  if (z >= 1 && z <= N_ELEMENTS) return ELEMENTS[z - 1];
+  return "Z=" + std::to_string(z);
+}
+
+// engine units (length, energy) for a LAMMPS unit style; empty when the style
+// has no physical scale (lj) or is unknown
+std::pair<std::string, std::string> engine_units(const std::string &style)
+{
+  if (style == "metal") return {"angstrom", "eV"};
+  if (style == "real") return {"angstrom", "kcal/mol"};
+  if (style == "electron") return {"Bohr", "Hartree"};
+  if (style == "si") return {"m", "J"};
+  return {"", ""};
+}
+
+const char *const USAGE =
+    "pair_style alchemical <model.pt> [device cpu|cuda|cuda:N] [extensions <dir>|none] "
+    "[check_consistency on|off] [threads <N>]";
+
+}    // namespace
+
+/* ---------------------------------------------------------------------- */
+
+PairAlchemical::PairAlchemical(LAMMPS *lmp) :
+    Pair(lmp), input_(new alchem::EvaluationInput()), output_(new alchem::EvaluationOutput())
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  // ghost atoms carry forces: F.r over local atoms is not the virial
+  no_virial_fdotr_compute = 1;
+  // per-atom virials are split between the two atoms of each pair, a
+  // decomposition that also holds for the centroid form (9 components)
+  centroidstressflag = CENTROID_AVAIL;
+}
+
+PairAlchemical::~PairAlchemical()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    memory->destroy(cutghost);
+  }
+}
+
+void PairAlchemical::allocate()
+{
+  allocated = 1;
+  const int n = atom->ntypes;
+  memory->create(setflag, n + 1, n + 1, "pair:setflag");
+  memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
+  memory->create(cutghost, n + 1, n + 1, "pair:cutghost");
+  for (int i = 0; i <= n; i++) {
+    for (int j = 0; j <= n; j++) {
+      setflag[i][j] = 0;
+      cutghost[i][j] = 0.0;
+    }
+  }
+  type_to_z_.assign(n + 1, 0);
+}
+
+/* ----------------------------------------------------------------------
+   pair_style alchemical model.pt [keyword value ...]
+------------------------------------------------------------------------- */
+
+void PairAlchemical::settings(int narg, char **arg)
+{
+  if (narg < 1) error->all(FLERR, "Illegal pair_style alchemical command, expected: {}", USAGE);
+
+  model_path_ = arg[0];
+  std::string device;
+  std::string extensions;
+  bool extensions_given = false;
+  bool check_consistency = false;
+  int threads = 0;
+
+  for (int iarg = 1; iarg < narg; iarg += 2) {
+    const std::string keyword = arg[iarg];
+    if (keyword != "device" && keyword != "extensions" && keyword != "check_consistency" &&
+        keyword != "threads") {
+      error->all(FLERR,
+                 "pair_style alchemical: unknown keyword '{}'; valid keywords are device, "
+                 "extensions, check_consistency and threads ({})",
+                 keyword, USAGE);
+    }
+    if (iarg + 1 >= narg) {
+      error->all(FLERR, "pair_style alchemical: missing value after keyword '{}' ({})", keyword,
+                 USAGE);
+    }
+    const std::string value = arg[iarg + 1];
+    if (keyword == "device") {
+      if (value != "cpu" && value != "cuda" && value.rfind("cuda:", 0) != 0) {
+        error->all(FLERR, "pair_style alchemical: invalid device '{}', expected cpu, cuda or cuda:N",
+                   value);
+      }
+      device = value;
+    } else if (keyword == "extensions") {
+      extensions_given = true;
+      extensions = value == "none" ? "" : value;
+    } else if (keyword == "check_consistency") {
+      check_consistency = utils::logical(FLERR, value, false, lmp) == 1;
+    } else if (keyword == "threads") {
+      threads = utils::inumeric(FLERR, value, false, lmp);
+      if (threads < 1) error->all(FLERR, "pair_style alchemical: threads must be at least 1");
+    }
+  }
+
+  // units of the engine: the model converts its inputs and outputs to these
+  unit_style_ = update->unit_style;
+  const auto units = engine_units(unit_style_);
+  if (units.first.empty()) {
+    error->all(FLERR,
+               "pair_style alchemical does not support `units {}`: the model needs physical "
+               "units, use `units metal` (eV, Angstrom), `units real` (kcal/mol, Angstrom), "
+               "`units electron` or `units si`, set before pair_style",
+               unit_style_);
+  }
+
+  if (!platform::file_is_readable(model_path_)) {
+    error->all(FLERR,
+               "pair_style alchemical: cannot read the model file '{}' (missing or not "
+               "readable; relative paths are relative to the folder LAMMPS runs in)",
+               model_path_);
+  }
+  if (extensions_given) {
+    if (!extensions.empty() && !platform::path_is_directory(extensions)) {
+      error->all(FLERR, "pair_style alchemical: extensions folder '{}' does not exist",
+                 extensions);
+    }
+  } else {
+    // default: the `extensions/` folder next to the model, when there is one
+    auto folder = platform::path_join(platform::path_dirname(model_path_), "extensions");
+    if (platform::path_is_directory(folder)) extensions = folder;
+  }
+
+  // node-local rank: spreads ranks over GPUs and CPU cores
+  MPI_Comm local;
+  MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->me, MPI_INFO_NULL, &local);
+  int local_rank = 0;
+  int local_size = 1;
+  MPI_Comm_rank(local, &local_rank);
+  MPI_Comm_size(local, &local_size);
+  MPI_Comm_free(&local);
+
+  if (threads == 0 && std::getenv("OMP_NUM_THREADS") == nullptr && local_size > 1) {
+    // several ranks per node: do not let each torch use every core
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    threads = std::max(1, cores / local_size);
+  }
+
+  model_.reset();
+  try {
+    auto model = std::make_unique<alchem::AlchemicalModel>(model_path_, extensions);
+    model->set_engine_units(units.first, units.second);
+    model->set_device(device, local_rank);
+    model->set_check_consistency(check_consistency);
+    alchem::AlchemicalModel::set_num_threads(threads);
+    model_ = std::move(model);
+  } catch (const std::exception &e) {
+    error->one(FLERR, "pair_style alchemical: {}", e.what());
+  }
+
+  if (model_->energy_unit().empty()) {
+    error->warning(FLERR,
+                   "pair_style alchemical: the model declares no energy unit, its energies are "
+                   "used as they are in LAMMPS' energy unit");
+  }
+
+  lists_.clear();
+  for (const auto &request : model_->neighbor_lists()) {
+    ModelList list;
+    list.cutoff = request.cutoff;
+    list.cutoff2 = request.cutoff * request.cutoff;
+    list.full_list = request.full_list;
+    lists_.push_back(std::move(list));
+  }
+  last_build_ = -1;
+
+  if (comm->me == 0) {
+    std::string message = fmt::format(
+        "pair_style alchemical: model {} (metatomic {}, torch {})\n", model_path_,
+        alchem::metatomic_version(), alchem::torch_version());
+    message += model_->metadata() + "\n";
+    message += fmt::format("  device {}, dtype {}, {} torch thread(s) per rank", model_->device(),
+                           model_->dtype(), alchem::AlchemicalModel::num_threads());
+    if (!extensions.empty()) message += fmt::format(", extensions from {}", extensions);
+    message += fmt::format("\n  model units: length {}, energy {}; LAMMPS units {} ({}, {})\n",
+                           model_->length_unit(), model_->energy_unit(), unit_style_, units.first,
+                           units.second);
+    for (const auto &request : model_->neighbor_lists()) {
+      message += fmt::format("  neighbor list: {} (cutoff {} {})\n", request.description,
+                             request.cutoff, units.first);
+    }
+    utils::logmesg(lmp, message);
+    if (lmp->citeme) {
+      for (const auto &reference : model_->references()) lmp->citeme->add(reference + "\n");
+    }
+  }
+}
+
+/* ----------------------------------------------------------------------
+   pair_coeff * * <element of type 1> ... <element of type N>
+------------------------------------------------------------------------- */
+
+void PairAlchemical::coeff(int narg, char **arg)
+{
+  if (!model_) error->all(FLERR, "pair_coeff before pair_style alchemical");
+  if (!allocated) allocate();
+
+  const int ntypes = atom->ntypes;
+  if (narg < 2 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0) {
+    error->all(FLERR,
+               "Incorrect args for pair_coeff with pair_style alchemical: expected `pair_coeff "
+               "* * <element of type 1> ... <element of type {}>`",
+               ntypes);
+  }
+  if (narg - 2 != ntypes) {
+    error->all(FLERR,
+               "pair_coeff * * for pair_style alchemical needs one element per atom type: the "
+               "box has {} atom type(s) but {} element(s) were given",
+               ntypes, narg - 2);
+  }
+
+  const auto supported = model_->atomic_types();
+  std::string supported_names;
+  for (auto z : supported) {
+    if (!supported_names.empty()) supported_names += ' ';
+    supported_names += element_name(z);
+  }
+
+  for (int type = 1; type <= ntypes; type++) {
+    const std::string name = arg[type + 1];
+    const int z = atomic_number(name);
+    if (z == 0) {
+      error->all(FLERR,
+                 "pair_coeff for pair_style alchemical: '{}' (atom type {}) is not an element "
+                 "symbol (expected e.g. Cu, Ni, Pt; symbols are case-sensitive)",
+                 name, type);
+    }
+    if (std::find(supported.begin(), supported.end(), z) == supported.end()) {
+      error->all(FLERR,
+                 "pair_coeff for pair_style alchemical: element {} (atom type {}) is not "
+                 "supported by the model {}, which knows: {}",
+                 name, type, model_path_, supported_names);
+    }
+    type_to_z_[type] = z;
+  }
+
+  for (int i = 1; i <= ntypes; i++) {
+    for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairAlchemical::init_style()
+{
+  if (force->newton_pair == 0) {
+    error->all(FLERR,
+               "pair_style alchemical requires newton_pair on: forces on ghost atoms are sent "
+               "back to their owners. Remove `newton off` (or use `newton on`)");
+  }
+  if (unit_style_ != update->unit_style) {
+    error->all(FLERR,
+               "pair_style alchemical was set up for `units {}` but LAMMPS now uses `units {}`: "
+               "put the units command before pair_style",
+               unit_style_, update->unit_style);
+  }
+
+  double max_list_cutoff = 0.0;
+  for (const auto &list : lists_) max_list_cutoff = std::max(max_list_cutoff, list.cutoff);
+  const double range = model_->interaction_range();
+  if (!std::isfinite(range)) {
+    error->all(FLERR,
+               "pair_style alchemical: the model has an infinite interaction range (long-range "
+               "model), which a LAMMPS neighbor list and ghost atoms can not provide");
+  }
+  cutoff_ = std::max(max_list_cutoff, range);
+  if (cutoff_ <= 0.0) {
+    error->all(FLERR,
+               "pair_style alchemical: the model requests no neighbor list and declares no "
+               "interaction range, LAMMPS can not give it ghost atoms");
+  }
+  // a model that looks further than its neighbor lists (message passing)
+  // needs the pairs between ghost atoms too
+  ghost_centers_ = range > max_list_cutoff * (1.0 + 1e-10);
+  ghostneigh = ghost_centers_ ? 1 : 0;
+
+  int flags = NeighConst::REQ_FULL;
+  if (ghost_centers_) flags |= NeighConst::REQ_GHOST;
+  neighbor->add_request(this, flags);
+
+  last_build_ = -1;
+}
+
+double PairAlchemical::init_one(int i, int j)
+{
+  if (ghost_centers_) {
+    cutghost[i][j] = cutoff_;
+    cutghost[j][i] = cutoff_;
+  }
+  return cutoff_;
+}
+
+/* ----------------------------------------------------------------------
+   candidate pairs, from LAMMPS' full list (within cutoff + skin): every
+   (owned, any) pair, plus the reverse (ghost, owned) of each pair with a ghost,
+   so that the model sees all pairs touching an owned atom from both ends.
+   With ghost centers (message passing), all pairs of the list.
+------------------------------------------------------------------------- */
+
+void PairAlchemical::build_candidates()
+{
+  candidate_first_.clear();
+  candidate_second_.clear();
+  const int nlocal = atom->nlocal;
+  const int ncenters = list->inum + (ghost_centers_ ? list->gnum : 0);
+  for (int ii = 0; ii < ncenters; ii++) {
+    const int i = list->ilist[ii];
+    const int *neighbors = list->firstneigh[i];
+    const int n = list->numneigh[i];
+    for (int jj = 0; jj < n; jj++) {
+      const int j = neighbors[jj] & NEIGHMASK;
+      candidate_first_.push_back(i);
+      candidate_second_.push_back(j);
+      if (!ghost_centers_ && j >= nlocal) {
+        candidate_first_.push_back(j);
+        candidate_second_.push_back(i);
+      }
+    }
+  }
+}
+
+void PairAlchemical::select_pairs(ModelList &model_list)
+{
+  double **x = atom->x;
+  const auto n_candidates = candidate_first_.size();
+  const double cutoff2 = model_list.cutoff2;
+  const bool half = !model_list.full_list;
+
+  std::swap(model_list.selected, model_list.previous_selected);
+  model_list.selected.clear();
+  model_list.samples.clear();
+  model_list.vectors.clear();
+  for (size_t c = 0; c < n_candidates; c++) {
+    const int32_t i = candidate_first_[c];
+    const int32_t j = candidate_second_[c];
+    // half list: each pair once. Ghost atoms come after owned atoms, so this
+    // keeps (owned, owned) pairs once and (owned, ghost) pairs from the owner
+    if (half && i > j) continue;
+    const double dx = x[j][0] - x[i][0];
+    const double dy = x[j][1] - x[i][1];
+    const double dz = x[j][2] - x[i][2];
+    if (dx * dx + dy * dy + dz * dz >= cutoff2) continue;
+    model_list.selected.push_back(static_cast<int32_t>(c));
+    model_list.samples.insert(model_list.samples.end(), {i, j, 0, 0, 0});
+    model_list.vectors.insert(model_list.vectors.end(), {dx, dy, dz});
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairAlchemical::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+
+  if (eflag_atom && !model_->supports_per_atom_energy()) {
+    error->all(FLERR,
+               "pair_style alchemical: per-atom energies were requested (e.g. by compute "
+               "pe/atom) but the model {} only computes the total energy",
+               model_path_);
+  }
+
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+
+  bool rebuilt = false;
+  if (neighbor->ncalls != last_build_ || nall != last_nall_) {
+    build_candidates();
+    last_build_ = neighbor->ncalls;
+    last_nall_ = nall;
+    rebuilt = true;
+  }
+
+  // a domain without owned atoms has no energy and puts no force anywhere
+  if (nlocal == 0) return;
+
+  types_.resize(nall);
+  const int *type = atom->type;
+  for (int i = 0; i < nall; i++) types_[i] = type_to_z_[type[i]];
+
+  auto &input = *input_;
+  input.n_local = nlocal;
+  input.n_total = nall;
+  input.positions = atom->x[0];
+  input.types = types_.data();
+  input.per_atom_energy = eflag_atom != 0;
+  input.need_gradients = true;
+  input.pairs.resize(lists_.size());
+  for (size_t k = 0; k < lists_.size(); k++) {
+    auto &model_list = lists_[k];
+    select_pairs(model_list);
+    auto &pairs = input.pairs[k];
+    pairs.n_pairs = static_cast<int64_t>(model_list.selected.size());
+    pairs.samples = model_list.samples.data();
+    pairs.vectors = model_list.vectors.data();
+    pairs.samples_changed = rebuilt || model_list.selected != model_list.previous_selected;
+  }
+
+  try {
+    model_->compute(input, *output_);
+  } catch (const std::exception &e) {
+    error->one(FLERR, "pair_style alchemical: the model failed: {}", e.what());
+  }
+
+  accumulate(*output_);
+}
+
+/* ----------------------------------------------------------------------
+   forces, energies and virials from dE/dr_ij (r_ij = x_j - x_i): the pair
+   puts +dE/dr_ij on i and -dE/dr_ij on j, and -r_ij (x) dE/dr_ij into the
+   virial, split evenly between i and j for per-atom virials.
+------------------------------------------------------------------------- */
+
+void PairAlchemical::accumulate(const alchem::EvaluationOutput &output)
+{
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  double **f = atom->f;
+  double **x = atom->x;
+
+  if (eflag_global) eng_vdwl += output.energy;
+  if (eflag_atom) {
+    for (int i = 0; i < nlocal; i++) eatom[i] += output.atom_energies[i];
+  }
+
+  double w[9] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};    // row-major r (x) F
+
+  auto tally_atom = [&](int i, const double *wp, double scale) {
+    if (vflag_atom) {
+      vatom[i][0] += scale * wp[0];
+      vatom[i][1] += scale * wp[4];
+      vatom[i][2] += scale * wp[8];
+      vatom[i][3] += scale * 0.5 * (wp[1] + wp[3]);
+      vatom[i][4] += scale * 0.5 * (wp[2] + wp[6]);
+      vatom[i][5] += scale * 0.5 * (wp[5] + wp[7]);
+    }
+    if (cvflag_atom) {
+      // xx yy zz xy xz yz yx zx zy
+      cvatom[i][0] += scale * wp[0];
+      cvatom[i][1] += scale * wp[4];
+      cvatom[i][2] += scale * wp[8];
+      cvatom[i][3] += scale * wp[1];
+      cvatom[i][4] += scale * wp[2];
+      cvatom[i][5] += scale * wp[5];
+      cvatom[i][6] += scale * wp[3];
+      cvatom[i][7] += scale * wp[6];
+      cvatom[i][8] += scale * wp[7];
+    }
+  };
+  const bool per_atom_virial = vflag_atom || cvflag_atom;
+
+  for (size_t k = 0; k < lists_.size(); k++) {
+    const double *gradient = output.pair_gradients[k];
+    if (gradient == nullptr) continue;
+    const auto &model_list = lists_[k];
+    const auto n_pairs = model_list.selected.size();
+    const int32_t *samples = model_list.samples.data();
+    const double *vectors = model_list.vectors.data();
+    for (size_t p = 0; p < n_pairs; p++) {
+      const int i = samples[5 * p];
+      const int j = samples[5 * p + 1];
+      const double *g = gradient + 3 * p;
+      f[i][0] += g[0];
+      f[i][1] += g[1];
+      f[i][2] += g[2];
+      f[j][0] -= g[0];
+      f[j][1] -= g[1];
+      f[j][2] -= g[2];
+      if (vflag_either) {
+        const double *r = vectors + 3 * p;
+        const double wp[9] = {-r[0] * g[0], -r[0] * g[1], -r[0] * g[2],
+                              -r[1] * g[0], -r[1] * g[1], -r[1] * g[2],
+                              -r[2] * g[0], -r[2] * g[1], -r[2] * g[2]};
+        if (vflag_global) {
+          for (int c = 0; c < 9; c++) w[c] += wp[c];
+        }
+        if (per_atom_virial) {
+          tally_atom(i, wp, 0.5);
+          tally_atom(j, wp, 0.5);
+        }
+      }
+    }
+  }
+
+  // direct dependence of the energy on positions (not through pairs)
+  if (output.position_gradients != nullptr) {
+    const double *g = output.position_gradients;
+    for (int i = 0; i < nall; i++) {
+      const double fx = -g[3 * i];
+      const double fy = -g[3 * i + 1];
+      const double fz = -g[3 * i + 2];
+      f[i][0] += fx;
+      f[i][1] += fy;
+      f[i][2] += fz;
+      if (vflag_either) {
+        const double wp[9] = {x[i][0] * fx, x[i][0] * fy, x[i][0] * fz,
+                              x[i][1] * fx, x[i][1] * fy, x[i][1] * fz,
+                              x[i][2] * fx, x[i][2] * fy, x[i][2] * fz};
+        if (vflag_global) {
+          for (int c = 0; c < 9; c++) w[c] += wp[c];
+        }
+        if (per_atom_virial) tally_atom(i, wp, 1.0);
+      }
+    }
+  }
+
+  if (vflag_global) {
+    virial[0] += w[0];
+    virial[1] += w[4];
+    virial[2] += w[8];
+    virial[3] += 0.5 * (w[1] + w[3]);
+    virial[4] += 0.5 * (w[2] + w[6]);
+    virial[5] += 0.5 * (w[5] + w[7]);
+  }
+}
+
+double PairAlchemical::memory_usage()
+{
+  double bytes = Pair::memory_usage();
+  bytes += static_cast<double>(candidate_first_.capacity() + candidate_second_.capacity()) *
+      sizeof(int32_t);
+  for (const auto &list : lists_) {
+    bytes += static_cast<double>(list.selected.capacity() + list.previous_selected.capacity() +
+                                 list.samples.capacity()) *
+        sizeof(int32_t);
+    bytes += static_cast<double>(list.vectors.capacity()) * sizeof(double);
+  }
+  return bytes;
+}

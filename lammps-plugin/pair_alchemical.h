@@ -1,0 +1,82 @@
+/* -*- c++ -*- ----------------------------------------------------------
+   pair_style alchemical: metatomic machine-learned potentials (the alchem
+   project's SOAP-BPNN and Alchemical Model, or any metatomic energy model)
+   in LAMMPS, loaded as a plugin.
+
+     pair_style alchemical model.pt [device cpu|cuda|cuda:N]
+                [extensions DIR|none] [check_consistency on|off] [threads N]
+     pair_coeff * * Cu Ni Pt ...   (one element per LAMMPS atom type)
+------------------------------------------------------------------------- */
+
+#ifndef LMP_PAIR_ALCHEMICAL_H
+#define LMP_PAIR_ALCHEMICAL_H
+
+#include "pair.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace alchem {
+class AlchemicalModel;
+struct EvaluationInput;
+struct EvaluationOutput;
+}    // namespace alchem
+
+namespace LAMMPS_NS {
+
+class PairAlchemical : public Pair {
+ public:
+  explicit PairAlchemical(class LAMMPS *);
+  ~PairAlchemical() override;
+
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+  double memory_usage() override;
+
+ protected:
+  // pairs of one neighbor list requested by the model, rebuilt every step
+  // from the candidate pairs (which change only when LAMMPS rebuilds its list)
+  struct ModelList {
+    double cutoff = 0.0;
+    double cutoff2 = 0.0;
+    bool full_list = true;
+    std::vector<int32_t> selected;           // candidate ids inside the cutoff
+    std::vector<int32_t> previous_selected;  // same, at the previous step
+    std::vector<int32_t> samples;            // n x 5: first, second, 0, 0, 0
+    std::vector<double> vectors;             // n x 3: x[second] - x[first]
+  };
+
+  void allocate();
+  void select_pairs(ModelList &);
+  void build_candidates();
+  void accumulate(const alchem::EvaluationOutput &);
+
+  std::unique_ptr<alchem::AlchemicalModel> model_;
+  std::unique_ptr<alchem::EvaluationInput> input_;
+  std::unique_ptr<alchem::EvaluationOutput> output_;
+  std::string model_path_;
+  std::string unit_style_;    // LAMMPS units the model was set up for
+
+  std::vector<int32_t> type_to_z_;    // LAMMPS type -> atomic number
+  std::vector<int32_t> types_;        // atomic numbers of local + ghost atoms
+  std::vector<ModelList> lists_;
+
+  // candidate pairs (first, second) from LAMMPS' full list
+  std::vector<int32_t> candidate_first_;
+  std::vector<int32_t> candidate_second_;
+  bigint last_build_ = -1;
+  int last_nall_ = -1;
+
+  double cutoff_ = 0.0;        // neighbor/ghost cutoff asked from LAMMPS
+  bool ghost_centers_ = false;  // message passing: pairs between ghosts too
+  bool per_atom_energy_ = false;
+};
+
+}    // namespace LAMMPS_NS
+
+#endif
