@@ -22,7 +22,7 @@ TOP_LEVEL_DEFAULTS: dict[str, Any] = {
     "device": "cpu",
     "architecture": None,  # required
     "training_set": None,  # required
-    "validation_set": 0.1,
+    "validation_set": None,  # 0.1 of the training set unless given
     "test_set": None,
 }
 
@@ -82,9 +82,11 @@ def expand_options(user: dict, source: str, base_dir: str = ".") -> dict:
     options["training_set"] = _expand_dataset(
         options["training_set"], source, "training_set", base_dir
     )
+    if options["validation_set"] is None:
+        options["validation_set"] = 0.1
     for name in ("validation_set", "test_set"):
         value = options[name]
-        if value is None and name == "test_set":
+        if value is None:
             continue
         if isinstance(value, bool):
             raise ConfigError(
