@@ -1,0 +1,391 @@
+"""The Alchemical Model network: compressed SOAP power spectrum and K shared MLPs.
+
+Per atom i with species a_i and neighbours j (r_ij = x_j - x_i, r = |r_ij|):
+
+1. Radial functions g_{k,nl}(r), one set per pseudo-species k (``le`` or ``physical``
+   basis, truncated by eigenvalue: see basis.py). With ``trainable_basis`` they are
+   MLP_{lk}(R_l(r)), one small MLP (3 hidden layers of 32, SiLU, no bias) per
+   (l, k); otherwise R_nl(r) for every k. Every function is multiplied by the
+   shifted-cosine switch f_c (value and derivative zero at r_c).
+
+   All of this depends on r only, so it is tabulated on a grid of r (values and
+   exact r-derivatives, the MLP derivative propagated in forward mode) and every
+   edge reads it by cubic Hermite interpolation. The MLP therefore runs on a few
+   hundred grid points per call instead of on every edge (the cost model's
+   "tabulate the radial MLP"), identically in training and inference, and the
+   energy is continuously differentiable in every position.
+2. Compressed density: c_{i,k,nlm} = s_l sum_j W[k, a_j] g_{k,nl}(r_ij) Y_lm(r_ij),
+   W in R^{K x S} (N(0, 1) initialised), s_l from the mean neighbour count N of the
+   training set (N^-3/4 for l = 0, N^-1/2 otherwise) when ``normalize``.
+   The sum over j is one batched matrix product per l over neighbour slots.
+3. Power spectrum P_l[(k n), (k' n')] = (2l+1)^-1/2 sum_m c_{k n l m} c_{k' n' l m},
+   flattened and concatenated over l: F = K^2 sum_l n_l^2 features.
+4. LayerNorm over the F features (``normalize``), then the head. With
+   ``contract_center_species``: e_i = sum_k W[k, a_i] MLP_k(P_i) with the K first
+   layers fused into one matrix product; otherwise one MLP per element.
+
+P_l is symmetric, so the LayerNorm statistics and the first layer are computed on
+its upper triangle (each off-diagonal entry counted twice): this is exactly the
+model on all F features, with the same parameters, at half the multiply-adds.
+"""
+
+import math
+
+import numpy as np
+import sphericart.torch
+import torch
+
+from ...data import DatasetInfo
+from . import basis
+
+RADIAL_HIDDEN = 32  # width of the per-(l, k) radial MLPs (upstream: 32)
+RADIAL_LAYERS = 3  # hidden layers of the per-(l, k) radial MLPs (upstream: 3)
+LAYERNORM_EPS = 1e-5
+
+
+def _activation(name: str) -> torch.nn.Module:
+    modules = {
+        "SiLU": torch.nn.SiLU,
+        "ReLU": torch.nn.ReLU,
+        "Tanh": torch.nn.Tanh,
+        "GELU": torch.nn.GELU,
+        "Softplus": torch.nn.Softplus,
+    }
+    return modules[name]()
+
+
+def _uniform(shape: list[int], fan_in: int) -> torch.nn.Parameter:
+    """torch.nn.Linear's initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    return torch.nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+
+class GroupedLinear(torch.nn.Module):
+    """G independent linear layers applied to x [G, N, in] in one batched product."""
+
+    def __init__(self, groups: int, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = _uniform([groups, n_in, n_out], n_in)
+        self.bias = _uniform([groups, n_out], n_in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
+
+    def single(self, x: torch.Tensor, group: int) -> torch.Tensor:
+        return x @ self.weight[group] + self.bias[group]
+
+
+class AlchemicalModel(torch.nn.Module):
+    n_per_l: list[int]
+    radial_offsets: list[int]
+    column_offsets: list[int]
+    triangle_offsets: list[int]
+
+    def __init__(self, hypers: dict, info: DatasetInfo):
+        super().__init__()
+        soap, bpnn = hypers["soap"], hypers["bpnn"]
+        dtype = torch.get_default_dtype()
+        self.cutoff = float(soap["cutoff"])
+        self.n_species = len(info.atomic_types)
+        self.n_pseudo = int(soap["num_pseudo_species"])
+        self.trainable_basis = bool(soap["trainable_basis"])
+        self.normalize = bool(soap["normalize"])
+        self.contract_center_species = bool(soap["contract_center_species"])
+        kind = soap["radial_basis_type"]
+        basis_cutoff = float(soap["basis_cutoff_power_spectrum"])
+        scale = float(soap["basis_scale"])
+        width = float(soap["cutoff_width"])
+        K = self.n_pseudo
+        self.radial_hidden_size = RADIAL_HIDDEN
+        self.radial_layers = RADIAL_LAYERS
+        self.layernorm_eps = LAYERNORM_EPS
+
+        # ---- radial basis, truncated by eigenvalue ----
+        self.n_per_l = basis.n_per_l(kind, basis_cutoff)
+        self.max_angular = len(self.n_per_l) - 1
+        self.n_radial = sum(self.n_per_l)
+        self.radial_offsets = [0]  # columns of l in the basis [(l, n)]
+        self.column_offsets = [0]  # columns of l in the radial table [(l, k, n)]
+        for count in self.n_per_l:
+            self.radial_offsets.append(self.radial_offsets[-1] + count)
+            self.column_offsets.append(self.column_offsets[-1] + K * count)
+        self.n_columns = K * self.n_radial
+        pseudo_of_column = []
+        basis_of_column = []
+        for l, count in enumerate(self.n_per_l):
+            for k in range(K):
+                for n in range(count):
+                    pseudo_of_column.append(k)
+                    basis_of_column.append(self.radial_offsets[l] + n)
+        self.register_buffer("pseudo_of_column", torch.tensor(pseudo_of_column))
+
+        # ---- the grid on which the radial functions are tabulated ----
+        intervals = basis.grid_spacing(kind, basis_cutoff, self.cutoff, scale, width)
+        self.n_nodes = intervals + 1
+        self.grid_step = self.cutoff / intervals
+        nodes = np.linspace(0.0, self.cutoff, self.n_nodes)
+        values, derivatives = basis.tabulate(
+            kind, self.n_per_l, self.cutoff, scale, nodes
+        )
+        switch, switch_derivative = basis.shifted_cosine(nodes, self.cutoff, width)
+        if self.trainable_basis:
+            self.register_buffer(
+                "basis_nodes",
+                torch.tensor(np.concatenate([values, derivatives]), dtype=dtype),
+            )
+            self.register_buffer("switch", torch.tensor(switch, dtype=dtype))
+            self.register_buffer(
+                "switch_derivative", torch.tensor(switch_derivative, dtype=dtype)
+            )
+            self.register_buffer("table", torch.zeros(0, 2, 0))
+            L, H = len(self.n_per_l), RADIAL_HIDDEN
+            fan_in = torch.tensor(self.n_per_l).repeat_interleave(
+                torch.tensor(self.n_per_l)
+            )
+            self.radial_in = torch.nn.Parameter(
+                torch.empty(self.n_radial, K * H).uniform_(-1.0, 1.0)
+                / fan_in.to(dtype).sqrt().unsqueeze(1)
+            )
+            self.radial_hidden = _uniform([RADIAL_LAYERS - 1, L * K, H, H], H)
+            self.radial_out = _uniform([K, H, self.n_radial], H)
+        else:
+            columns = np.asarray(basis_of_column)
+            value = switch[:, None] * values
+            derivative = switch_derivative[:, None] * values + switch[:, None] * (
+                derivatives
+            )
+            table = np.stack([value[:, columns], derivative[:, columns]], axis=1)
+            self.register_buffer("table", torch.tensor(table, dtype=dtype))
+            for name in ("basis_nodes", "switch", "switch_derivative"):
+                self.register_buffer(name, torch.zeros(0))
+            self.radial_in = torch.nn.Parameter(torch.zeros(0, 0))
+            self.radial_hidden = torch.nn.Parameter(torch.zeros(0, 0, 0, 0))
+            self.radial_out = torch.nn.Parameter(torch.zeros(0, 0, 0))
+
+        self.spherical_harmonics = sphericart.torch.SphericalHarmonics(self.max_angular)
+
+        # ---- alchemical compression ----
+        self.compression = torch.nn.Parameter(torch.randn(K, self.n_species))
+        neighbors = max(float(info.mean_num_neighbors), 1.0)
+        ps_scale = []
+        for l in range(self.max_angular + 1):
+            s_l = 1.0
+            if self.normalize:
+                s_l = neighbors ** (-0.75) if l == 0 else neighbors ** (-0.5)
+            ps_scale.append(s_l**2 / math.sqrt(2 * l + 1))
+        # fitted on the training set: a buffer, so it travels with checkpoints
+        self.register_buffer("ps_scale", torch.tensor(ps_scale, dtype=dtype))
+
+        # ---- power spectrum: upper triangle of each P_l, and its place in F ----
+        local, full, transposed, multiplicity = [], [], [], []
+        self.triangle_offsets = [0]
+        full_offset = 0
+        for count in self.n_per_l:
+            size = K * count
+            rows, cols = torch.triu_indices(size, size)
+            local.append(rows * size + cols)
+            full.append(full_offset + rows * size + cols)
+            transposed.append(full_offset + cols * size + rows)
+            multiplicity.append(torch.where(rows == cols, 1.0, 2.0))
+            self.triangle_offsets.append(self.triangle_offsets[-1] + len(rows))
+            full_offset += size * size
+        self.n_features = full_offset  # K^2 sum_l n_l^2
+        self.register_buffer("triangle_local", torch.cat(local))
+        self.register_buffer("triangle_full", torch.cat(full))
+        self.register_buffer("triangle_transposed", torch.cat(transposed))
+        multiplicity = torch.cat(multiplicity).to(dtype)
+        self.register_buffer("multiplicity", multiplicity)
+        self.register_buffer("off_diagonal", (multiplicity - 1.0).unsqueeze(1))
+
+        # ---- LayerNorm and head ----
+        F = self.n_features
+        if self.normalize:
+            self.layernorm_weight = torch.nn.Parameter(torch.ones(F))
+            self.layernorm_bias = torch.nn.Parameter(torch.zeros(F))
+        else:
+            self.layernorm_weight = torch.nn.Parameter(torch.zeros(0))
+            self.layernorm_bias = torch.nn.Parameter(torch.zeros(0))
+        self.n_groups = K if self.contract_center_species else self.n_species
+        sizes = [F] + list(bpnn["hidden_sizes"]) + [int(bpnn["output_size"])]
+        self.first_size = sizes[1]
+        self.head_weight = _uniform([F, self.n_groups * sizes[1]], F)
+        self.head_bias = _uniform([self.n_groups * sizes[1]], F)
+        self.head_layers = torch.nn.ModuleList(
+            [
+                GroupedLinear(self.n_groups, sizes[i], sizes[i + 1])
+                for i in range(1, len(sizes) - 1)
+            ]
+        )
+        self.activation = _activation(bpnn["activation_function"])
+
+    # ------------------------------------------------------------------ radial
+    def radial_table(self) -> torch.Tensor:
+        """Values and r-derivatives of g_{k,nl} at the grid nodes: [G, 2, C]."""
+        if not self.trainable_basis:
+            return self.table
+        G = self.n_nodes
+        K = self.n_pseudo
+        L = len(self.n_per_l)
+        H = self.radial_hidden_size
+        x = self.basis_nodes  # [2G, Nr]: values, then d/dr (carried as tangents)
+        blocks: list[torch.Tensor] = []
+        for l in range(L):
+            a, b = self.radial_offsets[l], self.radial_offsets[l + 1]
+            blocks.append(x[:, a:b] @ self.radial_in[a:b])
+        z = torch.stack(blocks).reshape(L, 2 * G, K, H)
+        z = z.permute(0, 2, 1, 3).reshape(L * K, 2 * G, H)
+        h = z
+        for i in range(self.radial_layers):
+            value, tangent = z[:, :G], z[:, G:]
+            sigmoid = torch.sigmoid(value)
+            slope = sigmoid * (1.0 + value * (1.0 - sigmoid))  # d silu / dz
+            h = torch.cat([value * sigmoid, tangent * slope], dim=1)
+            if i < self.radial_layers - 1:
+                z = torch.bmm(h, self.radial_hidden[i])
+        h = h.reshape(L, K, 2 * G, H)
+        outputs: list[torch.Tensor] = []
+        for l in range(L):
+            a, b = self.radial_offsets[l], self.radial_offsets[l + 1]
+            out = torch.bmm(h[l], self.radial_out[:, :, a:b])  # [K, 2G, n_l]
+            outputs.append(out.permute(1, 0, 2).reshape(2 * G, K * (b - a)))
+        out = torch.cat(outputs, dim=1)
+        value, derivative = out[:G], out[G:]
+        switch = self.switch.unsqueeze(1)
+        value, derivative = (
+            switch * value,
+            self.switch_derivative.unsqueeze(1) * value + switch * derivative,
+        )
+        return torch.stack([value, derivative], dim=1)
+
+    def radial(self, distances: torch.Tensor) -> torch.Tensor:
+        """g_{k,nl}(r) per edge by cubic Hermite interpolation: [E, C]."""
+        table = self.radial_table()
+        x = torch.clamp(distances, 0.0, self.cutoff) / self.grid_step
+        index = torch.clamp(torch.floor(x).to(torch.int64), 0, self.n_nodes - 2)
+        t = (x - index.to(x.dtype)).unsqueeze(1)
+        low = torch.index_select(table, 0, index)
+        high = torch.index_select(table, 0, index + 1)
+        t2 = t * t
+        t3 = t2 * t
+        h = self.grid_step
+        return (
+            (2.0 * t3 - 3.0 * t2 + 1.0) * low[:, 0]
+            + (t3 - 2.0 * t2 + t) * h * low[:, 1]
+            + (3.0 * t2 - 2.0 * t3) * high[:, 0]
+            + (t3 - t2) * h * high[:, 1]
+        )
+
+    # ---------------------------------------------------------------- features
+    def power_spectrum(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+    ) -> torch.Tensor:
+        """Upper triangles of the scaled P_l, concatenated: [n_atoms, T]."""
+        n_atoms = species.shape[0]
+        n_edges = centers.shape[0]
+        distances = torch.linalg.norm(edge_vectors, dim=1)
+        # compressed radial part of every edge: W[k, a_j] g_{k,nl}(r_ij)
+        weights = self.compression.index_select(0, self.pseudo_of_column)  # [C, S]
+        expansion = self.radial(distances) * weights.t().index_select(
+            0, species.index_select(0, neighbors)
+        )
+        harmonics = self.spherical_harmonics(edge_vectors)
+
+        # neighbour slots: edge e goes to row centers[e] * M + (its rank at centers[e])
+        counts = torch.bincount(centers, minlength=n_atoms)
+        slots = 0
+        if n_edges > 0:
+            slots = int(torch.max(counts))
+        sorted_centers, order = torch.sort(centers, stable=True)
+        first = torch.cumsum(counts, 0) - counts
+        rank_sorted = torch.arange(n_edges, device=centers.device) - first.index_select(
+            0, sorted_centers
+        )
+        rank = torch.empty_like(rank_sorted).scatter_(0, order, rank_sorted)
+        row = centers * slots + rank
+        radial = torch.zeros(
+            (n_atoms * slots, self.n_columns),
+            dtype=expansion.dtype,
+            device=expansion.device,
+        ).index_copy(0, row, expansion)
+        angular = torch.zeros(
+            (n_atoms * slots, harmonics.shape[1]),
+            dtype=harmonics.dtype,
+            device=harmonics.device,
+        ).index_copy(0, row, harmonics)
+        radial = radial.reshape(n_atoms, slots, self.n_columns)
+        angular = angular.reshape(n_atoms, slots, harmonics.shape[1])
+
+        blocks: list[torch.Tensor] = []
+        for l in range(self.max_angular + 1):
+            a, b = self.column_offsets[l], self.column_offsets[l + 1]
+            density = torch.bmm(
+                radial[:, :, a:b].transpose(1, 2),
+                angular[:, :, l * l : (l + 1) * (l + 1)],
+            )  # [n_atoms, K n_l, 2l + 1]
+            power = torch.bmm(density, density.transpose(1, 2))
+            t0, t1 = self.triangle_offsets[l], self.triangle_offsets[l + 1]
+            triangle = power.reshape(n_atoms, -1).index_select(
+                1, self.triangle_local[t0:t1]
+            )
+            blocks.append(triangle * self.ps_scale[l])
+        return torch.cat(blocks, dim=1)
+
+    # -------------------------------------------------------------------- head
+    def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """LayerNorm affine + first layer folded onto the upper triangle."""
+        weight = self.head_weight
+        bias = self.head_bias
+        if self.normalize:
+            bias = bias + self.layernorm_bias @ weight
+            weight = weight * self.layernorm_weight.unsqueeze(1)
+        folded = (
+            weight.index_select(0, self.triangle_full)
+            + weight.index_select(0, self.triangle_transposed) * self.off_diagonal
+        )
+        return folded, bias
+
+    def forward(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+    ) -> torch.Tensor:
+        features = self.power_spectrum(species, edge_vectors, centers, neighbors)
+        n_atoms = features.shape[0]
+        if self.normalize:
+            # LayerNorm statistics of the full symmetric P: off-diagonal twice
+            mean = (features @ self.multiplicity).unsqueeze(1) / self.n_features
+            centered = features - mean
+            variance = (centered * centered) @ self.multiplicity / self.n_features
+            features = centered / torch.sqrt(variance + self.layernorm_eps).unsqueeze(1)
+        weight, bias = self.first_layer()
+        size = self.first_size
+
+        if self.contract_center_species:
+            hidden = torch.addmm(bias, features, weight)  # all K MLPs at once
+            hidden = hidden.reshape(n_atoms, self.n_groups, size).transpose(0, 1)
+            for layer in self.head_layers:
+                hidden = layer(self.activation(hidden))
+            outputs = hidden.sum(dim=2)  # [K, n_atoms]
+            mix = self.compression.index_select(1, species)  # W[k, a_i]
+            return (outputs * mix).sum(dim=0)
+
+        energies = torch.zeros(n_atoms, dtype=features.dtype, device=features.device)
+        for group in range(self.n_groups):
+            atoms = torch.nonzero(species == group).reshape(-1)
+            if atoms.shape[0] == 0:
+                continue
+            hidden = (
+                features.index_select(0, atoms)
+                @ weight[:, group * size : (group + 1) * size]
+                + bias[group * size : (group + 1) * size]
+            )
+            for layer in self.head_layers:
+                hidden = layer.single(self.activation(hidden), group)
+            energies = energies.index_put((atoms,), hidden.sum(dim=1))
+        return energies
