@@ -31,7 +31,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <thread>
 
 using namespace LAMMPS_NS;
 
@@ -200,20 +199,12 @@ void PairAlchemical::settings(int narg, char **arg)
     if (platform::path_is_directory(folder)) extensions = folder;
   }
 
-  // node-local rank: spreads ranks over GPUs and CPU cores
+  // node-local rank: spreads the ranks of a node over its GPUs
   MPI_Comm local;
   MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->me, MPI_INFO_NULL, &local);
   int local_rank = 0;
-  int local_size = 1;
   MPI_Comm_rank(local, &local_rank);
-  MPI_Comm_size(local, &local_size);
   MPI_Comm_free(&local);
-
-  if (threads == 0 && std::getenv("OMP_NUM_THREADS") == nullptr && local_size > 1) {
-    // several ranks per node: do not let each torch use every core
-    const int cores = static_cast<int>(std::thread::hardware_concurrency());
-    threads = std::max(1, cores / local_size);
-  }
 
   model_.reset();
   try {
