@@ -249,6 +249,8 @@ void PairAlchemical::settings(int narg, char **arg)
       message += fmt::format("  neighbor list: {} (cutoff {} {})\n", request.description,
                              request.cutoff, units.first);
     }
+    message += fmt::format("  interaction range {} {}\n", model_->interaction_range(),
+                           units.first);
     utils::logmesg(lmp, message);
     if (lmp->citeme) {
       for (const auto &reference : model_->references()) lmp->citeme->add(reference + "\n");

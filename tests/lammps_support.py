@@ -13,7 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional  # noqa: UP035 (TorchScript)
 
 import ase
 import numpy as np
@@ -79,13 +79,11 @@ class PairEmbedding(torch.nn.Module):
             index[t] = i
         self.register_buffer("type_index", index)
         generator = torch.Generator().manual_seed(1234)
-        uniform = lambda lo, hi: (
-            lo
-            + (hi - lo)
-            * torch.rand(  # noqa: E731
-                n, generator=generator, dtype=torch.float64
-            )
-        )
+
+        def uniform(lo: float, hi: float) -> torch.Tensor:
+            values = torch.rand(n, generator=generator, dtype=torch.float64)
+            return lo + (hi - lo) * values
+
         depth = uniform(0.2, 0.5)
         alpha = uniform(1.3, 1.7)
         r0 = uniform(2.3, 2.8)
@@ -286,11 +284,18 @@ def fcc_alloy(
     return atoms
 
 
-def write_data(path: str | os.PathLike, atoms: ase.Atoms, numbers: list[int]) -> None:
+def write_data(
+    path: str | os.PathLike,
+    atoms: ase.Atoms,
+    numbers: list[int],
+    types: list[int] | None = None,
+) -> None:
     """Write ``atoms`` as a LAMMPS data file, atom type k+1 being ``numbers[k]``.
 
-    The cell must be lower triangular (LAMMPS' convention); non-periodic
-    directions get a box enclosing all atoms.
+    ``types`` gives the LAMMPS type of each atom (default: the first type with the
+    atom's element), so several types may share one element, or have no atom. The
+    cell must be lower triangular (LAMMPS' convention); non-periodic directions
+    get a box enclosing all atoms.
     """
     cell = np.array(atoms.cell)
     positions = atoms.positions
@@ -307,7 +312,9 @@ def write_data(path: str | os.PathLike, atoms: ase.Atoms, numbers: list[int]) ->
     xy, xz, yz = (cell[1, 0], cell[2, 0], cell[2, 1]) if atoms.pbc.any() else (0, 0, 0)
     triclinic = abs(xy) + abs(xz) + abs(yz) > 0
 
-    type_of = {z: k + 1 for k, z in enumerate(numbers)}
+    if types is None:
+        types = [numbers.index(int(z)) + 1 for z in atoms.numbers]
+    assert all(numbers[t - 1] == z for t, z in zip(types, atoms.numbers, strict=True))
     lines = ["LAMMPS data file written by the alchem tests", ""]
     lines.append(f"{len(atoms)} atoms")
     lines.append(f"{len(numbers)} atom types")
@@ -317,13 +324,33 @@ def write_data(path: str | os.PathLike, atoms: ase.Atoms, numbers: list[int]) ->
     if triclinic:
         lines.append(f"{xy:.17g} {xz:.17g} {yz:.17g} xy xz yz")
     lines += ["", "Masses", ""]
-    for z, t in type_of.items():
-        lines.append(f"{t} {MASSES.get(z, 50.0)}")
+    for t, z in enumerate(numbers):
+        lines.append(f"{t + 1} {MASSES.get(z, 50.0)}")
     lines += ["", "Atoms # atomic", ""]
-    for i, (z, position) in enumerate(zip(atoms.numbers, positions, strict=True)):
-        x, y, zz = position
-        lines.append(f"{i + 1} {type_of[int(z)]} {x:.17g} {y:.17g} {zz:.17g}")
+    for i, (t, position) in enumerate(zip(types, positions, strict=True)):
+        x, y, z = position
+        lines.append(f"{i + 1} {t} {x:.17g} {y:.17g} {z:.17g}")
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+def morse_coefficients(spec: ModelSpec) -> list[tuple[int, int, float, float, float]]:
+    """(type i, type j, D0, alpha, r0) of the model's pair term, types numbered as
+    ``spec.types``, for LAMMPS' ``pair_style morse/smooth/linear``."""
+    module = PairEmbedding(
+        spec.types, spec.cutoff, spec.embedding, spec.full_list, spec.layers, 1.0, 1.0
+    )
+    n = len(spec.types)
+    return [
+        (
+            i + 1,
+            j + 1,
+            float(module.depth[i, j]),
+            float(module.alpha[i, j]),
+            float(module.r0[i, j]),
+        )
+        for i in range(n)
+        for j in range(i, n)
+    ]
 
 
 # --------------------------------------------------------------------------- LAMMPS
@@ -392,16 +419,19 @@ def single_point_script(
     boundary: str = "p p p",
     pair_options: str = "",
     extra: str = "",
+    pair: str | None = None,
 ) -> str:
     """An input evaluating everything once (run 0), per-atom data in ``atoms.dump``."""
+    if pair is None:
+        pair = f"pair_style alchemical {model} {pair_options}\n"
+        pair += f"pair_coeff * * {' '.join(elements)}"
     return f"""
 units {units}
 atom_style atomic
 boundary {boundary}
 read_data {data}
 {extra}
-pair_style alchemical {model} {pair_options}
-pair_coeff * * {" ".join(elements)}
+{pair}
 
 compute pe_atom all pe/atom
 compute stress all stress/atom NULL virial
@@ -500,22 +530,28 @@ def lammps_single_point(
     nprocs: int = 1,
     pair_options: str = "",
     extra: str = "",
-    elements: list[str] | None = None,
+    types: list[int] | None = None,
+    pair: str | None = None,
 ) -> LammpsResult:
+    """``atoms`` through LAMMPS, ``numbers[k]`` being the element of type k+1.
+
+    ``pair`` replaces the pair_style/pair_coeff lines (to run another potential).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    write_data(directory / "structure.data", atoms, numbers)
+    write_data(directory / "structure.data", atoms, numbers, types)
     boundary = " ".join("p" if p else "s" for p in atoms.pbc)
     if atoms.pbc.any() and not atoms.pbc.all():
         boundary = " ".join("p" if p else "f" for p in atoms.pbc)
     script = single_point_script(
         "structure.data",
         str(model),
-        elements or [SYMBOLS[z] for z in numbers],
+        [SYMBOLS[z] for z in numbers],
         units=units,
         boundary=boundary,
         pair_options=pair_options,
         extra=extra,
+        pair=pair,
     )
     run_lammps(directory, script, nprocs=nprocs)
     return read_result(directory, units)
