@@ -15,12 +15,7 @@ import torch
 from spex.radial.physical import LaplacianEigenstates
 
 from ...data import DatasetInfo
-from ...features import (
-    RadialScaling,
-    ShiftedCosineCutoff,
-    laplacian_zeros,
-    upper_triangle_index,
-)
+from ...features import RadialScaling, ShiftedCosineCutoff, laplacian_zeros
 
 
 def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> torch.nn.Sequential:
@@ -53,6 +48,7 @@ class SoapBpnn(torch.nn.Module):
         damping = torch.exp(-0.5 * (sigma * torch.tensor(k)) ** 2).reshape(-1)
         self.register_buffer("damping", damping.to(torch.get_default_dtype()))
         self.spherical_harmonics = sphericart.torch.SphericalHarmonics(self.max_angular)
+        self.m_per_l = [2 * l + 1 for l in range(self.max_angular + 1)]
         self.cutoff_function = ShiftedCosineCutoff(
             self.cutoff, soap["cutoff_function"]["ShiftedCosine"]["width"]
         )
@@ -68,10 +64,13 @@ class SoapBpnn(torch.nn.Module):
         center = soap["center_atom_weight"] * at_origin / math.sqrt(4.0 * math.pi)
         self.register_buffer("center_density", center.to(torch.get_default_dtype()))
 
-        index, weight = upper_triangle_index(self.n_species, self.n_radial)
-        self.register_buffer("pair_index", index)
-        self.register_buffer("pair_weight", weight.to(torch.get_default_dtype()))
-        n_features = len(index) * (self.max_angular + 1)
+        # species pairs a <= b of the power spectrum; a < b counted twice (sqrt 2)
+        first, second = torch.triu_indices(self.n_species, self.n_species)
+        self.register_buffer("pair_first", first)
+        self.register_buffer("pair_second", second)
+        weight = torch.where(first == second, 1.0, math.sqrt(2.0))
+        self.register_buffer("pair_weight", weight.reshape(1, -1, 1, 1))
+        n_features = len(first) * self.n_radial**2 * (self.max_angular + 1)
         self.n_features = n_features
 
         self.layernorm = (
@@ -102,8 +101,12 @@ class SoapBpnn(torch.nn.Module):
         if self.use_scaling:
             smooth = smooth * self.radial_scaling(distances)
         radial = torch.cat(self.radial(distances), dim=1) * self.damping
-        radial = radial * smooth.unsqueeze(1)
+        radial = (radial * smooth.unsqueeze(1)).reshape(
+            -1, self.max_angular + 1, self.n_radial
+        )
         harmonics = self.spherical_harmonics(edge_vectors)
+        # split, not slice: the backward of split is one concatenation
+        harmonics_per_l = torch.split(harmonics, self.m_per_l, dim=1)
         # density of neighbours of each species a around atom i: slot i * S + a
         slot = centers * self.n_species + species[neighbors]
         own_slot = (
@@ -111,10 +114,8 @@ class SoapBpnn(torch.nn.Module):
         )
 
         blocks: list[torch.Tensor] = []
-        for l in range(self.max_angular + 1):
-            radial_l = radial[:, l * self.n_radial : (l + 1) * self.n_radial]
-            harmonics_l = harmonics[:, l * l : (l + 1) * (l + 1)]
-            per_edge = radial_l.unsqueeze(2) * harmonics_l.unsqueeze(1)
+        for l, harmonics_l in enumerate(harmonics_per_l):
+            per_edge = radial[:, l].unsqueeze(2) * harmonics_l.unsqueeze(1)
             density = torch.zeros(
                 (n_atoms * self.n_species, self.n_radial, 2 * l + 1),
                 dtype=per_edge.dtype,
@@ -123,12 +124,15 @@ class SoapBpnn(torch.nn.Module):
             if l == 0:
                 own = self.center_density.reshape(1, -1, 1).expand(n_atoms, -1, 1)
                 density = density.index_add(0, own_slot, own)
-            density = density.reshape(
-                n_atoms, self.n_species * self.n_radial, 2 * l + 1
+            density = density.reshape(n_atoms, self.n_species, self.n_radial, 2 * l + 1)
+            # only the pairs a <= b are computed: [atom, pair, n, n']
+            power = torch.einsum(
+                "ipnm,ipkm->ipnk",
+                density[:, self.pair_first],
+                density[:, self.pair_second],
             )
-            power = torch.einsum("iam,ibm->iab", density, density).reshape(n_atoms, -1)
-            power = power[:, self.pair_index] * self.pair_weight
-            blocks.append(power / math.sqrt(2 * l + 1))
+            power = power * (self.pair_weight / math.sqrt(2 * l + 1))
+            blocks.append(power.reshape(n_atoms, -1))
         return torch.cat(blocks, dim=1)
 
     def forward(
