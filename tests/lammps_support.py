@@ -420,6 +420,7 @@ def single_point_script(
     pair_options: str = "",
     extra: str = "",
     pair: str | None = None,
+    before: str = "",
 ) -> str:
     """An input evaluating everything once (run 0), per-atom data in ``atoms.dump``."""
     if pair is None:
@@ -429,6 +430,7 @@ def single_point_script(
 units {units}
 atom_style atomic
 boundary {boundary}
+{before}
 read_data {data}
 {extra}
 {pair}
@@ -532,6 +534,7 @@ def lammps_single_point(
     extra: str = "",
     types: list[int] | None = None,
     pair: str | None = None,
+    before: str = "",
 ) -> LammpsResult:
     """``atoms`` through LAMMPS, ``numbers[k]`` being the element of type k+1.
 
@@ -552,6 +555,7 @@ def lammps_single_point(
         pair_options=pair_options,
         extra=extra,
         pair=pair,
+        before=before,
     )
     run_lammps(directory, script, nprocs=nprocs)
     return read_result(directory, units)
