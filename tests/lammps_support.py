@@ -404,10 +404,11 @@ def run_lammps(
     return result
 
 
-THERMO = (
-    "step pe vol c_virial[1] c_virial[2] c_virial[3] c_virial[4] c_virial[5] c_virial[6] "
-    "c_sum[1] c_sum[2] c_sum[3] c_sum[4] c_sum[5] c_sum[6] "
-    "c_csum[1] c_csum[2] c_csum[3] c_csum[4] c_csum[5] c_csum[6] c_csum[7] c_csum[8] c_csum[9]"
+THERMO = " ".join(
+    ["step", "pe", "vol"]
+    + [f"c_virial[{k}]" for k in range(1, 7)]
+    + [f"c_sum[{k}]" for k in range(1, 7)]
+    + [f"c_csum[{k}]" for k in range(1, 10)]
 )
 
 
@@ -438,7 +439,8 @@ read_data {data}
 compute pe_atom all pe/atom
 compute stress all stress/atom NULL virial
 compute cstress all centroid/stress/atom NULL virial
-compute sum all reduce sum c_stress[1] c_stress[2] c_stress[3] c_stress[4] c_stress[5] c_stress[6]
+compute sum all reduce sum c_stress[1] c_stress[2] c_stress[3] &
+    c_stress[4] c_stress[5] c_stress[6]
 compute csum all reduce sum c_cstress[1] c_cstress[2] c_cstress[3] &
     c_cstress[4] c_cstress[5] c_cstress[6] c_cstress[7] c_cstress[8] c_cstress[9]
 compute virial all pressure NULL virial
