@@ -121,6 +121,9 @@ def test_restart_equals_uninterrupted_run(architecture, emt_dir, tmp_path):
     assert full["csv_lines"][1:] and [
         line.split(",")[:4] for line in full["csv_lines"][1:]
     ] == [line.split(",")[:4] for line in resumed["csv_lines"][1:]]
+    # the wall-time column goes on from the checkpoint instead of restarting at 0
+    elapsed = [float(line.split(",")[5]) for line in resumed["csv_lines"][1:]]
+    assert elapsed == sorted(elapsed)
 
 
 def test_short_training_learns_forces(emt_dir, tmp_path):
@@ -178,7 +181,9 @@ def test_float32_training_exports_a_float32_model(emt_dir, tmp_path):
     assert options["base_precision"] == 32
     assert model.composition.dtype == torch.float32
     atoms = ase.io.read(tmp_path / "train.xyz", "0")
-    batch = collate([structure_from_atoms(atoms, model.cutoff)]).to("cpu", torch.float32)
+    batch = collate([structure_from_atoms(atoms, model.cutoff)]).to(
+        "cpu", torch.float32
+    )
     expected = predict(model, batch, forces=True, virial=False)
     atoms.calc = load_calculator(str(tmp_path / "model.pt"))
     # float32 through two different code paths (batch vs metatomic neighbour list):

@@ -282,7 +282,15 @@ def train(
     weights = training["loss_weights"]
     per_structure = "energy" in training["per_structure_targets"]
     metrics_path = os.path.join(run_dir, "metrics.csv")
-    columns = ["epoch", "learning_rate", "train_loss", "validation_loss", "seconds"]
+    # seconds: this epoch's training step; elapsed: wall time since training started
+    columns = [
+        "epoch",
+        "learning_rate",
+        "train_loss",
+        "validation_loss",
+        "seconds",
+        "elapsed",
+    ]
     metric_names = [
         "energy_rmse",
         "energy_mae",
@@ -297,8 +305,21 @@ def train(
     if state is not None:
         csv_lines = state.get("csv_lines", csv_lines)
 
+    def loop_state() -> dict:
+        return {
+            "epoch": epoch,
+            "best_loss": best_loss,
+            "best_state": best_state,
+            "best_epoch": best_epoch,
+            "csv_lines": list(csv_lines),
+            "elapsed": total_elapsed,
+        }
+
+    total_elapsed = 0.0
     progress = Progress(training["num_epochs"])
     epoch = start_epoch - 1
+    elapsed_before = 0.0 if state is None else state.get("elapsed", 0.0)
+    training_started = time.perf_counter()
     for epoch in range(start_epoch, training["num_epochs"] + 1):
         started = time.perf_counter()
         model.train()
@@ -354,13 +375,9 @@ def train(
                 _format("val", validation_metrics),
                 elapsed,
             )
-        row = [
-            epoch,
-            optimizer.param_groups[0]["lr"],
-            train_loss,
-            validation_loss,
-            elapsed,
-        ]
+        total_elapsed = elapsed_before + time.perf_counter() - training_started
+        lr = optimizer.param_groups[0]["lr"]
+        row = [epoch, lr, train_loss, validation_loss, elapsed, total_elapsed]
         row += [train_metrics.get(m, "") for m in metric_names]
         row += [validation_metrics.get(m, "") for m in metric_names]
         csv_lines.append(",".join(str(v) for v in row))
@@ -370,17 +387,7 @@ def train(
         stop = epoch - best_epoch > training["early_stopping_patience"]
         if epoch % training["checkpoint_interval"] == 0 or stop:
             snapshot = _checkpoint(
-                options,
-                info,
-                model,
-                optimizer,
-                scheduler,
-                epoch,
-                best_loss,
-                best_state,
-                best_epoch,
-                shuffle,
-                csv_lines,
+                options, info, model, optimizer, scheduler, shuffle, loop_state()
             )
             save_checkpoint(snapshot, os.path.join(run_dir, f"epoch_{epoch}.ckpt"))
         if stop:
@@ -390,19 +397,10 @@ def train(
             )
             break
     progress.close()
+    total_elapsed = elapsed_before + time.perf_counter() - training_started
 
     final = _checkpoint(
-        options,
-        info,
-        model,
-        optimizer,
-        scheduler,
-        epoch,
-        best_loss,
-        best_state,
-        best_epoch,
-        shuffle,
-        csv_lines,
+        options, info, model, optimizer, scheduler, shuffle, loop_state()
     )
     save_checkpoint(final, checkpoint_path)
     model.load_state_dict(best_state)
@@ -438,19 +436,7 @@ def _validation(model, data, weights, per_structure, batch_size, dtype, device):
     )
 
 
-def _checkpoint(
-    options,
-    info,
-    model,
-    optimizer,
-    scheduler,
-    epoch,
-    best_loss,
-    best_state,
-    best_epoch,
-    shuffle,
-    csv_lines,
-) -> dict:
+def _checkpoint(options, info, model, optimizer, scheduler, shuffle, loop) -> dict:
     return {
         "format": CHECKPOINT_FORMAT,
         "options": options,
@@ -461,12 +447,8 @@ def _checkpoint(
         "model_state": copy.deepcopy(model.state_dict()),
         "optimizer": copy.deepcopy(optimizer.state_dict()),
         "scheduler": scheduler.state_dict(),
-        "epoch": epoch,
-        "best_loss": best_loss,
-        "best_state": best_state,
-        "best_epoch": best_epoch,
         "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
-        "csv_lines": list(csv_lines),
+        **loop,
     }
 
 
