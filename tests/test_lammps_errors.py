@@ -1,0 +1,213 @@
+"""Every user error of `pair_style alchemical` stops LAMMPS with a message that
+says what to fix (through LAMMPS' MPI-safe error calls, never a crash)."""
+
+import pytest
+import torch
+from lammps_support import (
+    ModelSpec,
+    export_model,
+    fcc_alloy,
+    plugin_built,
+    run_lammps,
+    write_data,
+)
+
+pytestmark = pytest.mark.skipif(
+    not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
+)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("errors")
+    export_model(folder / "model.pt", ModelSpec(types=[28, 29]))
+    export_model(folder / "total-only.pt", ModelSpec(types=[28, 29], per_atom=False))
+    (folder / "garbage.pt").write_bytes(b"this is not a TorchScript archive")
+    atoms = fcc_alloy((2, 2, 2), 3.6, [28, 29], seed=1)
+    write_data(folder / "structure.data", atoms, [28, 29])
+    return folder
+
+
+def _script(
+    pair_style: str = "alchemical model.pt",
+    pair_coeff: str = "* * Ni Cu",
+    units: str = "metal",
+    before: str = "",
+    after: str = "",
+) -> str:
+    return f"""
+units {units}
+{before}
+atom_style atomic
+read_data structure.data
+pair_style {pair_style}
+pair_coeff {pair_coeff}
+{after}
+run 0
+"""
+
+
+def _fails_with(folder, script: str, *messages: str) -> str:
+    result = run_lammps(folder, script, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    error = [line for line in output.splitlines() if "ERROR" in line]
+    assert error, output[-2000:]
+    for message in messages:
+        assert message in output, f"{message!r} not in:\n" + "\n".join(error)
+    # no C++ exception escaped: LAMMPS reported it
+    assert "terminate called" not in output
+    return "\n".join(error)
+
+
+def test_valid_input_runs(folder):
+    result = run_lammps(folder, _script())
+    assert "Loop time" in result.stdout
+
+
+def test_missing_model(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical missing.pt"),
+        "cannot read the model file 'missing.pt'",
+    )
+
+
+def test_unreadable_model(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical garbage.pt"),
+        "could not load the metatomic model 'garbage.pt'",
+    )
+
+
+def test_missing_model_argument(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical"),
+        "expected: pair_style alchemical <model.pt>",
+    )
+
+
+def test_element_count_differs_from_types(folder):
+    _fails_with(
+        folder,
+        _script(pair_coeff="* * Ni Cu Ni"),
+        "needs one element per atom type: the box has 2 atom type(s) but 3",
+    )
+    _fails_with(
+        folder,
+        _script(pair_coeff="* * Ni"),
+        "the box has 2 atom type(s) but 1 element(s)",
+    )
+
+
+def test_pair_coeff_not_star_star(folder):
+    # LAMMPS itself checks this for pair styles with one_coeff set
+    _fails_with(
+        folder,
+        _script(pair_coeff="1 1 Ni Cu"),
+        "Pair_coeff must start with * * for pair style alchemical",
+    )
+
+
+def test_element_not_in_model(folder):
+    _fails_with(
+        folder,
+        _script(pair_coeff="* * Ni Au"),
+        "element Au (atom type 2) is not supported by the model",
+        "which knows: Ni Cu",
+    )
+
+
+def test_not_an_element(folder):
+    _fails_with(
+        folder,
+        _script(pair_coeff="* * Ni cu"),
+        "'cu' (atom type 2) is not an element symbol",
+    )
+
+
+@pytest.mark.parametrize("units", ["lj", "cgs"])
+def test_units_without_conversion(folder, units):
+    _fails_with(
+        folder,
+        _script(units=units),
+        f"does not support `units {units}`",
+        "use `units metal`",
+    )
+
+
+def test_newton_pair_off(folder):
+    _fails_with(
+        folder,
+        _script(before="newton off"),
+        "requires newton_pair on",
+    )
+
+
+def test_unknown_keyword(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical model.pt devcie cpu"),
+        "unknown keyword 'devcie'",
+        "valid keywords are device, extensions, check_consistency and threads",
+    )
+
+
+def test_keyword_without_value(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical model.pt device"),
+        "missing value after keyword 'device'",
+    )
+
+
+def test_invalid_device(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical model.pt device gpu"),
+        "invalid device 'gpu', expected cpu, cuda or cuda:N",
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical model.pt device cuda"),
+        "device cuda requested, but the torch this plugin runs with",
+        "use `device cpu`",
+    )
+
+
+def test_missing_extensions_folder(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical model.pt extensions nowhere"),
+        "extensions folder 'nowhere' does not exist",
+    )
+
+
+def test_per_atom_energy_from_total_energy_model(folder):
+    _fails_with(
+        folder,
+        _script(
+            pair_style="alchemical total-only.pt",
+            after="compute pe all pe/atom\ndump d all custom 1 d.dump id c_pe",
+        ),
+        "per-atom energies were requested",
+        "only computes the total energy",
+    )
+
+
+def test_total_energy_model_runs_without_per_atom(folder):
+    result = run_lammps(folder, _script(pair_style="alchemical total-only.pt"))
+    assert "Loop time" in result.stdout
+
+
+def test_errors_under_mpi(folder):
+    """With several ranks the error is reported and every rank stops."""
+    result = run_lammps(folder, _script(pair_coeff="* * Ni Au"), nprocs=2, check=False)
+    assert result.returncode != 0
+    assert "element Au (atom type 2) is not supported" in result.stdout
