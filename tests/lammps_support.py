@@ -71,8 +71,10 @@ class PairEmbedding(torch.nn.Module):
         layers: int,
         length_scale: float,
         energy_scale: float,
+        fail: bool = False,
     ) -> None:
         super().__init__()
+        self.fail = fail
         n = len(types)
         index = torch.full((max(types) + 1,), -1, dtype=torch.long)
         for i, t in enumerate(types):
@@ -127,6 +129,8 @@ class PairEmbedding(torch.nn.Module):
     ) -> Dict[str, TensorMap]:  # noqa: UP006
         if "energy" not in outputs:
             return {}
+        if self.fail:
+            raise ValueError("this test model always fails")
         per_atom = outputs["energy"].sample_kind == "atom"
         dtype = systems[0].positions.dtype
         device = systems[0].positions.device
@@ -207,6 +211,7 @@ class ModelSpec:
     length_unit: str = "angstrom"
     energy_unit: str = "eV"
     per_atom: bool = True
+    fail: bool = False
 
 
 def export_model(path: str | os.PathLike, spec: ModelSpec | None = None) -> str:
@@ -222,6 +227,7 @@ def export_model(path: str | os.PathLike, spec: ModelSpec | None = None) -> str:
         spec.layers,
         length_scale,
         energy_scale,
+        spec.fail,
     )
     dtype = getattr(torch, spec.dtype)
     module = module.to(dtype).eval()

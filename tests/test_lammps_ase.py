@@ -125,6 +125,17 @@ def test_geometries_match_ase(name, models, tmp_path):
     assert np.abs(reference.virial).max() > 1.0
 
 
+def test_check_consistency_and_threads(models, tmp_path):
+    """metatomic's own input/output checks accept what the plugin gives."""
+    atoms = small_cell()
+    options = "check_consistency on threads 2"
+    lammps = lammps_single_point(
+        tmp_path, atoms, models["full"], [28, 29], pair_options=options
+    )
+    assert "2 torch thread(s) per rank" in lammps.log
+    compare(lammps, ase_single_point(atoms, models["full"]), "metal", FLOAT64)
+
+
 def test_positions_are_not_remapped(models, tmp_path):
     """LAMMPS wraps atoms into the box; compare at LAMMPS' positions."""
     atoms = skewed_triclinic()

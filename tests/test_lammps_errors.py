@@ -22,6 +22,7 @@ def folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("errors")
     export_model(folder / "model.pt", ModelSpec(types=[28, 29]))
     export_model(folder / "total-only.pt", ModelSpec(types=[28, 29], per_atom=False))
+    export_model(folder / "failing.pt", ModelSpec(types=[28, 29], fail=True))
     (folder / "garbage.pt").write_bytes(b"this is not a TorchScript archive")
     atoms = fcc_alloy((2, 2, 2), 3.6, [28, 29], seed=1)
     write_data(folder / "structure.data", atoms, [28, 29])
@@ -204,6 +205,16 @@ def test_per_atom_energy_from_total_energy_model(folder):
 def test_total_energy_model_runs_without_per_atom(folder):
     result = run_lammps(folder, _script(pair_style="alchemical total-only.pt"))
     assert "Loop time" in result.stdout
+
+
+def test_model_error_stops_the_run(folder):
+    """An exception inside the model is an error of LAMMPS, with its message."""
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical failing.pt"),
+        "pair_style alchemical: the model failed",
+        "this test model always fails",
+    )
 
 
 def test_errors_under_mpi(folder):
