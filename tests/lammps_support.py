@@ -241,7 +241,7 @@ def export_model(path: str | os.PathLike, spec: ModelSpec | None = None) -> str:
         atomic_types=spec.types,
         interaction_range=spec.layers * spec.cutoff / length_scale,
         length_unit=spec.length_unit,
-        supported_devices=["cpu", "cuda"],
+        supported_devices=["cuda", "cpu"],
         dtype=spec.dtype,
     )
     metadata = ModelMetadata(
