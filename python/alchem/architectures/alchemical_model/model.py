@@ -32,11 +32,11 @@ model on all F features, with the same parameters, at half the multiply-adds.
 import math
 
 import numpy as np
-import sphericart.torch
 import torch
 
 from ...data import DatasetInfo
 from . import basis
+from .harmonics import SphericalHarmonics
 
 RADIAL_HIDDEN = 32  # width of the per-(l, k) radial MLPs (upstream: 32)
 RADIAL_LAYERS = 3  # hidden layers of the per-(l, k) radial MLPs (upstream: 3)
@@ -110,6 +110,7 @@ class AlchemicalModel(torch.nn.Module):
             self.radial_offsets.append(self.radial_offsets[-1] + count)
             self.column_offsets.append(self.column_offsets[-1] + K * count)
         self.n_columns = K * self.n_radial
+        self.column_sizes = [K * count for count in self.n_per_l]
         pseudo_of_column = []
         basis_of_column = []
         for l, count in enumerate(self.n_per_l):
@@ -162,7 +163,7 @@ class AlchemicalModel(torch.nn.Module):
             self.radial_hidden = torch.nn.Parameter(torch.zeros(0, 0, 0, 0))
             self.radial_out = torch.nn.Parameter(torch.zeros(0, 0, 0))
 
-        self.spherical_harmonics = sphericart.torch.SphericalHarmonics(self.max_angular)
+        self.spherical_harmonics = SphericalHarmonics(self.max_angular)
 
         # ---- alchemical compression ----
         self.compression = torch.nn.Parameter(torch.randn(K, self.n_species))
@@ -257,23 +258,43 @@ class AlchemicalModel(torch.nn.Module):
         )
         return torch.stack([value, derivative], dim=1)
 
-    def radial(self, distances: torch.Tensor) -> torch.Tensor:
-        """g_{k,nl}(r) per edge by cubic Hermite interpolation: [E, C]."""
+    def spline_coefficients(self) -> list[torch.Tensor]:
+        """Cubic coefficients per (element, grid interval), W folded in.
+
+        Row a (G - 1) + g of c_p holds, for r in interval g (t in [0, 1)), the
+        polynomial W[k, a] g_{k,nl}(r) = c_0 + c_1 t + c_2 t^2 + c_3 t^3 of every
+        column: four tensors [S (G - 1), C].
+        """
         table = self.radial_table()
-        x = torch.clamp(distances, 0.0, self.cutoff) / self.grid_step
-        index = torch.clamp(torch.floor(x).to(torch.int64), 0, self.n_nodes - 2)
-        t = (x - index.to(x.dtype)).unsqueeze(1)
-        low = torch.index_select(table, 0, index)
-        high = torch.index_select(table, 0, index + 1)
-        t2 = t * t
-        t3 = t2 * t
         h = self.grid_step
-        return (
-            (2.0 * t3 - 3.0 * t2 + 1.0) * low[:, 0]
-            + (t3 - 2.0 * t2 + t) * h * low[:, 1]
-            + (3.0 * t2 - 2.0 * t3) * high[:, 0]
-            + (t3 - t2) * h * high[:, 1]
-        )
+        v0, v1 = table[:-1, 0], table[1:, 0]
+        d0, d1 = table[:-1, 1] * h, table[1:, 1] * h
+        cubic = [v0, d0, 3.0 * (v1 - v0) - 2.0 * d0 - d1, 2.0 * (v0 - v1) + d0 + d1]
+        weights = self.compression.index_select(0, self.pseudo_of_column).t()
+        weights = weights.reshape(self.n_species, 1, self.n_columns)
+        return [(c.unsqueeze(0) * weights).reshape(-1, self.n_columns) for c in cubic]
+
+    def radial(
+        self, distances: torch.Tensor, elements: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """W[k, a_j] g_{k,nl}(r_ij) for every edge, one [n_edges, K n_l] per l.
+
+        Evaluated l by l: the per-edge tensors stay a few MB, which avoids both the
+        memory traffic and the page faults of one [n_edges, C] tensor per step.
+        """
+        x = torch.clamp(distances, 0.0, self.cutoff) / self.grid_step
+        interval = torch.clamp(torch.floor(x).to(torch.int64), 0, self.n_nodes - 2)
+        t = (x - interval.to(x.dtype)).unsqueeze(1)
+        row = elements * (self.n_nodes - 1) + interval
+        c0, c1, c2, c3 = [
+            c.split(self.column_sizes, dim=1) for c in self.spline_coefficients()
+        ]
+        result: list[torch.Tensor] = []
+        for l in range(self.max_angular + 1):
+            value = c3[l].index_select(0, row) * t + c2[l].index_select(0, row)
+            value = value * t + c1[l].index_select(0, row)
+            result.append(value * t + c0[l].index_select(0, row))
+        return result
 
     # ---------------------------------------------------------------- features
     def power_spectrum(
@@ -286,15 +307,11 @@ class AlchemicalModel(torch.nn.Module):
         """Upper triangles of the scaled P_l, concatenated: [n_atoms, T]."""
         n_atoms = species.shape[0]
         n_edges = centers.shape[0]
-        distances = torch.linalg.norm(edge_vectors, dim=1)
-        # compressed radial part of every edge: W[k, a_j] g_{k,nl}(r_ij)
-        weights = self.compression.index_select(0, self.pseudo_of_column)  # [C, S]
-        expansion = self.radial(distances) * weights.t().index_select(
-            0, species.index_select(0, neighbors)
-        )
-        harmonics = self.spherical_harmonics(edge_vectors)
-
-        # neighbour slots: edge e goes to row centers[e] * M + (its rank at centers[e])
+        # Neighbour slots: edge e goes to slot centers[e] * M + (its rank among the
+        # edges of centers[e]), M the largest neighbour count. Empty slots hold a
+        # vector of length r_c, where every radial function and its derivative
+        # vanish, so they add nothing and the sums over neighbours become batched
+        # matrix products.
         counts = torch.bincount(centers, minlength=n_atoms)
         slots = 0
         if n_edges > 0:
@@ -305,27 +322,26 @@ class AlchemicalModel(torch.nn.Module):
             0, sorted_centers
         )
         rank = torch.empty_like(rank_sorted).scatter_(0, order, rank_sorted)
-        row = centers * slots + rank
-        radial = torch.zeros(
-            (n_atoms * slots, self.n_columns),
-            dtype=expansion.dtype,
-            device=expansion.device,
-        ).index_copy(0, row, expansion)
-        angular = torch.zeros(
-            (n_atoms * slots, harmonics.shape[1]),
-            dtype=harmonics.dtype,
-            device=harmonics.device,
-        ).index_copy(0, row, harmonics)
-        radial = radial.reshape(n_atoms, slots, self.n_columns)
-        angular = angular.reshape(n_atoms, slots, harmonics.shape[1])
+        slot = centers * slots + rank
+        padding = torch.zeros(
+            (n_atoms * slots, 3), dtype=edge_vectors.dtype, device=edge_vectors.device
+        )
+        padding[:, 2] = self.cutoff
+        vectors = padding.index_copy(0, slot, edge_vectors)
+        elements = torch.zeros(
+            n_atoms * slots, dtype=species.dtype, device=species.device
+        ).index_copy(0, slot, species.index_select(0, neighbors))
+
+        distances = torch.linalg.norm(vectors, dim=1)
+        radial_l = self.radial(distances, elements)
+        angular_l = self.spherical_harmonics(vectors)
 
         blocks: list[torch.Tensor] = []
         for l in range(self.max_angular + 1):
-            a, b = self.column_offsets[l], self.column_offsets[l + 1]
-            density = torch.bmm(
-                radial[:, :, a:b].transpose(1, 2),
-                angular[:, :, l * l : (l + 1) * (l + 1)],
-            )  # [n_atoms, K n_l, 2l + 1]
+            radial = radial_l[l].reshape(n_atoms, slots, self.column_sizes[l])
+            angular = angular_l[l].reshape(n_atoms, slots, 2 * l + 1)
+            # [n_atoms, K n_l, 2l + 1]
+            density = torch.bmm(radial.transpose(1, 2), angular)
             power = torch.bmm(density, density.transpose(1, 2))
             t0, t1 = self.triangle_offsets[l], self.triangle_offsets[l + 1]
             triangle = power.reshape(n_atoms, -1).index_select(
@@ -357,17 +373,22 @@ class AlchemicalModel(torch.nn.Module):
     ) -> torch.Tensor:
         features = self.power_spectrum(species, edge_vectors, centers, neighbors)
         n_atoms = features.shape[0]
-        if self.normalize:
-            # LayerNorm statistics of the full symmetric P: off-diagonal twice
-            mean = (features @ self.multiplicity).unsqueeze(1) / self.n_features
-            centered = features - mean
-            variance = (centered * centered) @ self.multiplicity / self.n_features
-            features = centered / torch.sqrt(variance + self.layernorm_eps).unsqueeze(1)
         weight, bias = self.first_layer()
         size = self.first_size
+        if self.normalize:
+            # LayerNorm statistics of the full symmetric P (off-diagonal twice);
+            # the division by the standard deviation is applied after the first
+            # layer, on [n_atoms, hidden] instead of [n_atoms, T]
+            mean = features @ self.multiplicity / self.n_features
+            features = features - mean.unsqueeze(1)
+            variance = (features * features) @ self.multiplicity / self.n_features
+            inverse_std = torch.rsqrt(variance + self.layernorm_eps).unsqueeze(1)
+        else:
+            inverse_std = torch.ones_like(features[:, :1])
 
         if self.contract_center_species:
-            hidden = torch.addmm(bias, features, weight)  # all K MLPs at once
+            # all K first layers in one product
+            hidden = torch.addcmul(bias, features @ weight, inverse_std)
             hidden = hidden.reshape(n_atoms, self.n_groups, size).transpose(0, 1)
             for layer in self.head_layers:
                 hidden = layer(self.activation(hidden))
@@ -380,10 +401,11 @@ class AlchemicalModel(torch.nn.Module):
             atoms = torch.nonzero(species == group).reshape(-1)
             if atoms.shape[0] == 0:
                 continue
-            hidden = (
+            hidden = torch.addcmul(
+                bias[group * size : (group + 1) * size],
                 features.index_select(0, atoms)
-                @ weight[:, group * size : (group + 1) * size]
-                + bias[group * size : (group + 1) * size]
+                @ weight[:, group * size : (group + 1) * size],
+                inverse_std.index_select(0, atoms),
             )
             for layer in self.head_layers:
                 hidden = layer.single(self.activation(hidden), group)
