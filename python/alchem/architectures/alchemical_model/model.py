@@ -176,6 +176,12 @@ class AlchemicalModel(torch.nn.Module):
             ps_scale.append(s_l**2 / math.sqrt(2 * l + 1))
         # fitted on the training set: a buffer, so it travels with checkpoints
         self.register_buffer("ps_scale", torch.tensor(ps_scale, dtype=dtype))
+        column_l = torch.repeat_interleave(
+            torch.arange(len(self.n_per_l)), torch.tensor(self.column_sizes)
+        )
+        self.register_buffer(
+            "column_scale", torch.tensor(ps_scale, dtype=dtype)[column_l].sqrt()
+        )
 
         # ---- power spectrum: upper triangle of each P_l, and its place in F ----
         local, full, transposed, multiplicity = [], [], [], []
@@ -191,6 +197,9 @@ class AlchemicalModel(torch.nn.Module):
             self.triangle_offsets.append(self.triangle_offsets[-1] + len(rows))
             full_offset += size * size
         self.n_features = full_offset  # K^2 sum_l n_l^2
+        self.triangle_sizes = [
+            b - a for a, b in zip(self.triangle_offsets[:-1], self.triangle_offsets[1:])
+        ]
         self.register_buffer("triangle_local", torch.cat(local))
         self.register_buffer("triangle_full", torch.cat(full))
         self.register_buffer("triangle_transposed", torch.cat(transposed))
@@ -271,6 +280,8 @@ class AlchemicalModel(torch.nn.Module):
         d0, d1 = table[:-1, 1] * h, table[1:, 1] * h
         cubic = [v0, d0, 3.0 * (v1 - v0) - 2.0 * d0 - d1, 2.0 * (v0 - v1) + d0 + d1]
         weights = self.compression.index_select(0, self.pseudo_of_column).t()
+        # sqrt(s_l^2 / sqrt(2l + 1)) per column, so that P_l comes out scaled
+        weights = weights * self.column_scale
         weights = weights.reshape(self.n_species, 1, self.n_columns)
         return [(c.unsqueeze(0) * weights).reshape(-1, self.n_columns) for c in cubic]
 
@@ -303,8 +314,13 @@ class AlchemicalModel(torch.nn.Module):
         edge_vectors: torch.Tensor,
         centers: torch.Tensor,
         neighbors: torch.Tensor,
-    ) -> torch.Tensor:
-        """Upper triangles of the scaled P_l, concatenated: [n_atoms, T]."""
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Upper triangles of the scaled P_l, one [n_atoms, T_l] per l, and the
+        sums of the F features and of their squares per atom.
+
+        The blocks are not concatenated: the first layer is a sum of per-l
+        products, which keeps every tensor small and the backward passes free
+        of full-size zero fills."""
         n_atoms = species.shape[0]
         n_edges = centers.shape[0]
         # Neighbour slots: edge e goes to slot centers[e] * M + (its rank among the
@@ -337,6 +353,8 @@ class AlchemicalModel(torch.nn.Module):
         angular_l = self.spherical_harmonics(vectors)
 
         blocks: list[torch.Tensor] = []
+        total = torch.zeros(n_atoms, dtype=vectors.dtype, device=vectors.device)
+        squares = torch.zeros(n_atoms, dtype=vectors.dtype, device=vectors.device)
         for l in range(self.max_angular + 1):
             radial = radial_l[l].reshape(n_atoms, slots, self.column_sizes[l])
             angular = angular_l[l].reshape(n_atoms, slots, 2 * l + 1)
@@ -344,11 +362,17 @@ class AlchemicalModel(torch.nn.Module):
             density = torch.bmm(radial.transpose(1, 2), angular)
             power = torch.bmm(density, density.transpose(1, 2))
             t0, t1 = self.triangle_offsets[l], self.triangle_offsets[l + 1]
-            triangle = power.reshape(n_atoms, -1).index_select(
-                1, self.triangle_local[t0:t1]
+            blocks.append(
+                power.reshape(n_atoms, -1).index_select(1, self.triangle_local[t0:t1])
             )
-            blocks.append(triangle * self.ps_scale[l])
-        return torch.cat(blocks, dim=1)
+            if self.normalize:
+                # sums of P_l and of P_l^2 over the full matrix, from the density:
+                # sum P = |sum_x c_x|^2 and sum P^2 = |c^T c|_F^2
+                column = density.sum(dim=1)
+                total = total + (column * column).sum(dim=1)
+                gram = torch.bmm(density.transpose(1, 2), density)
+                squares = squares + (gram * gram).sum(dim=(1, 2))
+        return blocks, total, squares
 
     # -------------------------------------------------------------------- head
     def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -371,24 +395,31 @@ class AlchemicalModel(torch.nn.Module):
         centers: torch.Tensor,
         neighbors: torch.Tensor,
     ) -> torch.Tensor:
-        features = self.power_spectrum(species, edge_vectors, centers, neighbors)
-        n_atoms = features.shape[0]
+        blocks, total, squares = self.power_spectrum(
+            species, edge_vectors, centers, neighbors
+        )
+        n_atoms = species.shape[0]
         weight, bias = self.first_layer()
+        weights = weight.split(self.triangle_sizes, dim=0)
         size = self.first_size
+        column_sum = weight.sum(dim=0)
         if self.normalize:
-            # LayerNorm statistics of the full symmetric P (off-diagonal twice);
-            # the division by the standard deviation is applied after the first
-            # layer, on [n_atoms, hidden] instead of [n_atoms, T]
-            mean = features @ self.multiplicity / self.n_features
-            features = features - mean.unsqueeze(1)
-            variance = (features * features) @ self.multiplicity / self.n_features
+            # LayerNorm over the F features of the full symmetric P, applied after
+            # the first layer: (x - mean) W / std = (x W - mean sum_f W_f) / std
+            mean = total / self.n_features
+            variance = torch.clamp(squares / self.n_features - mean * mean, min=0.0)
             inverse_std = torch.rsqrt(variance + self.layernorm_eps).unsqueeze(1)
+            mean = mean.unsqueeze(1)
         else:
-            inverse_std = torch.ones_like(features[:, :1])
+            inverse_std = torch.ones_like(total).unsqueeze(1)
+            mean = torch.zeros_like(total).unsqueeze(1)
 
         if self.contract_center_species:
-            # all K first layers in one product
-            hidden = torch.addcmul(bias, features @ weight, inverse_std)
+            # all K first layers in one product per l
+            hidden = -mean * column_sum
+            for l in range(len(blocks)):
+                hidden = torch.addmm(hidden, blocks[l], weights[l])
+            hidden = torch.addcmul(bias, hidden, inverse_std)
             hidden = hidden.reshape(n_atoms, self.n_groups, size).transpose(0, 1)
             for layer in self.head_layers:
                 hidden = layer(self.activation(hidden))
@@ -396,16 +427,19 @@ class AlchemicalModel(torch.nn.Module):
             mix = self.compression.index_select(1, species)  # W[k, a_i]
             return (outputs * mix).sum(dim=0)
 
-        energies = torch.zeros(n_atoms, dtype=features.dtype, device=features.device)
+        energies = torch.zeros(n_atoms, dtype=total.dtype, device=total.device)
         for group in range(self.n_groups):
             atoms = torch.nonzero(species == group).reshape(-1)
             if atoms.shape[0] == 0:
                 continue
+            a, b = group * size, (group + 1) * size
+            hidden = -mean.index_select(0, atoms) * column_sum[a:b]
+            for l in range(len(blocks)):
+                hidden = torch.addmm(
+                    hidden, blocks[l].index_select(0, atoms), weights[l][:, a:b]
+                )
             hidden = torch.addcmul(
-                bias[group * size : (group + 1) * size],
-                features.index_select(0, atoms)
-                @ weight[:, group * size : (group + 1) * size],
-                inverse_std.index_select(0, atoms),
+                bias[a:b], hidden, inverse_std.index_select(0, atoms)
             )
             for layer in self.head_layers:
                 hidden = layer.single(self.activation(hidden), group)
