@@ -13,6 +13,11 @@ def load_calculator(
     ``extensions`` defaults to the ``extensions/`` folder next to the model, where
     ``alchem-train`` and ``alchem-export`` put the libraries the model needs.
     """
+    # The model's extensions/ hold a copy of sphericart-torch's library. If that copy
+    # is loaded first, a later `import sphericart.torch` (training, another model)
+    # registers the same operators again and aborts the process. Importing the
+    # package first makes metatomic find the operators already registered.
+    import sphericart.torch  # noqa: F401
     from metatomic_ase import MetatomicCalculator
 
     if not os.path.isfile(model_path):
