@@ -128,21 +128,34 @@ def shifted_cosine(
     vanish at r_c.
     """
     x = np.clip((r - cutoff + width) / width, 0.0, 1.0)
-    value = 0.5 * (1.0 + np.cos(np.pi * x))
-    derivative = -0.5 * np.pi / width * np.sin(np.pi * x)
+    value = np.where(x < 1.0, 0.5 * (1.0 + np.cos(np.pi * x)), 0.0)
+    derivative = np.where(x < 1.0, -0.5 * np.pi / width * np.sin(np.pi * x), 0.0)
     return value, derivative
 
 
-def grid_spacing(
+def grid(
     kind: str, basis_cutoff: float, cutoff: float, scale: float, width: float
-) -> int:
-    """Number of grid intervals on [0, r_c] for the cubic Hermite table.
+) -> tuple[np.ndarray, int]:
+    """Nodes on [0, r_c] for the cubic Hermite table, and how many intervals lie
+    below the switch onset r_c - width.
 
-    The fastest oscillation has wave number sqrt(E_max) / length (length r_c for
-    ``le``, basis_scale for ``physical``), and pi / width for the cutoff switch;
-    a spacing of 0.2 / k_max keeps the interpolation error of the fixed basis
-    below 1e-5 of its amplitude.
+    The onset is a node: the switch's second derivative jumps there, and a cubic
+    interpolating across that kink would be only O(h^3) accurate. Within each
+    of the two segments the spacing is about 0.2 / k_max, with k_max the fastest
+    wave number (sqrt(E_max) / length, length r_c for ``le`` and basis_scale for
+    ``physical``, or pi / width for the switch): interpolation error below 1e-4
+    of each function's amplitude (measured: below 5e-6 for both bases).
     """
     length = cutoff if kind == "le" else scale
     k_max = max(math.sqrt(basis_cutoff) / length, math.pi / width)
-    return max(16, int(math.ceil(cutoff * k_max / 0.2)))
+    step = 0.2 / k_max
+    onset = cutoff - width
+    below = int(math.ceil(onset / step)) if onset > 0 else 0
+    above = max(4, int(math.ceil(width / step)))
+    nodes = np.concatenate(
+        [
+            np.linspace(0.0, onset, below + 1)[:-1] if below > 0 else np.zeros(0),
+            np.linspace(onset, cutoff, above + 1),
+        ]
+    )
+    return nodes, below

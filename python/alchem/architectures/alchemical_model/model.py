@@ -40,6 +40,7 @@ from .harmonics import SphericalHarmonics
 
 RADIAL_HIDDEN = 32  # width of the per-(l, k) radial MLPs (upstream: 32)
 RADIAL_LAYERS = 3  # hidden layers of the per-(l, k) radial MLPs (upstream: 3)
+RADIAL_GAIN = 1.7  # initialisation gain of the radial MLPs (see __init__)
 LAYERNORM_EPS = 1e-5
 
 
@@ -121,10 +122,16 @@ class AlchemicalModel(torch.nn.Module):
         self.register_buffer("pseudo_of_column", torch.tensor(pseudo_of_column))
 
         # ---- the grid on which the radial functions are tabulated ----
-        intervals = basis.grid_spacing(kind, basis_cutoff, self.cutoff, scale, width)
-        self.n_nodes = intervals + 1
-        self.grid_step = self.cutoff / intervals
-        nodes = np.linspace(0.0, self.cutoff, self.n_nodes)
+        nodes, below = basis.grid(kind, basis_cutoff, self.cutoff, scale, width)
+        self.n_nodes = len(nodes)
+        # two uniform segments, [0, r_c - w] and [r_c - w, r_c], meeting at a node
+        self.onset = float(self.cutoff - width)
+        self.n_below = below
+        self.step_below = float(nodes[1] - nodes[0]) if below > 0 else 1.0
+        self.step_above = float(nodes[-1] - nodes[-2])
+        self.register_buffer(
+            "interval_step", torch.tensor(np.diff(nodes), dtype=dtype).unsqueeze(1)
+        )
         values, derivatives = basis.tabulate(
             kind, self.n_per_l, self.cutoff, scale, nodes
         )
@@ -140,15 +147,21 @@ class AlchemicalModel(torch.nn.Module):
             )
             self.register_buffer("table", torch.zeros(0, 2, 0))
             L, H = len(self.n_per_l), RADIAL_HIDDEN
+            # normal, std gain / sqrt(fan_in): gain 1.7 through the SiLU layers
+            # keeps the outputs' RMS near that of the basis (about 1) at init
             fan_in = torch.tensor(self.n_per_l).repeat_interleave(
                 torch.tensor(self.n_per_l)
             )
             self.radial_in = torch.nn.Parameter(
-                torch.empty(self.n_radial, K * H).uniform_(-1.0, 1.0)
-                / fan_in.to(dtype).sqrt().unsqueeze(1)
+                torch.randn(self.n_radial, K * H)
+                * (RADIAL_GAIN / fan_in.to(dtype).sqrt().unsqueeze(1))
             )
-            self.radial_hidden = _uniform([RADIAL_LAYERS - 1, L * K, H, H], H)
-            self.radial_out = _uniform([K, H, self.n_radial], H)
+            self.radial_hidden = torch.nn.Parameter(
+                torch.randn(RADIAL_LAYERS - 1, L * K, H, H) * (RADIAL_GAIN / H**0.5)
+            )
+            self.radial_out = torch.nn.Parameter(
+                torch.randn(K, H, self.n_radial) / H**0.5
+            )
         else:
             columns = np.asarray(basis_of_column)
             value = switch[:, None] * values
@@ -275,7 +288,7 @@ class AlchemicalModel(torch.nn.Module):
         column: four tensors [S (G - 1), C].
         """
         table = self.radial_table()
-        h = self.grid_step
+        h = self.interval_step
         v0, v1 = table[:-1, 0], table[1:, 0]
         d0, d1 = table[:-1, 1] * h, table[1:, 1] * h
         cubic = [v0, d0, 3.0 * (v1 - v0) - 2.0 * d0 - d1, 2.0 * (v0 - v1) + d0 + d1]
@@ -293,8 +306,19 @@ class AlchemicalModel(torch.nn.Module):
         Evaluated l by l: the per-edge tensors stay a few MB, which avoids both the
         memory traffic and the page faults of one [n_edges, C] tensor per step.
         """
-        x = torch.clamp(distances, 0.0, self.cutoff) / self.grid_step
-        interval = torch.clamp(torch.floor(x).to(torch.int64), 0, self.n_nodes - 2)
+        r = torch.clamp(distances, 0.0, self.cutoff)
+        above = r >= self.onset
+        x = torch.where(
+            above,
+            (r - self.onset) / self.step_above + self.n_below,
+            r / self.step_below,
+        )
+        interval = torch.floor(x).to(torch.int64)
+        interval = torch.clamp(interval, 0, self.n_nodes - 2)
+        # the first segment never reaches into the second (rounding at the onset)
+        interval = torch.where(
+            above, interval, torch.clamp(interval, max=max(self.n_below - 1, 0))
+        )
         t = (x - interval.to(x.dtype)).unsqueeze(1)
         row = elements * (self.n_nodes - 1) + interval
         c0, c1, c2, c3 = [
