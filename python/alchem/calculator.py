@@ -13,11 +13,14 @@ def load_calculator(
     ``extensions`` defaults to the ``extensions/`` folder next to the model, where
     ``alchem-train`` and ``alchem-export`` put the libraries the model needs.
     """
-    # The model's extensions/ hold a copy of sphericart-torch's library. If that copy
-    # is loaded first, a later `import sphericart.torch` (training, another model)
-    # registers the same operators again and aborts the process. Importing the
-    # package first makes metatomic find the operators already registered.
-    import sphericart.torch  # noqa: F401
+    # A model's extensions/ may hold a copy of a library also installed as a Python
+    # package (sphericart-torch for models from other tools). If the copy is loaded
+    # first, a later import of the package registers the same operators again and
+    # aborts the process; importing the package first avoids that.
+    try:
+        import sphericart.torch  # noqa: F401
+    except ImportError:
+        pass
     from metatomic_ase import MetatomicCalculator
 
     if not os.path.isfile(model_path):

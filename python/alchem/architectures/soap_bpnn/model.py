@@ -10,12 +10,12 @@ expansion goes smoothly to zero at the cutoff.
 
 import math
 
-import sphericart.torch
 import torch
 from spex.radial.physical import LaplacianEigenstates
 
 from ...data import DatasetInfo
 from ...features import RadialScaling, ShiftedCosineCutoff, laplacian_zeros
+from ...harmonics import SphericalHarmonics
 
 
 def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> torch.nn.Sequential:
@@ -47,8 +47,7 @@ class SoapBpnn(torch.nn.Module):
         sigma = soap["atomic_gaussian_width"]
         damping = torch.exp(-0.5 * (sigma * torch.tensor(k)) ** 2).reshape(-1)
         self.register_buffer("damping", damping.to(torch.get_default_dtype()))
-        self.spherical_harmonics = sphericart.torch.SphericalHarmonics(self.max_angular)
-        self.m_per_l = [2 * l + 1 for l in range(self.max_angular + 1)]
+        self.spherical_harmonics = SphericalHarmonics(self.max_angular)
         self.cutoff_function = ShiftedCosineCutoff(
             self.cutoff, soap["cutoff_function"]["ShiftedCosine"]["width"]
         )
@@ -104,9 +103,7 @@ class SoapBpnn(torch.nn.Module):
         radial = (radial * smooth.unsqueeze(1)).reshape(
             -1, self.max_angular + 1, self.n_radial
         )
-        harmonics = self.spherical_harmonics(edge_vectors)
-        # split, not slice: the backward of split is one concatenation
-        harmonics_per_l = torch.split(harmonics, self.m_per_l, dim=1)
+        harmonics_per_l = self.spherical_harmonics(edge_vectors)
         # density of neighbours of each species a around atom i: slot i * S + a
         slot = centers * self.n_species + species[neighbors]
         own_slot = (

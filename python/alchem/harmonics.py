@@ -1,0 +1,115 @@
+"""Real spherical harmonics in plain torch operations, one list entry per l.
+
+Same functions, order (m = -l..l) and normalisation as sphericart-torch
+(orthonormal real harmonics, Wikipedia convention), computed with the same
+recurrence (Bigi et al., J. Chem. Phys. 159, 064802 (2023)) on unit vectors:
+
+    Q_l^l = -(2l - 1) Q_{l-1}^{l-1},   Q_l^{l-1} = -z Q_l^l,
+    Q_l^m = ((2l - 1) z Q_{l-1}^m - (l + m - 1) Q_{l-2}^m) / (l - m),
+    c_m + i s_m = (x + i y)^m,
+    Y_l^{m>0} = F_l^m Q_l^m c_m,  Y_l^0 = F_l^0 Q_l^0 / sqrt(2),
+    Y_l^{-m} = F_l^m Q_l^m s_m,   F_l^m = (-1)^m sqrt((2l+1)/(2 pi) (l-m)!/(l+m)!).
+
+Why not sphericart-torch, which the tests use as the reference:
+- its autograd formulas are registered from Python (sphericart/torch/register.py),
+  so in a C++ engine (LAMMPS) the gradients through the harmonics were silently
+  missing: forces 2 % off the ASE ones while energies matched to 1e-15;
+- training on forces needs second derivatives, and its double backward builds the
+  full [edges, 3, 3, (l_max+1)^2] Hessian; at l_max = 13 that was about half of a
+  training step;
+- a model that needs no TorchScript extension needs no extensions/ folder.
+Here every step is an elementwise torch operation on [edges, <= l + 1] tensors, so
+autograd differentiates it twice at the cost of a few more of them, in Python and
+C++ alike.
+"""
+
+import math
+
+import torch
+
+
+class SphericalHarmonics(torch.nn.Module):
+    def __init__(self, max_angular: int):
+        super().__init__()
+        self.max_angular = max_angular
+        dtype = torch.get_default_dtype()
+        a, b, f, top, reverse = [], [], [], [], []
+        q_top = 1.0
+        for l in range(max_angular + 1):
+            if l > 0:
+                q_top *= -(2 * l - 1)
+            top.append(q_top)  # Q_l^l, a constant
+            m = torch.arange(max(l - 1, 0), dtype=torch.float64)
+            a.append(((2 * l - 1) / (l - m)).to(dtype))
+            b.append(((l + m - 1) / (l - m)).to(dtype))
+            factors = [
+                (-1) ** mm
+                * math.sqrt(
+                    (2 * l + 1)
+                    / (2 * math.pi)
+                    * math.factorial(l - mm)
+                    / math.factorial(l + mm)
+                )
+                for mm in range(l + 1)
+            ]
+            factors[0] /= math.sqrt(2.0)
+            f.append(torch.tensor(factors, dtype=dtype))
+            reverse.append(torch.arange(l, 0, -1))
+        self.q_top: list[float] = top
+        # buffers in lists are not visible to .to(); keep them concatenated
+        self.register_buffer("a", torch.cat(a))
+        self.register_buffer("b", torch.cat(b))
+        self.register_buffer("factors", torch.cat(f))
+        self.register_buffer("reverse", torch.cat(reverse))
+
+    def forward(self, vectors: torch.Tensor) -> list[torch.Tensor]:
+        """[n, 3] vectors (any length > 0) -> [Y_0 [n, 1], Y_1 [n, 3], ...]."""
+        unit = vectors / torch.linalg.norm(vectors, dim=1, keepdim=True)
+        x, y, z = unit[:, 0:1], unit[:, 1:2], unit[:, 2:3]
+        L = self.max_angular
+        # (x + i y)^m for m = 0..L
+        cos: list[torch.Tensor] = [torch.ones_like(x)]
+        sin: list[torch.Tensor] = [torch.zeros_like(x)]
+        for _ in range(L):
+            c, s = cos[-1], sin[-1]
+            cos.append(x * c - y * s)
+            sin.append(x * s + y * c)
+        c_all = torch.cat(cos, dim=1)
+        s_all = torch.cat(sin, dim=1)
+
+        result: list[torch.Tensor] = []
+        previous = torch.ones_like(x)  # Q_{l-1}, m = 0..l-1
+        before = torch.ones_like(x)  # Q_{l-2}
+        ab_offset = 0
+        f_offset = 0
+        r_offset = 0
+        for l in range(L + 1):
+            if l == 0:
+                q = torch.ones_like(x)
+            else:
+                top = torch.full_like(x, self.q_top[l])
+                parts: list[torch.Tensor] = []
+                if l >= 2:
+                    n = l - 1
+                    a = self.a[ab_offset : ab_offset + n]
+                    b = self.b[ab_offset : ab_offset + n]
+                    parts.append(a * z * previous[:, :n] - b * before[:, :n])
+                    ab_offset += n
+                parts.append(-z * top)
+                parts.append(top)
+                q = torch.cat(parts, dim=1)  # m = 0..l
+            fq = q * self.factors[f_offset : f_offset + l + 1]
+            f_offset += l + 1
+            if l == 0:
+                result.append(fq)
+            else:
+                reverse = self.reverse[r_offset : r_offset + l]
+                r_offset += l
+                negative = (fq[:, 1:] * s_all[:, 1 : l + 1]).index_select(
+                    1, reverse - 1
+                )
+                positive = fq[:, 1:] * c_all[:, 1 : l + 1]
+                result.append(torch.cat([negative, fq[:, :1], positive], dim=1))
+            before = previous
+            previous = q
+        return result
