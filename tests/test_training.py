@@ -194,32 +194,3 @@ def test_float32_training_exports_a_float32_model(emt_dir, tmp_path):
     np.testing.assert_allclose(
         atoms.get_forces(), expected["forces"].detach().numpy(), atol=1e-4
     )
-
-
-def test_loading_a_model_then_importing_sphericart_does_not_crash(trained, tmp_path):
-    """The extensions folder holds a second copy of sphericart-torch's library.
-
-    Loading the model first and importing sphericart.torch afterwards (e.g. to train
-    or build another model in the same process) aborted the process before
-    ``load_calculator`` imported the package first.
-    """
-    script = tmp_path / "order.py"
-    script.write_text(
-        "import ase.io, sys\n"
-        "from alchem.calculator import load_calculator\n"
-        f"atoms = ase.io.read({os.path.join(trained['dir'], 'train.xyz')!r}, '0')\n"
-        f"atoms.calc = load_calculator({trained['model']!r})\n"
-        "energy = atoms.get_potential_energy()\n"
-        "import sphericart.torch\n"
-        "from alchem.training import model_from_checkpoint\n"
-        f"model_from_checkpoint({trained['checkpoint']!r})\n"
-        "print('energy', energy)\n"
-    )
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "energy" in result.stdout
