@@ -9,6 +9,7 @@
 #include <metatensor/torch.hpp>
 #include <metatomic/torch.hpp>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -17,6 +18,11 @@
 namespace alchem {
 
 namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start)
+{
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 std::string join(const std::vector<std::string> &values, const std::string &separator)
 {
@@ -323,6 +329,7 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
     throw std::runtime_error("internal error: wrong number of neighbor lists");
   }
   torch::AutoGradMode enable_grad(true);
+  auto start = std::chrono::steady_clock::now();
 
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   const auto i32 = torch::TensorOptions().dtype(torch::kInt32);
@@ -383,6 +390,9 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   d.options->set_selected_atoms(d.selected_atoms);
   d.energy_output->set_sample_kind(input.per_atom_energy ? "atom" : "system");
 
+  output.time_inputs = seconds_since(start);
+  start = std::chrono::steady_clock::now();
+
   auto result = d.model
                     .forward({std::vector<metatomic_torch::System>{system}, d.options,
                               d.check_consistency})
@@ -423,6 +433,9 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
     }
   }
 
+  output.time_forward = seconds_since(start);
+  output.time_backward = 0.0;
+  start = std::chrono::steady_clock::now();
   output.pair_gradients.assign(d.neighbors.size(), nullptr);
   output.position_gradients = nullptr;
   d.position_gradient = torch::Tensor();
@@ -446,6 +459,7 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
     d.neighbors[k].gradient = gradient.detach().to(torch::kCPU, torch::kFloat64).contiguous();
     output.pair_gradients[k] = d.neighbors[k].gradient.data_ptr<double>();
   }
+  output.time_backward = seconds_since(start);
 }
 
 std::string metatomic_version()

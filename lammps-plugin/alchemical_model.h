@@ -52,6 +52,11 @@ struct EvaluationOutput {
   std::vector<const double *> pair_gradients;
   // dE/dx for a direct dependence on positions (n_total x 3), nullptr if none
   const double *position_gradients = nullptr;
+
+  // wall-clock seconds of this call: inputs to torch, forward, backward
+  double time_inputs = 0.0;
+  double time_forward = 0.0;
+  double time_backward = 0.0;
 };
 
 class AlchemicalModel {

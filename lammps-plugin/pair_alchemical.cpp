@@ -27,6 +27,7 @@
 #include "alchemical_model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -78,6 +79,11 @@ std::pair<std::string, std::string> engine_units(const std::string &style)
   return {"", ""};
 }
 
+double seconds_since(std::chrono::steady_clock::time_point start)
+{
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 const char *const USAGE =
     "pair_style alchemical <model.pt> [device cpu|cuda|cuda:N] [extensions <dir>|none] "
     "[check_consistency on|off] [threads <N>]";
@@ -98,6 +104,7 @@ PairAlchemical::PairAlchemical(LAMMPS *lmp) :
   // per-atom virials are split between the two atoms of each pair, a
   // decomposition that also holds for the centroid form (9 components)
   centroidstressflag = CENTROID_AVAIL;
+  profile_ = std::getenv("ALCHEM_LAMMPS_PROFILE") != nullptr;
 }
 
 PairAlchemical::~PairAlchemical()
@@ -418,6 +425,65 @@ void PairAlchemical::select_pairs(ModelList &model_list)
   }
 }
 
+/* ----------------------------------------------------------------------
+   number the atoms given to the model: owned atoms keep their index, ghosts
+   in a pair follow in LAMMPS order; gather their positions and elements
+------------------------------------------------------------------------- */
+
+void PairAlchemical::compact_atoms()
+{
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const int32_t needed = -2;
+  model_index_.assign(nall, -1);
+  for (const auto &model_list : lists_) {
+    const auto n_pairs = model_list.selected.size();
+    const int32_t *samples = model_list.samples.data();
+    for (size_t p = 0; p < n_pairs; p++) {
+      model_index_[samples[5 * p]] = needed;
+      model_index_[samples[5 * p + 1]] = needed;
+    }
+  }
+  model_atoms_.resize(nlocal);
+  for (int i = 0; i < nlocal; i++) {
+    model_index_[i] = i;
+    model_atoms_[i] = i;
+  }
+  for (int i = nlocal; i < nall; i++) {
+    if (model_index_[i] == needed) {
+      model_index_[i] = static_cast<int32_t>(model_atoms_.size());
+      model_atoms_.push_back(i);
+    }
+  }
+
+  double **x = atom->x;
+  const int *type = atom->type;
+  const auto n_atoms = model_atoms_.size();
+  positions_.resize(3 * n_atoms);
+  types_.resize(n_atoms);
+  for (size_t a = 0; a < n_atoms; a++) {
+    const int i = model_atoms_[a];
+    positions_[3 * a] = x[i][0];
+    positions_[3 * a + 1] = x[i][1];
+    positions_[3 * a + 2] = x[i][2];
+    types_[a] = type_to_z_[type[i]];
+  }
+
+  for (auto &model_list : lists_) {
+    const auto n_values = model_list.samples.size();
+    model_list.model_samples.resize(n_values);
+    const int32_t *samples = model_list.samples.data();
+    int32_t *model_samples = model_list.model_samples.data();
+    for (size_t v = 0; v < n_values; v += 5) {
+      model_samples[v] = model_index_[samples[v]];
+      model_samples[v + 1] = model_index_[samples[v + 1]];
+      model_samples[v + 2] = 0;
+      model_samples[v + 3] = 0;
+      model_samples[v + 4] = 0;
+    }
+  }
+}
+
 /* ---------------------------------------------------------------------- */
 
 void PairAlchemical::compute(int eflag, int vflag)
@@ -433,6 +499,7 @@ void PairAlchemical::compute(int eflag, int vflag)
 
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
+  auto start = std::chrono::steady_clock::now();
 
   bool rebuilt = false;
   if (neighbor->ncalls != last_build_ || nall != last_nall_) {
@@ -445,27 +512,32 @@ void PairAlchemical::compute(int eflag, int vflag)
   // a domain without owned atoms has no energy and puts no force anywhere
   if (nlocal == 0) return;
 
-  types_.resize(nall);
-  const int *type = atom->type;
-  for (int i = 0; i < nall; i++) types_[i] = type_to_z_[type[i]];
-
   auto &input = *input_;
+  input.pairs.resize(lists_.size());
+  // the model's atom numbering depends on the pairs of all lists: when one
+  // list changes, the metadata of every list is rebuilt
+  bool changed = rebuilt;
+  for (auto &model_list : lists_) {
+    select_pairs(model_list);
+    changed = changed || model_list.selected != model_list.previous_selected;
+  }
+  for (auto &pairs : input.pairs) pairs.samples_changed = changed;
+  compact_atoms();
+
   input.n_local = nlocal;
-  input.n_total = nall;
-  input.positions = atom->x[0];
+  input.n_total = static_cast<int64_t>(model_atoms_.size());
+  input.positions = positions_.data();
   input.types = types_.data();
   input.per_atom_energy = eflag_atom != 0;
   input.need_gradients = true;
-  input.pairs.resize(lists_.size());
   for (size_t k = 0; k < lists_.size(); k++) {
-    auto &model_list = lists_[k];
-    select_pairs(model_list);
     auto &pairs = input.pairs[k];
-    pairs.n_pairs = static_cast<int64_t>(model_list.selected.size());
-    pairs.samples = model_list.samples.data();
-    pairs.vectors = model_list.vectors.data();
-    pairs.samples_changed = rebuilt || model_list.selected != model_list.previous_selected;
+    pairs.n_pairs = static_cast<int64_t>(lists_[k].selected.size());
+    pairs.samples = lists_[k].model_samples.data();
+    pairs.vectors = lists_[k].vectors.data();
   }
+
+  const double time_pairs = seconds_since(start);
 
   try {
     model_->compute(input, *output_);
@@ -473,7 +545,33 @@ void PairAlchemical::compute(int eflag, int vflag)
     error->one(FLERR, "pair_style alchemical: the model failed: {}", e.what());
   }
 
+  start = std::chrono::steady_clock::now();
   accumulate(*output_);
+  if (profile_) {
+    profile_calls_++;
+    profile_times_[0] += time_pairs;
+    profile_times_[1] += output_->time_inputs;
+    profile_times_[2] += output_->time_forward;
+    profile_times_[3] += output_->time_backward;
+    profile_times_[4] += seconds_since(start);
+  }
+}
+
+void PairAlchemical::finish()
+{
+  if (!profile_ || profile_calls_ == 0) return;
+  double total = 0.0;
+  for (int k = 0; k < 5; k++) total += profile_times_[k];
+  const double n = static_cast<double>(profile_calls_);
+  utils::logmesg(lmp,
+                 "pair_style alchemical on rank {}: {} evaluations, ms per evaluation: "
+                 "pairs {:.3f}, inputs {:.3f}, forward {:.3f}, backward {:.3f}, "
+                 "forces/virial {:.3f}, total {:.3f}\n",
+                 comm->me, profile_calls_, 1e3 * profile_times_[0] / n, 1e3 * profile_times_[1] / n,
+                 1e3 * profile_times_[2] / n, 1e3 * profile_times_[3] / n, 1e3 * profile_times_[4] / n,
+                 1e3 * total / n);
+  profile_calls_ = 0;
+  for (double &t : profile_times_) t = 0.0;
 }
 
 /* ----------------------------------------------------------------------
@@ -485,7 +583,6 @@ void PairAlchemical::compute(int eflag, int vflag)
 void PairAlchemical::accumulate(const alchem::EvaluationOutput &output)
 {
   const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
   double **f = atom->f;
   double **x = atom->x;
 
@@ -556,10 +653,12 @@ void PairAlchemical::accumulate(const alchem::EvaluationOutput &output)
   // direct dependence of the energy on positions (not through pairs)
   if (output.position_gradients != nullptr) {
     const double *g = output.position_gradients;
-    for (int i = 0; i < nall; i++) {
-      const double fx = -g[3 * i];
-      const double fy = -g[3 * i + 1];
-      const double fz = -g[3 * i + 2];
+    const auto n_atoms = model_atoms_.size();
+    for (size_t a = 0; a < n_atoms; a++) {
+      const int i = model_atoms_[a];
+      const double fx = -g[3 * a];
+      const double fy = -g[3 * a + 1];
+      const double fz = -g[3 * a + 2];
       f[i][0] += fx;
       f[i][1] += fy;
       f[i][2] += fz;
@@ -592,9 +691,13 @@ double PairAlchemical::memory_usage()
       sizeof(int32_t);
   for (const auto &list : lists_) {
     bytes += static_cast<double>(list.selected.capacity() + list.previous_selected.capacity() +
-                                 list.samples.capacity()) *
+                                 list.samples.capacity() + list.model_samples.capacity()) *
         sizeof(int32_t);
     bytes += static_cast<double>(list.vectors.capacity()) * sizeof(double);
   }
+  bytes += static_cast<double>(model_index_.capacity() + model_atoms_.capacity() +
+                               types_.capacity()) *
+      sizeof(int32_t);
+  bytes += static_cast<double>(positions_.capacity()) * sizeof(double);
   return bytes;
 }

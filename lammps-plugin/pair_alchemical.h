@@ -37,6 +37,7 @@ class PairAlchemical : public Pair {
   void init_style() override;
   double init_one(int, int) override;
   double memory_usage() override;
+  void finish() override;
 
  protected:
   // pairs of one neighbor list requested by the model, rebuilt every step
@@ -48,12 +49,14 @@ class PairAlchemical : public Pair {
     std::vector<int32_t> selected;           // candidate ids inside the cutoff
     std::vector<int32_t> previous_selected;  // same, at the previous step
     std::vector<int32_t> samples;            // n x 5: first, second, 0, 0, 0
+    std::vector<int32_t> model_samples;      // same, atoms numbered as in the model
     std::vector<double> vectors;             // n x 3: x[second] - x[first]
   };
 
   void allocate();
   void select_pairs(ModelList &);
   void build_candidates();
+  void compact_atoms();
   void accumulate(const alchem::EvaluationOutput &);
 
   std::unique_ptr<alchem::AlchemicalModel> model_;
@@ -63,7 +66,14 @@ class PairAlchemical : public Pair {
   std::string unit_style_;    // LAMMPS units the model was set up for
 
   std::vector<int32_t> type_to_z_;    // LAMMPS type -> atomic number
-  std::vector<int32_t> types_;        // atomic numbers of local + ghost atoms
+
+  // the atoms given to the model: all owned atoms (same indices as in LAMMPS)
+  // then the ghosts that are in at least one pair; the others can not change
+  // the energy of owned atoms
+  std::vector<int32_t> model_index_;    // LAMMPS index -> model index, or -1
+  std::vector<int32_t> model_atoms_;    // model index -> LAMMPS index
+  std::vector<double> positions_;       // model atoms x 3
+  std::vector<int32_t> types_;          // atomic numbers of the model atoms
   std::vector<ModelList> lists_;
 
   // candidate pairs (first, second) from LAMMPS' full list
@@ -75,6 +85,12 @@ class PairAlchemical : public Pair {
   double cutoff_ = 0.0;        // neighbor/ghost cutoff asked from LAMMPS
   bool ghost_centers_ = false;  // message passing: pairs between ghosts too
   bool per_atom_energy_ = false;
+
+  // time spent in each part of compute(), printed by finish() when the
+  // environment variable ALCHEM_LAMMPS_PROFILE is set
+  bool profile_ = false;
+  bigint profile_calls_ = 0;
+  double profile_times_[5] = {0.0, 0.0, 0.0, 0.0, 0.0};
 };
 
 }    // namespace LAMMPS_NS
