@@ -621,3 +621,107 @@ def cuda_available() -> bool:
 
 def isclose(a: float, b: float, rel: float) -> bool:
     return math.isclose(a, b, rel_tol=rel)
+
+
+# ------------------------------------------------------------- finite differences
+@dataclass
+class FiniteDifferences:
+    forces: np.ndarray  # analytic forces of the moved atoms, n_moved x 3
+    numeric_forces: np.ndarray  # -(E(x + h) - E(x - h)) / 2h
+    virial: np.ndarray  # analytic diagonal virial (xx, yy, zz)
+    numeric_virial: np.ndarray  # -(E(1 + h) - E(1 - h)) / 2h for box scalings
+
+
+def lammps_finite_differences(
+    directory: str | os.PathLike,
+    atoms: ase.Atoms,
+    model: str,
+    numbers: list[int],
+    moved: list[int],
+    h: float = 1e-4,
+    pair_options: str = "",
+) -> FiniteDifferences:
+    """Forces and virial of LAMMPS against finite differences of LAMMPS' own energy:
+    independent of ASE, this catches a model whose autograd is wrong everywhere."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_data(directory / "structure.data", atoms, numbers)
+    elements = " ".join(SYMBOLS[z] for z in numbers)
+    lines = [
+        "units metal",
+        "atom_style atomic",
+        "boundary p p p",
+        "read_data structure.data",
+        f"pair_style alchemical {model} {pair_options}",
+        f"pair_coeff * * {elements}",
+        "compute virial all pressure NULL virial",
+        "thermo_style custom step pe vol c_virial[1] c_virial[2] c_virial[3]",
+        "thermo_modify format float %.17g norm no",
+        "dump forces all custom 1 forces.dump id fx fy fz",
+        "dump_modify forces format float %.17g sort id",
+        "run 0",
+        "undump forces",
+        'print "REFERENCE $(pe:%.17g) $(vol:%.17g) $(c_virial[1]:%.17g) '
+        '$(c_virial[2]:%.17g) $(c_virial[3]:%.17g)"',
+    ]
+    for atom in moved:
+        lines.append(f"group moved{atom} id {atom + 1}")
+        for d, axis in enumerate("xyz"):
+            step = [0.0, 0.0, 0.0]
+            for sign in (1, -1):
+                step[d] = sign * h
+                lines.append(
+                    f"displace_atoms moved{atom} move {step[0]} {step[1]} {step[2]} "
+                    "units box"
+                )
+                lines.append("run 0")
+                lines.append(f'print "MOVE {atom} {axis} {sign} $(pe:%.17g)"')
+                step[d] = -sign * h
+                lines.append(
+                    f"displace_atoms moved{atom} move {step[0]} {step[1]} {step[2]} "
+                    "units box"
+                )
+                step[d] = 0.0
+    for axis in "xyz":
+        for sign in (1, -1):
+            scale = 1.0 + sign * h
+            lines.append(f"change_box all {axis} scale {scale!r} remap units box")
+            lines.append("run 0")
+            lines.append(f'print "STRAIN {axis} {sign} $(pe:%.17g)"')
+            lines.append(f"change_box all {axis} scale {1.0 / scale!r} remap units box")
+    result = run_lammps(directory, "\n".join(lines) + "\n")
+
+    values: dict[tuple, float] = {}
+    reference: list[float] = []
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "REFERENCE":
+            reference = [float(p) for p in parts[1:]]
+        elif parts[0] == "MOVE":
+            values[("move", int(parts[1]), parts[2], int(parts[3]))] = float(parts[4])
+        elif parts[0] == "STRAIN":
+            values[("strain", parts[1], int(parts[2]))] = float(parts[3])
+
+    table = np.loadtxt(directory / "forces.dump", skiprows=9)
+    forces = table[moved][:, 1:4]
+    numeric = np.array(
+        [
+            [
+                -(values[("move", a, axis, 1)] - values[("move", a, axis, -1)])
+                / (2 * h)
+                for axis in "xyz"
+            ]
+            for a in moved
+        ]
+    )
+    volume = reference[1]
+    virial = np.array(reference[2:5]) * volume / NKTV2P["metal"]
+    numeric_virial = np.array(
+        [
+            -(values[("strain", axis, 1)] - values[("strain", axis, -1)]) / (2 * h)
+            for axis in "xyz"
+        ]
+    )
+    return FiniteDifferences(forces, numeric, virial, numeric_virial)
