@@ -72,9 +72,11 @@ class PairEmbedding(torch.nn.Module):
         length_scale: float,
         energy_scale: float,
         fail: bool = False,
+        center_on_second: bool = False,
     ) -> None:
         super().__init__()
         self.fail = fail
+        self.center_on_second = center_on_second
         n = len(types)
         index = torch.full((max(types) + 1,), -1, dtype=torch.long)
         for i, t in enumerate(types):
@@ -142,6 +144,9 @@ class PairEmbedding(torch.nn.Module):
             neighbors = system.get_neighbor_list(self.options)
             first = neighbors.samples.column("first_atom").to(torch.long)
             second = neighbors.samples.column("second_atom").to(torch.long)
+            if self.center_on_second:
+                # the same physics in a complete full list, read from the other end
+                first, second = second, first
             vectors = neighbors.values.reshape(-1, 3) * self.length_scale
             r = torch.linalg.vector_norm(vectors, dim=1)
             species = self.type_index[system.types.to(torch.long)]
@@ -212,6 +217,7 @@ class ModelSpec:
     energy_unit: str = "eV"
     per_atom: bool = True
     fail: bool = False
+    center_on_second: bool = False
 
 
 def export_model(path: str | os.PathLike, spec: ModelSpec | None = None) -> str:
@@ -228,6 +234,7 @@ def export_model(path: str | os.PathLike, spec: ModelSpec | None = None) -> str:
         length_scale,
         energy_scale,
         spec.fail,
+        spec.center_on_second,
     )
     dtype = getattr(torch, spec.dtype)
     module = module.to(dtype).eval()

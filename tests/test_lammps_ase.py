@@ -91,6 +91,7 @@ def models(tmp_path_factory) -> dict[str, str]:
         ),
         "two-layers": export_model(folder / "mp.pt", ModelSpec(layers=2, cutoff=4.0)),
         "pair-only": export_model(folder / "pair.pt", ModelSpec(embedding=False)),
+        "second": export_model(folder / "second.pt", ModelSpec(center_on_second=True)),
     }
 
 
@@ -155,6 +156,16 @@ def test_half_list_model(models, tmp_path):
     full = lammps_single_point(tmp_path / "full", atoms, models["full"], ELEMENTS)
     assert relative_error(half.forces, full.forces) < 1e-12
     assert relative_error(half.energies, full.energies) < 1e-12
+
+
+def test_model_reading_pairs_from_the_second_atom(models, tmp_path):
+    """A full list has every pair from both ends, also across domain boundaries:
+    a model summing over pairs (j, i) for atom i gets the same result."""
+    atoms = skewed_triclinic()
+    lammps = lammps_single_point(tmp_path, atoms, models["second"], ELEMENTS)
+    compare(lammps, ase_single_point(atoms, models["second"]), "metal", FLOAT64)
+    full = ase_single_point(atoms, models["full"])
+    assert relative_error(lammps.forces, full.forces) < 1e-12
 
 
 def test_message_passing_model(models, tmp_path):
