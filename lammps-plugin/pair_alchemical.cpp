@@ -225,7 +225,7 @@ void PairAlchemical::settings(int narg, char **arg)
     error->one(FLERR, "pair_style alchemical: {}", e.what());
   }
 
-  if (model_->energy_unit().empty()) {
+  if (model_->energy_unit().empty() && comm->me == 0) {
     error->warning(FLERR,
                    "pair_style alchemical: the model declares no energy unit, its energies are "
                    "used as they are in LAMMPS' energy unit");
@@ -342,16 +342,29 @@ void PairAlchemical::init_style()
                "pair_style alchemical: the model has an infinite interaction range (long-range "
                "model), which a LAMMPS neighbor list and ghost atoms can not provide");
   }
-  cutoff_ = std::max(max_list_cutoff, range);
-  if (cutoff_ <= 0.0) {
+  if (max_list_cutoff <= 0.0) {
     error->all(FLERR,
-               "pair_style alchemical: the model requests no neighbor list and declares no "
-               "interaction range, LAMMPS can not give it ghost atoms");
+               "pair_style alchemical: the model requests no neighbor list, LAMMPS can not "
+               "give it its neighbors");
   }
+  // pairs are needed up to the largest cutoff of the model's lists
+  cutoff_ = max_list_cutoff;
   // a model that looks further than its neighbor lists (message passing)
-  // needs the pairs between ghost atoms too
+  // needs the pairs between ghost atoms too, and ghosts up to its range
   ghost_centers_ = range > max_list_cutoff * (1.0 + 1e-10);
   ghostneigh = ghost_centers_ ? 1 : 0;
+  if (ghost_centers_) {
+    const double ghost_cutoff = range + neighbor->skin;
+    if (comm->cutghostuser < ghost_cutoff) {
+      comm->cutghostuser = ghost_cutoff;
+      if (comm->me == 0) {
+        utils::logmesg(lmp,
+                       "pair_style alchemical: interaction range {} is larger than the "
+                       "neighbor list cutoff {}: ghost atoms up to {} (comm_modify cutoff)\n",
+                       range, max_list_cutoff, ghost_cutoff);
+      }
+    }
+  }
 
   int flags = NeighConst::REQ_FULL;
   if (ghost_centers_) flags |= NeighConst::REQ_GHOST;
