@@ -223,6 +223,17 @@ def test_several_types_per_element_and_empty_types(models, tmp_path):
     compare(lammps, ase_single_point(atoms, models["full"]), "metal", FLOAT64)
 
 
+def test_hybrid_overlay(models, tmp_path):
+    """Under pair_style hybrid/overlay (here with the zero pair style)."""
+    atoms = skewed_triclinic()
+    pair = (
+        f"pair_style hybrid/overlay alchemical {models['full']} zero 5.0\n"
+        "pair_coeff * * alchemical Ni Cu Pt\npair_coeff * * zero"
+    )
+    lammps = lammps_single_point(tmp_path, atoms, models["full"], ELEMENTS, pair=pair)
+    compare(lammps, ase_single_point(atoms, models["full"]), "metal", FLOAT64)
+
+
 def test_per_atom_virial_matches_lammps_morse(models, tmp_path):
     """With the embedding off the model is LAMMPS' morse/smooth/linear: per-atom
     energies, forces and per-atom virials must match LAMMPS' own pair style, which
