@@ -412,6 +412,8 @@ def reference_energies(net, species, vectors, centers, neighbors):
             weight = (
                 net.compression[g, species[i]] if net.contract_center_species else 1.0
             )
+            if net.contract_center_species and net.normalize:
+                weight = weight / math.sqrt(net.n_pseudo)
             energies[i] += weight * h.sum()
     return energies
 

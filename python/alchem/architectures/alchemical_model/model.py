@@ -240,6 +240,11 @@ class AlchemicalModel(torch.nn.Module):
             ]
         )
         self.activation = _activation(bpnn["activation_function"])
+        # e_i = sum_k W[k, a_i] MLP_k: with W ~ N(0, 1) this grows like sqrt(K);
+        # as upstream, ``normalize`` divides it by sqrt(K)
+        self.output_scale = 1.0
+        if self.normalize and self.contract_center_species:
+            self.output_scale = 1.0 / math.sqrt(K)
 
     # ------------------------------------------------------------------ radial
     def radial_table(self) -> torch.Tensor:
@@ -449,7 +454,7 @@ class AlchemicalModel(torch.nn.Module):
                 hidden = layer(self.activation(hidden))
             outputs = hidden.sum(dim=2)  # [K, n_atoms]
             mix = self.compression.index_select(1, species)  # W[k, a_i]
-            return (outputs * mix).sum(dim=0)
+            return (outputs * mix).sum(dim=0) * self.output_scale
 
         energies = torch.zeros(n_atoms, dtype=total.dtype, device=total.device)
         for group in range(self.n_groups):
