@@ -110,6 +110,7 @@ def load_datasets(options: dict, source: str) -> Datasets:
 def loss_function(
     prediction: dict, batch, targets: dict, weights: dict, per_structure_energy: bool
 ) -> torch.Tensor:
+    """Weighted MSE; ``batch`` is a Batch or References (same attribute names)."""
     n_atoms = batch.n_atoms.to(prediction["energy"].dtype)
     if per_structure_energy:
         loss = weights["energy"] * _mse(prediction["energy"], batch.energy)
@@ -131,6 +132,42 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).mean()
 
 
+@dataclass
+class References:
+    """Reference values of a set of structures, concatenated in their order."""
+
+    energy: torch.Tensor  # [n_structures]
+    n_atoms: torch.Tensor  # [n_structures]
+    volumes: torch.Tensor  # [n_structures] (nan without a periodic cell)
+    forces: torch.Tensor | None  # [n_atoms, 3]
+    virial: torch.Tensor | None  # [n_structures, 3, 3]
+
+    @staticmethod
+    def of(structures: list[Structure]) -> "References":
+        batch = collate(structures)
+        return References.of_batch(batch)
+
+    @staticmethod
+    def of_batch(batch) -> "References":
+        volumes = torch.det(batch.cells.double()).abs()
+        volumes = torch.where(volumes > 0, volumes, torch.nan)
+        return References(
+            energy=batch.energy.detach().double().cpu(),
+            n_atoms=batch.n_atoms.cpu(),
+            volumes=volumes.cpu(),
+            forces=None if batch.forces is None else batch.forces.double().cpu(),
+            virial=None if batch.virial is None else batch.virial.double().cpu(),
+        )
+
+    @staticmethod
+    def cat(parts: list["References"]) -> "References":
+        def join(name: str) -> torch.Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else torch.cat(values)
+
+        return References(*(join(f) for f in References.__dataclass_fields__))
+
+
 def evaluate(
     model: EnergyModel,
     structures: list[Structure],
@@ -140,42 +177,38 @@ def evaluate(
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """Predictions for every structure, concatenated (float64, on the CPU)."""
-    collected: dict[str, list[torch.Tensor]] = {
-        "energy": [],
-        "forces": [],
-        "virial": [],
-    }
+    collected: list[dict[str, torch.Tensor]] = []
     for start in range(0, len(structures), batch_size):
         batch = collate(structures[start : start + batch_size]).to(device, dtype)
         out = predict(model, batch, forces=targets["forces"], virial=targets["virial"])
-        for key in collected:
-            if key in out:
-                collected[key].append(out[key].detach().double().cpu())
-    return {k: torch.cat(v) for k, v in collected.items() if v}
+        collected.append(_detach(out))
+    return _concatenate(collected)
+
+
+def _detach(prediction: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    keys = ("energy", "forces", "virial")
+    return {k: prediction[k].detach().double().cpu() for k in keys if k in prediction}
+
+
+def _concatenate(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
 
 def metrics(
-    predictions: dict[str, torch.Tensor], structures: list[Structure], targets: dict
+    predictions: dict[str, torch.Tensor], reference: References, targets: dict
 ) -> dict[str, float]:
     """RMSE and MAE: energy in meV/atom, forces in meV/Å, stress in meV/Å^3."""
     result: dict[str, float] = {}
-    n_atoms = torch.tensor([len(s.numbers) for s in structures], dtype=torch.float64)
-    reference = torch.tensor([s.energy for s in structures], dtype=torch.float64)
-    error = (predictions["energy"] - reference) / n_atoms * 1000
+    error = (predictions["energy"] - reference.energy) / reference.n_atoms * 1000
     result["energy_rmse"] = float(error.pow(2).mean().sqrt())
     result["energy_mae"] = float(error.abs().mean())
-    if targets["forces"] and all(s.forces is not None for s in structures):
-        error = (
-            predictions["forces"] - torch.cat([s.forces for s in structures])
-        ) * 1000
+    if targets["forces"] and reference.forces is not None:
+        error = (predictions["forces"] - reference.forces) * 1000
         result["forces_rmse"] = float(error.pow(2).mean().sqrt())
         result["forces_mae"] = float(error.abs().mean())
-    if targets["virial"] and all(s.virial is not None for s in structures):
-        volumes = torch.stack([torch.det(s.cell).abs() for s in structures]).reshape(
-            -1, 1, 1
-        )
-        reference = torch.stack([s.virial for s in structures])
-        error = (predictions["virial"] - reference) / volumes * 1000  # stress = -W/V
+    if targets["virial"] and reference.virial is not None:
+        volumes = reference.volumes.reshape(-1, 1, 1)
+        error = (predictions["virial"] - reference.virial) / volumes * 1000  # -W/V
         result["stress_rmse"] = float(error.pow(2).mean().sqrt())
         result["stress_mae"] = float(error.abs().mean())
     return result
@@ -280,6 +313,7 @@ def train(
         best_epoch = state["best_epoch"]
 
     weights = training["loss_weights"]
+    validation_reference = References.of(data.validation)
     per_structure = "energy" in training["per_structure_targets"]
     metrics_path = os.path.join(run_dir, "metrics.csv")
     # seconds: this epoch's training step; elapsed: wall time since training started
@@ -325,6 +359,8 @@ def train(
         model.train()
         order = torch.randperm(len(data.train), generator=shuffle).tolist()
         train_loss = 0.0
+        seen_predictions: list[dict[str, torch.Tensor]] = []
+        seen_references: list[References] = []
         for start in range(0, len(order), training["batch_size"]):
             chunk = [
                 data.train[i] for i in order[start : start + training["batch_size"]]
@@ -344,13 +380,20 @@ def train(
             loss.backward()
             optimizer.step()
             train_loss += loss.item() * len(chunk)
+            # training metrics come from this pass, not from another one
+            seen_predictions.append(_detach(prediction))
+            seen_references.append(References.of_batch(batch))
         train_loss /= len(data.train)
         elapsed = time.perf_counter() - started
 
         model.eval()
-        validation_loss, validation_metrics = _validation(
-            model, data, weights, per_structure, training["batch_size"], dtype, device
+        predictions = evaluate(
+            model, data.validation, data.targets, training["batch_size"], dtype, device
         )
+        validation_loss = loss_function(
+            predictions, validation_reference, data.targets, weights, per_structure
+        ).item()
+        validation_metrics = metrics(predictions, validation_reference, data.targets)
         scheduler.step(validation_loss)
         if validation_loss < best_loss:
             best_loss = validation_loss
@@ -361,10 +404,11 @@ def train(
         )
         train_metrics: dict[str, float] = {}
         if log_now:
-            predictions = evaluate(
-                model, data.train, data.targets, training["batch_size"], dtype, device
+            train_metrics = metrics(
+                _concatenate(seen_predictions),
+                References.cat(seen_references),
+                data.targets,
             )
-            train_metrics = metrics(predictions, data.train, data.targets)
             LOG.info(
                 "epoch %4d | lr %.2e | loss %.4e / %.4e | %s | %s | %.2f s",
                 epoch,
@@ -413,27 +457,11 @@ def train(
             predictions = evaluate(
                 model, structures, data.targets, training["batch_size"], dtype, device
             )
-            summary[name] = metrics(predictions, structures, data.targets)
+            summary[name] = metrics(
+                predictions, References.of(structures), data.targets
+            )
             LOG.info("final %s", _format(name, summary[name]))
     return model, summary
-
-
-def _validation(model, data, weights, per_structure, batch_size, dtype, device):
-    total = 0.0
-    for start in range(0, len(data.validation), batch_size):
-        chunk = data.validation[start : start + batch_size]
-        batch = collate(chunk).to(device, dtype)
-        prediction = predict(
-            model, batch, data.targets["forces"], data.targets["virial"]
-        )
-        loss = loss_function(prediction, batch, data.targets, weights, per_structure)
-        total += loss.item() * len(chunk)
-    predictions = evaluate(
-        model, data.validation, data.targets, batch_size, dtype, device
-    )
-    return total / len(data.validation), metrics(
-        predictions, data.validation, data.targets
-    )
 
 
 def _checkpoint(options, info, model, optimizer, scheduler, shuffle, loop) -> dict:
