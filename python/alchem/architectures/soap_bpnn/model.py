@@ -142,12 +142,15 @@ class SoapBpnn(torch.nn.Module):
         features = self.layernorm(
             self.features(species, edge_vectors, centers, neighbors)
         )
-        energies = torch.zeros(
-            species.shape[0], dtype=features.dtype, device=features.device
-        )
+        # one gather into species order, then contiguous chunks: the backward is one
+        # scatter instead of one full-size scatter per species
+        order = torch.argsort(species, stable=True)
+        counts = torch.bincount(species, minlength=self.n_species).tolist()
+        chunks = torch.split(features[order], counts)
+        outputs: list[torch.Tensor] = []
         for index, network in enumerate(self.networks):
-            atoms = torch.nonzero(species == index).reshape(-1)
-            energies = energies.index_put(
-                (atoms,), network(features[atoms]).reshape(-1)
-            )
-        return energies
+            outputs.append(network(chunks[index]).reshape(-1))
+        energies = torch.empty(
+            species.shape, dtype=features.dtype, device=features.device
+        )
+        return energies.index_put((order,), torch.cat(outputs))
