@@ -16,16 +16,19 @@ Alchemical Model is also trained with num_pseudo_species 1, 2 and 8, and with th
   MetatomicCalculator (energy + forces, one thread): structures per second on the
   32-atom validation cells, and microseconds per atom on a 256-atom cell.
 
-The training budget is fixed in seconds, not epochs: each run is given the number of
-epochs that an in-process timing of a few training steps predicts to fit, and the
-comparison is read from metrics.csv at the common time.
+The training budget is fixed in wall-clock seconds, not epochs: both runs of a pair
+start together and are stopped after ``--seconds``; the comparison is read from
+metrics.csv (validation metrics of every epoch) at the common time, the earlier of
+the two runs' last completed epochs, and the model exported for the speed measurement is the
+best one of the newest checkpoint. Other loads on the machine slow both runs of a
+pair alike.
 """
 
 import argparse
 import copy
 import csv
-import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,8 +49,8 @@ ELEMENTS = {
 TRAINING = {
     "batch_size": 8,
     "learning_rate": 0.001,
-    "log_interval": 1000,
-    "checkpoint_interval": 1000,
+    "log_interval": 100000,
+    "checkpoint_interval": 1,
     "scheduler_patience": 10,
     "early_stopping_patience": 50,
 }
@@ -140,58 +143,22 @@ def options_for(run: dict, data: str, epochs: int) -> dict:
     }
 
 
-def seconds_per_epoch(options: dict) -> float:
-    """Predicted wall time of one epoch (training steps + validation), one thread."""
-    import torch
-    from alchem.data import collate, dataset_info
-    from alchem.model import fit_composition_and_scale, predict
-    from alchem.options import expand_options
-    from alchem.training import build_model, load_datasets
-
-    torch.set_num_threads(1)
-    expanded = expand_options(copy.deepcopy(options), "study")
-    data = load_datasets(expanded, "study")
-    model = build_model(expanded, dataset_info(data.train))
-    fit_composition_and_scale(model, data.train)
-    size = expanded["architecture"]["training"]["batch_size"]
-    batches = [collate(data.train[i : i + size]) for i in (0, size, 2 * size)]
-    batches = [b.to("cpu", torch.float64) for b in batches]
-
-    def step(batch):
-        out = predict(model, batch, True, True, create_graph=True)
-        loss = (out["energy"] - batch.energy).pow(2).mean()
-        loss = loss + (out["forces"] - batch.forces).pow(2).mean()
-        loss.backward()
-
-    step(batches[0])
-    started = time.perf_counter()
-    for batch in batches[1:]:
-        step(batch)
-    per_step = (time.perf_counter() - started) / (len(batches) - 1)
-    started = time.perf_counter()
-    out = predict(model, batches[0], True, True)
-    per_eval = time.perf_counter() - started
-    n_train = math.ceil(len(data.train) / size)
-    n_validation = math.ceil(len(data.validation) / size)
-    # validation is evaluated twice per epoch (loss, then metrics)
-    del out
-    return n_train * per_step + 2 * n_validation * per_eval
-
-
 def train_pair(slot: list[dict], work: str, seconds: float) -> None:
+    """Train the runs of a slot side by side for ``seconds`` of wall time each.
+
+    Every run gets an unreachable epoch count and a checkpoint every epoch (only the
+    newest is kept); at the budget the runs are stopped and the newest checkpoint's
+    best model (lowest validation loss so far) is exported.
+    """
     processes = []
     for run in slot:
         folder = os.path.join(work, run["name"])
-        os.makedirs(folder, exist_ok=True)
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        os.makedirs(folder)
         data = os.path.join(work, f"data-{run['elements']}")
-        probe = options_for(run, data, 1)
-        per_epoch = seconds_per_epoch(probe)
-        # the pair runs side by side on two cores: a little slower than alone
-        epochs = max(2, int(seconds / (1.15 * per_epoch)))
-        run["predicted_epoch_s"] = per_epoch
-        run["epochs"] = epochs
         with open(os.path.join(folder, "options.yaml"), "w") as handle:
-            yaml.safe_dump(options_for(run, data, epochs), handle)
+            yaml.safe_dump(options_for(run, data, 100000), handle)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         log = open(os.path.join(folder, "stdout.log"), "w")
         command = [
@@ -200,18 +167,42 @@ def train_pair(slot: list[dict], work: str, seconds: float) -> None:
             "--run-dir",
             "run",
         ]
-        processes.append(
-            (
-                run,
-                subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=log),
-            )
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=log)
+        processes.append((run, folder, process))
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        time.sleep(1.0)
+        for _, folder, _ in processes:
+            _keep_newest_checkpoint(folder)
+        if all(p.poll() is not None for _, _, p in processes):
+            break
+    for run, folder, process in processes:
+        if process.poll() is None:
+            process.terminate()
+        process.wait()
+        newest = _keep_newest_checkpoint(folder)
+        if newest is None:
+            raise RuntimeError(f"{run['name']}: no checkpoint; see {folder}/stdout.log")
+        subprocess.run(
+            [os.path.join(BIN, "alchem-export"), newest, "-o", "model.pt"],
+            cwd=folder,
+            check=True,
+            capture_output=True,
         )
-        print(f"  {run['name']}: {epochs} epochs (~{per_epoch:.1f} s each)", flush=True)
-    for run, process in processes:
-        if process.wait() != 0:
-            raise RuntimeError(
-                f"{run['name']} failed: see {work}/{run['name']}/stdout.log"
-            )
+
+
+def _keep_newest_checkpoint(folder: str) -> str | None:
+    run_dir = os.path.join(folder, "run")
+    if not os.path.isdir(run_dir):
+        return None
+    found = []
+    for name in os.listdir(run_dir):
+        if name.startswith("epoch_") and name.endswith(".ckpt"):
+            found.append((int(name[len("epoch_") : -len(".ckpt")]), name))
+    found.sort()
+    for _, name in found[:-1]:
+        os.remove(os.path.join(run_dir, name))
+    return os.path.join(run_dir, found[-1][1]) if found else None
 
 
 def read_metrics(folder: str) -> list[dict]:
