@@ -145,7 +145,7 @@ class SoapBpnn(torch.nn.Module):
         # one gather into species order, then contiguous chunks: the backward is one
         # scatter instead of one full-size scatter per species
         order = torch.argsort(species, stable=True)
-        counts = torch.bincount(species, minlength=self.n_species).tolist()
+        counts: list[int] = torch.bincount(species, minlength=self.n_species).tolist()
         chunks = torch.split(features[order], counts)
         outputs: list[torch.Tensor] = []
         for index, network in enumerate(self.networks):
