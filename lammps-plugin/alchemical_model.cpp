@@ -2,6 +2,7 @@
 #include "alchemical_model.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 #include <torch/version.h>
@@ -32,6 +33,33 @@ std::string join(const std::vector<std::string> &values, const std::string &sepa
     result += values[i];
   }
   return result;
+}
+
+// Collects the warnings torch raises while the model runs, instead of printing
+// them to stderr where nobody looks during an MD run.
+class CollectWarnings : public c10::WarningHandler {
+ public:
+  void process(const c10::Warning &warning) override { messages.push_back(warning.msg()); }
+  std::vector<std::string> messages;
+};
+
+// A custom operator without an autograd kernel in C++ (e.g. sphericart-torch
+// 2.0, which registers its gradients from Python only) is treated by torch as
+// constant in the backward pass: the forces miss its contribution.
+void check_autograd_warnings(const std::vector<std::string> &messages)
+{
+  for (const auto &message : messages) {
+    if (message.find("autograd kernel was not registered") != std::string::npos) {
+      auto op = message.substr(0, message.find(':', message.find("::") + 2));
+      throw std::runtime_error(
+          "the model's forces would be wrong: its custom operator " + op +
+          " has no autograd kernel registered in C++, so torch treats it as constant when "
+          "computing forces (its library registers gradients from Python only, as "
+          "sphericart-torch 2.0 does). Use a model without this operator, or a version of "
+          "the library that registers its autograd in C++. Torch said: " +
+          message);
+    }
+  }
 }
 
 }    // namespace
@@ -329,6 +357,9 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
     throw std::runtime_error("internal error: wrong number of neighbor lists");
   }
   torch::AutoGradMode enable_grad(true);
+  CollectWarnings warnings;
+  c10::WarningUtils::WarningHandlerGuard warnings_guard(&warnings);
+  output.warnings.clear();
   auto start = std::chrono::steady_clock::now();
 
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
@@ -441,7 +472,10 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   d.position_gradient = torch::Tensor();
   for (auto &cache : d.neighbors) cache.gradient = torch::Tensor();
 
-  if (!input.need_gradients || !total.requires_grad()) return;
+  if (!input.need_gradients || !total.requires_grad()) {
+    output.warnings = std::move(warnings.messages);
+    return;
+  }
 
   std::vector<torch::Tensor> inputs = {positions};
   for (auto &cache : d.neighbors) inputs.push_back(cache.vectors);
@@ -460,6 +494,9 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
     output.pair_gradients[k] = d.neighbors[k].gradient.data_ptr<double>();
   }
   output.time_backward = seconds_since(start);
+
+  check_autograd_warnings(warnings.messages);
+  output.warnings = std::move(warnings.messages);
 }
 
 std::string metatomic_version()

@@ -53,6 +53,10 @@ struct EvaluationOutput {
   // dE/dx for a direct dependence on positions (n_total x 3), nullptr if none
   const double *position_gradients = nullptr;
 
+  // warnings torch raised during this call (other than the ones that are
+  // turned into errors), for the log
+  std::vector<std::string> warnings;
+
   // wall-clock seconds of this call: inputs to torch, forward, backward
   double time_inputs = 0.0;
   double time_forward = 0.0;

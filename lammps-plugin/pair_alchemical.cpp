@@ -558,6 +558,14 @@ void PairAlchemical::compute(int eflag, int vflag)
     error->one(FLERR, "pair_style alchemical: the model failed: {}", e.what());
   }
 
+  if (comm->me == 0) {
+    for (const auto &warning : output_->warnings) {
+      if (warned_.insert(warning).second) {
+        error->warning(FLERR, "pair_style alchemical: torch: {}", warning);
+      }
+    }
+  }
+
   start = std::chrono::steady_clock::now();
   accumulate(*output_);
   if (profile_) {

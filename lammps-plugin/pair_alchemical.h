@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,7 @@ class PairAlchemical : public Pair {
   double cutoff_ = 0.0;        // neighbor/ghost cutoff asked from LAMMPS
   bool ghost_centers_ = false;  // message passing: pairs between ghosts too
   bool per_atom_energy_ = false;
+  std::set<std::string> warned_;    // torch warnings already in the log
 
   // time spent in each part of compute(), printed by finish() when the
   // environment variable ALCHEM_LAMMPS_PROFILE is set

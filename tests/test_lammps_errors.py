@@ -1,15 +1,28 @@
 """Every user error of `pair_style alchemical` stops LAMMPS with a message that
 says what to fix (through LAMMPS' MPI-safe error calls, never a crash)."""
 
+from typing import Dict, List, Optional  # noqa: UP035 (metatomic checks these)
+
 import pytest
 import torch
 from lammps_support import (
     ModelSpec,
     export_model,
     fcc_alloy,
+    lammps_finite_differences,
     plugin_built,
+    relative_error,
     run_lammps,
     write_data,
+)
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import (
+    AtomisticModel,
+    ModelCapabilities,
+    ModelMetadata,
+    ModelOutput,
+    NeighborListOptions,
+    System,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -222,3 +235,74 @@ def test_errors_under_mpi(folder):
     result = run_lammps(folder, _script(pair_coeff="* * Ni Au"), nprocs=2, check=False)
     assert result.returncode != 0
     assert "element Au (atom type 2) is not supported" in result.stdout
+
+
+class SolidHarmonicsModel(torch.nn.Module):
+    """E = sum over pairs of fc(r) sum_m S_1m(r_ij)^2, with sphericart-torch's solid
+    harmonics: a custom operator from a TorchScript extension."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import sphericart.torch
+
+        self.harmonics = sphericart.torch.SolidHarmonics(1)
+        self.options = NeighborListOptions(cutoff=4.0, full_list=True, strict=True)
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:  # noqa: UP006
+        return [self.options]
+
+    def forward(
+        self,
+        systems: List[System],  # noqa: UP006
+        outputs: Dict[str, ModelOutput],  # noqa: UP006
+        selected_atoms: Optional[Labels] = None,  # noqa: UP045
+    ) -> Dict[str, TensorMap]:  # noqa: UP006
+        energies: List[torch.Tensor] = []  # noqa: UP006
+        for system in systems:
+            neighbors = system.get_neighbor_list(self.options)
+            vectors = neighbors.values.reshape(-1, 3)
+            r = torch.linalg.vector_norm(vectors, dim=1)
+            cutoff = (1.0 - r / 4.0) ** 3
+            solid = self.harmonics(vectors)
+            energies.append(torch.sum(cutoff * torch.sum(solid[:, 1:] ** 2, dim=1)))
+        block = TensorBlock(
+            values=torch.stack(energies).reshape(-1, 1),
+            samples=Labels("system", torch.arange(len(systems)).reshape(-1, 1)),
+            components=[],
+            properties=Labels("energy", torch.tensor([[0]])),
+        )
+        return {"energy": TensorMap(Labels("_", torch.tensor([[0]])), [block])}
+
+
+def test_custom_operator_without_cpp_autograd(tmp_path):
+    """sphericart-torch 2.0 registers its gradients from Python only: in LAMMPS
+    torch would treat its operator as constant and forces would be wrong. The
+    plugin must refuse, unless the library registers its autograd in C++, in which
+    case the forces must be the derivatives of the energy."""
+    pytest.importorskip("sphericart.torch")
+    capabilities = ModelCapabilities(
+        outputs={"energy": ModelOutput(unit="eV", sample_kind="system")},
+        atomic_types=[28, 29],
+        interaction_range=4.0,
+        length_unit="angstrom",
+        supported_devices=["cpu"],
+        dtype="float64",
+    )
+    model = AtomisticModel(
+        SolidHarmonicsModel().eval(), ModelMetadata(name="sphericart"), capabilities
+    )
+    model.save(
+        str(tmp_path / "model.pt"), collect_extensions=str(tmp_path / "extensions")
+    )
+    atoms = fcc_alloy((2, 2, 2), 3.6, [28, 29], seed=5)
+    write_data(tmp_path / "structure.data", atoms, [28, 29])
+
+    result = run_lammps(tmp_path, _script(), check=False)
+    if result.returncode != 0:
+        assert "has no autograd kernel registered in C++" in result.stdout
+        assert "sphericart_torch::" in result.stdout
+    else:
+        fd = lammps_finite_differences(
+            tmp_path / "fd", atoms, str(tmp_path / "model.pt"), [28, 29], [0, 3]
+        )
+        assert relative_error(fd.numeric_forces, fd.forces) < 1e-6
