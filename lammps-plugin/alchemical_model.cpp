@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
@@ -103,6 +104,7 @@ AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &ext
 {
   torch::optional<std::string> extensions_directory = torch::nullopt;
   if (!extensions.empty()) extensions_directory = extensions;
+  if (std::getenv("ALCHEM_NO_SPHERICART_AUTOGRAD") == nullptr) register_sphericart_autograd();
 
   try {
     data_ = std::make_unique<ModelData>(

@@ -106,6 +106,10 @@ class AlchemicalModel {
   std::unique_ptr<ModelData> data_;
 };
 
+/// Register C++ autograd kernels for sphericart-torch's operators (whose
+/// library registers them from Python only), see sphericart_autograd.cpp.
+void register_sphericart_autograd();
+
 /// The metatomic version this plugin was built with.
 std::string metatomic_version();
 std::string torch_version();

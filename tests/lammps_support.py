@@ -394,8 +394,10 @@ def run_lammps(
     nprocs: int = 1,
     check: bool = True,
     timeout: float = 600,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``script`` with the real ``lmp`` (under ``mpirun -np nprocs`` if > 1)."""
+    """Run ``script`` with the real ``lmp`` (under ``mpirun -np nprocs`` if > 1),
+    with ``env`` added to the environment."""
     directory = Path(directory)
     (directory / "in.lammps").write_text(script)
     command = [str(LMP), "-in", "in.lammps", "-log", "log.lammps", "-nocite"]
@@ -404,7 +406,7 @@ def run_lammps(
     result = subprocess.run(
         command,
         cwd=directory,
-        env=lammps_environment(),
+        env={**lammps_environment(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -3,13 +3,16 @@ says what to fix (through LAMMPS' MPI-safe error calls, never a crash)."""
 
 from typing import Dict, List, Optional  # noqa: UP035 (metatomic checks these)
 
+import numpy as np
 import pytest
 import torch
 from lammps_support import (
     ModelSpec,
+    ase_single_point,
     export_model,
     fcc_alloy,
     lammps_finite_differences,
+    lammps_single_point,
     plugin_built,
     relative_error,
     run_lammps,
@@ -257,17 +260,34 @@ class SolidHarmonicsModel(torch.nn.Module):
         outputs: Dict[str, ModelOutput],  # noqa: UP006
         selected_atoms: Optional[Labels] = None,  # noqa: UP045
     ) -> Dict[str, TensorMap]:  # noqa: UP006
-        energies: List[torch.Tensor] = []  # noqa: UP006
-        for system in systems:
+        values: List[torch.Tensor] = []  # noqa: UP006
+        samples: List[torch.Tensor] = []  # noqa: UP006
+        per_atom = outputs["energy"].sample_kind == "atom"
+        for s, system in enumerate(systems):
             neighbors = system.get_neighbor_list(self.options)
+            first = neighbors.samples.column("first_atom").to(torch.long)
             vectors = neighbors.values.reshape(-1, 3)
             r = torch.linalg.vector_norm(vectors, dim=1)
             cutoff = (1.0 - r / 4.0) ** 3
             solid = self.harmonics(vectors)
-            energies.append(torch.sum(cutoff * torch.sum(solid[:, 1:] ** 2, dim=1)))
+            pair = cutoff * torch.sum(solid[:, 1:] ** 2, dim=1)
+            energy = torch.zeros(len(system), dtype=pair.dtype).index_add(
+                0, first, pair
+            )
+            atoms = torch.arange(len(system))
+            if selected_atoms is not None:
+                mask = selected_atoms.column("system") == s
+                atoms = selected_atoms.column("atom")[mask].to(torch.long)
+            if per_atom:
+                values.append(energy[atoms].reshape(-1, 1))
+                samples.append(torch.stack([torch.full_like(atoms, s), atoms], dim=1))
+            else:
+                values.append(energy[atoms].sum().reshape(1, 1))
+                samples.append(torch.tensor([[s]]))
+        names = ["system", "atom"] if per_atom else ["system"]
         block = TensorBlock(
-            values=torch.stack(energies).reshape(-1, 1),
-            samples=Labels("system", torch.arange(len(systems)).reshape(-1, 1)),
+            values=torch.cat(values),
+            samples=Labels(names, torch.cat(samples).to(torch.int32)),
             components=[],
             properties=Labels("energy", torch.tensor([[0]])),
         )
@@ -275,13 +295,43 @@ class SolidHarmonicsModel(torch.nn.Module):
 
 
 def test_custom_operator_without_cpp_autograd(tmp_path):
-    """sphericart-torch 2.0 registers its gradients from Python only: in LAMMPS
-    torch would treat its operator as constant and forces would be wrong. The
-    plugin must refuse, unless the library registers its autograd in C++, in which
-    case the forces must be the derivatives of the energy."""
-    pytest.importorskip("sphericart.torch")
+    """sphericart-torch 2.0 registers its gradients from Python only: without the
+    plugin's own C++ autograd for it (disabled here), torch would treat its
+    operator as constant and the forces would be wrong: the plugin refuses."""
+    sphericart = pytest.importorskip("sphericart.torch")
+    export_sphericart_model(tmp_path, sphericart)
+    env = {"ALCHEM_NO_SPHERICART_AUTOGRAD": "1"}
+    result = run_lammps(tmp_path, _script(), check=False, env=env)
+    assert result.returncode != 0
+    assert "the model's forces would be wrong" in result.stdout
+    assert "sphericart_torch::" in result.stdout
+    assert "has no autograd kernel registered in C++" in result.stdout
+
+
+def test_sphericart_model_forces(tmp_path):
+    """With the plugin's C++ autograd for sphericart-torch, the forces are the
+    derivatives of the energy, and match ASE in a process where sphericart's
+    Python registration is active."""
+    sphericart = pytest.importorskip("sphericart.torch")
+    model = export_sphericart_model(tmp_path, sphericart)
+    atoms = fcc_alloy((2, 2, 2), 3.6, [28, 29], seed=5)
+    fd = lammps_finite_differences(tmp_path / "fd", atoms, model, [28, 29], [0, 3])
+    assert relative_error(fd.numeric_forces, fd.forces) < 1e-6
+    assert relative_error(fd.numeric_virial, fd.virial) < 1e-6
+    assert np.abs(fd.forces).max() > 1e-2
+
+    lammps = lammps_single_point(tmp_path / "sp", atoms, model, [28, 29], nprocs=2)
+    reference = ase_single_point(atoms, model)
+    assert relative_error(lammps.energy, reference.energy) < 1e-8
+    assert relative_error(lammps.forces, reference.forces) < 1e-8
+    assert relative_error(lammps.virial, reference.virial) < 1e-8
+
+
+def export_sphericart_model(folder, sphericart) -> str:
+    """SolidHarmonicsModel as folder/model.pt, its extensions in folder/extensions
+    (and folder/structure.data for _script)."""
     capabilities = ModelCapabilities(
-        outputs={"energy": ModelOutput(unit="eV", sample_kind="system")},
+        outputs={"energy": ModelOutput(unit="eV", sample_kind="atom")},
         atomic_types=[28, 29],
         interaction_range=4.0,
         length_unit="angstrom",
@@ -291,18 +341,8 @@ def test_custom_operator_without_cpp_autograd(tmp_path):
     model = AtomisticModel(
         SolidHarmonicsModel().eval(), ModelMetadata(name="sphericart"), capabilities
     )
-    model.save(
-        str(tmp_path / "model.pt"), collect_extensions=str(tmp_path / "extensions")
-    )
+    path = str(folder / "model.pt")
+    model.save(path, collect_extensions=str(folder / "extensions"))
     atoms = fcc_alloy((2, 2, 2), 3.6, [28, 29], seed=5)
-    write_data(tmp_path / "structure.data", atoms, [28, 29])
-
-    result = run_lammps(tmp_path, _script(), check=False)
-    if result.returncode != 0:
-        assert "has no autograd kernel registered in C++" in result.stdout
-        assert "sphericart_torch::" in result.stdout
-    else:
-        fd = lammps_finite_differences(
-            tmp_path / "fd", atoms, str(tmp_path / "model.pt"), [28, 29], [0, 3]
-        )
-        assert relative_error(fd.numeric_forces, fd.forces) < 1e-6
+    write_data(folder / "structure.data", atoms, [28, 29])
+    return path
