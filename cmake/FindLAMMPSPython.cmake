@@ -45,7 +45,7 @@ if(LAMMPS_ROOT)
         NO_DEFAULT_PATH
     )
     find_library(LAMMPS_LIBRARY NAMES lammps lammps_mpi lammps_serial
-        PATHS "${LAMMPS_ROOT}/lib" "${LAMMPS_ROOT}/lib64" "${LAMMPS_ROOT}/build" "${LAMMPS_ROOT}/src"
+        PATHS "${LAMMPS_ROOT}/lib" "${LAMMPS_ROOT}/lib64" "${LAMMPS_ROOT}/build" "${LAMMPS_ROOT}/src" "${LAMMPS_ROOT}"
         NO_DEFAULT_PATH
     )
     if(LAMMPS_MPI_STUBS)
@@ -54,7 +54,15 @@ if(LAMMPS_ROOT)
         endif()
         set(LAMMPS_MPI_LIBRARY "" CACHE FILEPATH "MPI library (empty with the stubs: they are inside liblammps)")
     elseif(NOT LAMMPS_MPI_LIBRARY OR NOT LAMMPS_MPI_INCLUDE_DIR)
-        find_package(MPI COMPONENTS CXX REQUIRED)
+        find_package(MPI COMPONENTS CXX)
+        if(NOT MPI_CXX_FOUND)
+            message(FATAL_ERROR
+                "Could not find the MPI of the LAMMPS in LAMMPS_ROOT=${LAMMPS_ROOT}. Give it with "
+                "-DLAMMPS_MPI_LIBRARY=<.../libmpi.so> -DLAMMPS_MPI_INCLUDE_DIR=<folder of mpi.h> "
+                "(or MPI_HOME / mpicxx on PATH), or -DLAMMPS_MPI_STUBS=ON for a serial LAMMPS "
+                "built with its MPI stubs."
+            )
+        endif()
         set(_lammps_mpi_target MPI::MPI_CXX)
     endif()
 else()
