@@ -38,6 +38,15 @@ def alloy() -> ase.Atoms:
     return fcc_alloy((4, 4, 4), 3.6, ELEMENTS, seed=22)
 
 
+def slab() -> ase.Atoms:
+    """Mixed boundaries (p p f) under domain decomposition."""
+    atoms = fcc_alloy((4, 4, 3), 3.6, ELEMENTS, seed=23)
+    atoms.pbc = [True, True, False]
+    atoms.cell[2, 2] = 25.0
+    atoms.positions[:, 2] += 4.0
+    return atoms
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("mpi-models")
@@ -61,9 +70,13 @@ def _check_same(results: dict[int, object], reference) -> None:
         assert relative_error(result.virial, reference.virial) < 1e-8, nprocs
 
 
-@pytest.mark.parametrize("model", ["full", "half", "two-layers"])
-def test_ranks_agree(model, models, tmp_path):
-    atoms = alloy()
+@pytest.mark.parametrize(
+    "model, make",
+    [("full", alloy), ("half", alloy), ("two-layers", alloy), ("full", slab)],
+    ids=["full", "half", "two-layers", "slab-ppf"],
+)
+def test_ranks_agree(model, make, models, tmp_path):
+    atoms = make()
     results = {
         n: lammps_single_point(
             tmp_path / f"np{n}", atoms, models[model], ELEMENTS, nprocs=n
