@@ -120,14 +120,13 @@ AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &ext
   }
 
   auto &d = *data_;
-  d.capabilities = d.model.run_method("capabilities")
-                       .toCustomClass<metatomic_torch::ModelCapabilitiesHolder>();
+  d.capabilities =
+      d.model.run_method("capabilities").toCustomClass<metatomic_torch::ModelCapabilitiesHolder>();
   if (!d.capabilities->outputs().contains("energy")) {
     std::vector<std::string> names;
     for (const auto &item : d.capabilities->outputs()) names.push_back(item.key());
-    throw std::runtime_error("the model '" + path +
-                             "' has no \"energy\" output (it has: " + join(names, ", ") +
-                             "), it can not be used as a pair style");
+    throw std::runtime_error("the model '" + path + "' has no \"energy\" output (it has: " +
+                             join(names, ", ") + "), it can not be used as a pair style");
   }
 
   const auto &dtype = d.capabilities->dtype();
@@ -143,8 +142,7 @@ AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &ext
   auto requested = d.model.run_method("requested_neighbor_lists").toList();
   for (const auto &ivalue : requested) {
     NeighborListCache cache;
-    cache.options =
-        ivalue.get().toCustomClass<metatomic_torch::NeighborListOptionsHolder>();
+    cache.options = ivalue.get().toCustomClass<metatomic_torch::NeighborListOptionsHolder>();
     d.neighbors.push_back(std::move(cache));
   }
 
@@ -229,7 +227,8 @@ void AlchemicalModel::set_device(const std::string &requested, int local_rank)
         index = std::stoi(requested.substr(5), &end);
         if (end != requested.size() - 5 || index < 0) throw std::invalid_argument("");
       } catch (const std::exception &) {
-        throw std::runtime_error("invalid device '" + requested + "', expected cpu, cuda or cuda:N");
+        throw std::runtime_error("invalid device '" + requested +
+                                 "', expected cpu, cuda or cuda:N");
       }
     }
   } else {
@@ -368,14 +367,14 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   const auto i32 = torch::TensorOptions().dtype(torch::kInt32);
 
   // positions and types: copies on the model device, in the model dtype
-  auto positions =
-      torch::from_blob(const_cast<double *>(input.positions), {input.n_total, 3}, f64)
-          .to(d.device, d.dtype, /*non_blocking=*/false, /*copy=*/true);
+  auto positions = torch::from_blob(const_cast<double *>(input.positions), {input.n_total, 3}, f64)
+                       .to(d.device, d.dtype, /*non_blocking=*/false, /*copy=*/true);
   if (input.need_gradients) positions.requires_grad_(true);
   auto types = torch::from_blob(const_cast<int32_t *>(input.types), {input.n_total}, i32)
                    .to(d.device, torch::kInt32, /*non_blocking=*/false, /*copy=*/true);
 
-  auto system = torch::make_intrusive<metatomic_torch::SystemHolder>(types, positions, d.cell, d.pbc);
+  auto system =
+      torch::make_intrusive<metatomic_torch::SystemHolder>(types, positions, d.cell, d.pbc);
 
   for (size_t k = 0; k < d.neighbors.size(); k++) {
     auto &cache = d.neighbors[k];
@@ -398,11 +397,11 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
     }
 
     if (n_pairs == 0) {
-      cache.vectors = torch::zeros({0, 3, 1}, torch::TensorOptions().dtype(d.dtype).device(d.device));
-    } else {
       cache.vectors =
-          torch::from_blob(const_cast<double *>(pairs.vectors), {n_pairs, 3, 1}, f64)
-              .to(d.device, d.dtype, /*non_blocking=*/false, /*copy=*/true);
+          torch::zeros({0, 3, 1}, torch::TensorOptions().dtype(d.dtype).device(d.device));
+    } else {
+      cache.vectors = torch::from_blob(const_cast<double *>(pairs.vectors), {n_pairs, 3, 1}, f64)
+                          .to(d.device, d.dtype, /*non_blocking=*/false, /*copy=*/true);
     }
     if (input.need_gradients) cache.vectors.requires_grad_(true);
 
@@ -414,10 +413,10 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   if (d.selected_atoms_count != input.n_local) {
     auto values = torch::zeros({input.n_local, 2}, i32);
     values.index_put_({torch::indexing::Slice(), 1}, torch::arange(input.n_local, i32));
-    d.selected_atoms = torch::make_intrusive<metatensor_torch::LabelsHolder>(
-                           std::vector<std::string>{"system", "atom"}, values,
-                           metatensor::assume_unique{})
-                           ->to(d.device);
+    d.selected_atoms =
+        torch::make_intrusive<metatensor_torch::LabelsHolder>(
+            std::vector<std::string>{"system", "atom"}, values, metatensor::assume_unique{})
+            ->to(d.device);
     d.selected_atoms_count = input.n_local;
   }
   d.options->set_selected_atoms(d.selected_atoms);
@@ -426,10 +425,10 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   output.time_inputs = seconds_since(start);
   start = std::chrono::steady_clock::now();
 
-  auto result = d.model
-                    .forward({std::vector<metatomic_torch::System>{system}, d.options,
-                              d.check_consistency})
-                    .toGenericDict();
+  auto result =
+      d.model
+          .forward({std::vector<metatomic_torch::System>{system}, d.options, d.check_consistency})
+          .toGenericDict();
   auto energy_map = result.at("energy").toCustomClass<metatensor_torch::TensorMapHolder>();
   if (energy_map->keys()->count() != 1) {
     throw std::runtime_error("the model returned an energy TensorMap with " +

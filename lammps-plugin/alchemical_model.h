@@ -17,10 +17,10 @@ struct ModelData;
 
 /// One neighbour list the model asked for, in the engine's length unit.
 struct NeighborListRequest {
-  double cutoff = 0.0;      // engine length unit
-  bool full_list = true;    // false: every pair once
-  bool strict = true;       // only pairs with |r_ij| < cutoff
-  std::string description;  // for the log
+  double cutoff = 0.0;        // engine length unit
+  bool full_list = true;      // false: every pair once
+  bool strict = true;         // only pairs with |r_ij| < cutoff
+  std::string description;    // for the log
 };
 
 /// Pairs of one neighbour list for one evaluation. `samples` holds n_pairs rows
@@ -35,8 +35,8 @@ struct PairsInput {
 };
 
 struct EvaluationInput {
-  int64_t n_local = 0;    // atoms 0..n_local-1 are "owned": the energy is theirs
-  int64_t n_total = 0;    // owned + ghosts
+  int64_t n_local = 0;                  // atoms 0..n_local-1 are "owned": the energy is theirs
+  int64_t n_total = 0;                  // owned + ghosts
   const double *positions = nullptr;    // n_total x 3
   const int32_t *types = nullptr;       // n_total atomic numbers
   std::vector<PairsInput> pairs;        // one per neighbor_lists() entry
@@ -45,8 +45,8 @@ struct EvaluationInput {
 };
 
 struct EvaluationOutput {
-  double energy = 0.0;                    // summed over owned atoms
-  std::vector<double> atom_energies;      // n_local, when per_atom_energy
+  double energy = 0.0;                  // summed over owned atoms
+  std::vector<double> atom_energies;    // n_local, when per_atom_energy
   // dE/dr for each pair of each neighbour list (n_pairs x 3), nullptr when the
   // energy does not depend on that list. Valid until the next compute().
   std::vector<const double *> pair_gradients;

@@ -163,7 +163,8 @@ void PairAlchemical::settings(int narg, char **arg)
     const std::string value = arg[iarg + 1];
     if (keyword == "device") {
       if (value != "cpu" && value != "cuda" && value.rfind("cuda:", 0) != 0) {
-        error->all(FLERR, "pair_style alchemical: invalid device '{}', expected cpu, cuda or cuda:N",
+        error->all(FLERR,
+                   "pair_style alchemical: invalid device '{}', expected cpu, cuda or cuda:N",
                    value);
       }
       device = value;
@@ -197,8 +198,7 @@ void PairAlchemical::settings(int narg, char **arg)
   }
   if (extensions_given) {
     if (!extensions.empty() && !platform::path_is_directory(extensions)) {
-      error->all(FLERR, "pair_style alchemical: extensions folder '{}' does not exist",
-                 extensions);
+      error->all(FLERR, "pair_style alchemical: extensions folder '{}' does not exist", extensions);
     }
   } else {
     // default: the `extensions/` folder next to the model, when there is one
@@ -242,9 +242,9 @@ void PairAlchemical::settings(int narg, char **arg)
   last_build_ = -1;
 
   if (comm->me == 0) {
-    std::string message = fmt::format(
-        "pair_style alchemical: model {} (metatomic {}, torch {})\n", model_path_,
-        alchem::metatomic_version(), alchem::torch_version());
+    std::string message =
+        fmt::format("pair_style alchemical: model {} (metatomic {}, torch {})\n", model_path_,
+                    alchem::metatomic_version(), alchem::torch_version());
     message += model_->metadata() + "\n";
     message += fmt::format("  device {}, dtype {}, {} torch thread(s) per rank", model_->device(),
                            model_->dtype(), alchem::AlchemicalModel::num_threads());
@@ -256,8 +256,7 @@ void PairAlchemical::settings(int narg, char **arg)
       message += fmt::format("  neighbor list: {} (cutoff {} {})\n", request.description,
                              request.cutoff, units.first);
     }
-    message += fmt::format("  interaction range {} {}\n", model_->interaction_range(),
-                           units.first);
+    message += fmt::format("  interaction range {} {}\n", model_->interaction_range(), units.first);
     utils::logmesg(lmp, message);
     if (lmp->citeme) {
       for (const auto &reference : model_->references()) lmp->citeme->add(reference + "\n");
@@ -343,9 +342,8 @@ void PairAlchemical::init_style()
                "model), which a LAMMPS neighbor list and ghost atoms can not provide");
   }
   if (max_list_cutoff <= 0.0) {
-    error->all(FLERR,
-               "pair_style alchemical: the model requests no neighbor list, LAMMPS can not "
-               "give it its neighbors");
+    error->all(FLERR, "pair_style alchemical: the model requests no neighbor list, LAMMPS can not "
+                      "give it its neighbors");
   }
   // pairs are needed up to the largest cutoff of the model's lists
   cutoff_ = max_list_cutoff;
@@ -589,8 +587,8 @@ void PairAlchemical::finish()
                  "pairs {:.3f}, inputs {:.3f}, forward {:.3f}, backward {:.3f}, "
                  "forces/virial {:.3f}, total {:.3f}\n",
                  comm->me, profile_calls_, 1e3 * profile_times_[0] / n, 1e3 * profile_times_[1] / n,
-                 1e3 * profile_times_[2] / n, 1e3 * profile_times_[3] / n, 1e3 * profile_times_[4] / n,
-                 1e3 * total / n);
+                 1e3 * profile_times_[2] / n, 1e3 * profile_times_[3] / n,
+                 1e3 * profile_times_[4] / n, 1e3 * total / n);
   profile_calls_ = 0;
   for (double &t : profile_times_) t = 0.0;
 }
@@ -657,9 +655,8 @@ void PairAlchemical::accumulate(const alchem::EvaluationOutput &output)
       f[j][2] -= g[2];
       if (vflag_either) {
         const double *r = vectors + 3 * p;
-        const double wp[9] = {-r[0] * g[0], -r[0] * g[1], -r[0] * g[2],
-                              -r[1] * g[0], -r[1] * g[1], -r[1] * g[2],
-                              -r[2] * g[0], -r[2] * g[1], -r[2] * g[2]};
+        const double wp[9] = {-r[0] * g[0], -r[0] * g[1], -r[0] * g[2], -r[1] * g[0], -r[1] * g[1],
+                              -r[1] * g[2], -r[2] * g[0], -r[2] * g[1], -r[2] * g[2]};
         if (vflag_global) {
           for (int c = 0; c < 9; c++) w[c] += wp[c];
         }
@@ -684,9 +681,8 @@ void PairAlchemical::accumulate(const alchem::EvaluationOutput &output)
       f[i][1] += fy;
       f[i][2] += fz;
       if (vflag_either) {
-        const double wp[9] = {x[i][0] * fx, x[i][0] * fy, x[i][0] * fz,
-                              x[i][1] * fx, x[i][1] * fy, x[i][1] * fz,
-                              x[i][2] * fx, x[i][2] * fy, x[i][2] * fz};
+        const double wp[9] = {x[i][0] * fx, x[i][0] * fy, x[i][0] * fz, x[i][1] * fx, x[i][1] * fy,
+                              x[i][1] * fz, x[i][2] * fx, x[i][2] * fy, x[i][2] * fz};
         if (vflag_global) {
           for (int c = 0; c < 9; c++) w[c] += wp[c];
         }
@@ -709,15 +705,15 @@ double PairAlchemical::memory_usage()
 {
   double bytes = Pair::memory_usage();
   bytes += static_cast<double>(candidate_first_.capacity() + candidate_second_.capacity()) *
-      sizeof(int32_t);
+           sizeof(int32_t);
   for (const auto &list : lists_) {
     bytes += static_cast<double>(list.selected.capacity() + list.previous_selected.capacity() +
                                  list.samples.capacity() + list.model_samples.capacity()) *
-        sizeof(int32_t);
+             sizeof(int32_t);
     bytes += static_cast<double>(list.vectors.capacity()) * sizeof(double);
   }
-  bytes += static_cast<double>(model_index_.capacity() + model_atoms_.capacity() +
-                               types_.capacity()) *
+  bytes +=
+      static_cast<double>(model_index_.capacity() + model_atoms_.capacity() + types_.capacity()) *
       sizeof(int32_t);
   bytes += static_cast<double>(positions_.capacity()) * sizeof(double);
   return bytes;

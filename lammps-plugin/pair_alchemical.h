@@ -47,11 +47,11 @@ class PairAlchemical : public Pair {
     double cutoff = 0.0;
     double cutoff2 = 0.0;
     bool full_list = true;
-    std::vector<int32_t> selected;           // candidate ids inside the cutoff
-    std::vector<int32_t> previous_selected;  // same, at the previous step
-    std::vector<int32_t> samples;            // n x 5: first, second, 0, 0, 0
-    std::vector<int32_t> model_samples;      // same, atoms numbered as in the model
-    std::vector<double> vectors;             // n x 3: x[second] - x[first]
+    std::vector<int32_t> selected;             // candidate ids inside the cutoff
+    std::vector<int32_t> previous_selected;    // same, at the previous step
+    std::vector<int32_t> samples;              // n x 5: first, second, 0, 0, 0
+    std::vector<int32_t> model_samples;        // same, atoms numbered as in the model
+    std::vector<double> vectors;               // n x 3: x[second] - x[first]
   };
 
   void allocate();
@@ -83,8 +83,8 @@ class PairAlchemical : public Pair {
   bigint last_build_ = -1;
   int last_nall_ = -1;
 
-  double cutoff_ = 0.0;        // neighbor/ghost cutoff asked from LAMMPS
-  bool ghost_centers_ = false;  // message passing: pairs between ghosts too
+  double cutoff_ = 0.0;           // neighbor/ghost cutoff asked from LAMMPS
+  bool ghost_centers_ = false;    // message passing: pairs between ghosts too
   bool per_atom_energy_ = false;
   std::set<std::string> warned_;    // torch warnings already in the log
 

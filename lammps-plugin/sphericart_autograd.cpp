@@ -31,8 +31,8 @@ using torch::autograd::variable_list;
 // versions).
 std::vector<at::Tensor> call(const std::string &name, const at::Tensor &xyz, int64_t l_max)
 {
-  auto op = c10::Dispatcher::singleton().findSchemaOrThrow(("sphericart_torch::" + name).c_str(),
-                                                            "");
+  auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow(("sphericart_torch::" + name).c_str(), "");
   torch::jit::Stack stack{xyz, l_max};
   op.callBoxed(&stack);
   std::vector<at::Tensor> result;
@@ -40,7 +40,8 @@ std::vector<at::Tensor> call(const std::string &name, const at::Tensor &xyz, int
     if (value.isTensor()) {
       result.push_back(value.toTensor());
     } else if (value.isTuple()) {
-      for (const auto &element : value.toTupleRef().elements()) result.push_back(element.toTensor());
+      for (const auto &element : value.toTupleRef().elements())
+        result.push_back(element.toTensor());
     }
   }
   return result;
@@ -187,15 +188,14 @@ void register_sphericart_autograd()
   static auto library = [] {
     auto library = std::make_unique<torch::Library>(torch::Library::IMPL, "sphericart_torch",
                                                     c10::DispatchKey::Autograd, __FILE__, __LINE__);
-    for (const char *name :
-         {"spherical_harmonics", "spherical_harmonics_with_gradients",
-          "spherical_harmonics_with_hessians", "solid_harmonics", "solid_harmonics_with_gradients",
-          "solid_harmonics_with_hessians"}) {
+    for (const char *name : {"spherical_harmonics", "spherical_harmonics_with_gradients",
+                             "spherical_harmonics_with_hessians", "solid_harmonics",
+                             "solid_harmonics_with_gradients", "solid_harmonics_with_hessians"}) {
       library->impl(name, torch::CppFunction::makeFromBoxedFunction<&autograd_kernel>());
     }
     return library;
   }();
-  (void) library;
+  (void)library;
 }
 
 }    // namespace alchem
