@@ -670,3 +670,23 @@ def test_architecture_is_registered():
     module = get_architecture("alchemical_model")
     assert get_architecture("experimental.alchemical_model") is module
     assert module.NAMES[0] == "alchemical_model"
+
+
+def test_inference_cache_follows_the_parameters(data_file, alloy):
+    """eval() caches the spline table and the folded first layer; train() and
+    load_state_dict keep the cache in step with the parameters."""
+    model = make(data_file)
+    training = evaluate(model, alloy)
+    model.eval()
+    assert model.architecture.cached
+    np.testing.assert_allclose(evaluate(model, alloy)["forces"], training["forces"])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not any("cache" in key for key in state)
+    state["architecture.compression"] *= 1.5
+    model.load_state_dict(state)  # in eval mode: the cache is refreshed
+    cached = evaluate(model, alloy)
+    model.train()
+    assert not model.architecture.cached
+    fresh = evaluate(model, alloy)
+    np.testing.assert_allclose(cached["energy"], fresh["energy"], rtol=1e-13)
+    assert abs(fresh["energy"][0] - training["energy"][0]) > 1e-6

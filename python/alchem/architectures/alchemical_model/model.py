@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from ...data import DatasetInfo
+from ...harmonics import SphericalHarmonics
 from . import basis
-from .harmonics import SphericalHarmonics
 
 RADIAL_HIDDEN = 32  # width of the per-(l, k) radial MLPs (upstream: 32)
 RADIAL_LAYERS = 3  # hidden layers of the per-(l, k) radial MLPs (upstream: 3)
@@ -74,6 +74,10 @@ class GroupedLinear(torch.nn.Module):
 
     def single(self, x: torch.Tensor, group: int) -> torch.Tensor:
         return x @ self.weight[group] + self.bias[group]
+
+
+def _refresh_after_load(module, incompatible_keys) -> None:
+    module.refresh_cache()
 
 
 class AlchemicalModel(torch.nn.Module):
@@ -246,6 +250,37 @@ class AlchemicalModel(torch.nn.Module):
         if self.normalize and self.contract_center_species:
             self.output_scale = 1.0 / math.sqrt(K)
 
+        # Inference cache: the spline table and the folded first layer depend on the
+        # parameters only. In eval mode they are computed once (on eval(), and again
+        # after load_state_dict) instead of on every call; train() drops them.
+        # Not persistent: never part of a checkpoint.
+        self.cached = False
+        for name in ("cache_c0", "cache_c1", "cache_c2", "cache_c3"):
+            self.register_buffer(name, torch.zeros(0), persistent=False)
+        for name in ("cache_weight", "cache_bias"):
+            self.register_buffer(name, torch.zeros(0), persistent=False)
+        self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.refresh_cache()
+        return self
+
+    @torch.jit.unused
+    def refresh_cache(self) -> None:
+        """Recompute (eval mode) or drop (training mode) the inference cache."""
+        if self.training:
+            self.cached = False
+            for name in ("c0", "c1", "c2", "c3", "weight", "bias"):
+                setattr(self, f"cache_{name}", getattr(self, f"cache_{name}")[:0])
+            return
+        with torch.no_grad():
+            c = self.spline_coefficients()
+            weight, bias = self.first_layer()
+        self.cache_c0, self.cache_c1, self.cache_c2, self.cache_c3 = c
+        self.cache_weight, self.cache_bias = weight, bias
+        self.cached = True
+
     # ------------------------------------------------------------------ radial
     def radial_table(self) -> torch.Tensor:
         """Values and r-derivatives of g_{k,nl} at the grid nodes: [G, 2, C]."""
@@ -326,9 +361,11 @@ class AlchemicalModel(torch.nn.Module):
         )
         t = (x - interval.to(x.dtype)).unsqueeze(1)
         row = elements * (self.n_nodes - 1) + interval
-        c0, c1, c2, c3 = [
-            c.split(self.column_sizes, dim=1) for c in self.spline_coefficients()
-        ]
+        if self.cached:
+            coefficients = [self.cache_c0, self.cache_c1, self.cache_c2, self.cache_c3]
+        else:
+            coefficients = self.spline_coefficients()
+        c0, c1, c2, c3 = [c.split(self.column_sizes, dim=1) for c in coefficients]
         result: list[torch.Tensor] = []
         for l in range(self.max_angular + 1):
             value = c3[l].index_select(0, row) * t + c2[l].index_select(0, row)
@@ -428,7 +465,10 @@ class AlchemicalModel(torch.nn.Module):
             species, edge_vectors, centers, neighbors
         )
         n_atoms = species.shape[0]
-        weight, bias = self.first_layer()
+        if self.cached:
+            weight, bias = self.cache_weight, self.cache_bias
+        else:
+            weight, bias = self.first_layer()
         weights = weight.split(self.triangle_sizes, dim=0)
         size = self.first_size
         column_sum = weight.sum(dim=0)
