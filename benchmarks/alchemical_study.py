@@ -105,6 +105,25 @@ def pairs(element_counts: list[int], pseudo: list[int]) -> list[list[dict]]:
     return slots
 
 
+def named_job(name: str) -> dict:
+    """soap_bpnn-N, alchemical-N, alchemical-N-K<k>, -le or -percentre."""
+    parts = name.split("-")
+    n = int(parts[1])
+    if parts[0] == "soap_bpnn":
+        return job(name, "soap_bpnn", n)
+    soap: dict = {}
+    for extra in parts[2:]:
+        if extra.startswith("K"):
+            soap["num_pseudo_species"] = int(extra[1:])
+        elif extra == "le":
+            soap["radial_basis_type"] = "le"
+        elif extra == "percentre":
+            soap["contract_center_species"] = False
+        else:
+            raise ValueError(f"unknown run {name}")
+    return job(name, "alchemical_model", n, {"soap": soap} if soap else None)
+
+
 def write_data(folder: str, n_elements: int, n_train: int, n_validation: int) -> None:
     from alchem.data.emt import write_emt_dataset
 
@@ -183,12 +202,16 @@ def train_pair(slot: list[dict], work: str, seconds: float) -> None:
         newest = _keep_newest_checkpoint(folder)
         if newest is None:
             raise RuntimeError(f"{run['name']}: no checkpoint; see {folder}/stdout.log")
-        subprocess.run(
-            [os.path.join(BIN, "alchem-export"), newest, "-o", "model.pt"],
-            cwd=folder,
-            check=True,
-            capture_output=True,
-        )
+        _export(newest, folder)
+
+
+def _export(checkpoint: str, folder: str) -> None:
+    subprocess.run(
+        [os.path.join(BIN, "alchem-export"), checkpoint, "-o", "model.pt"],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+    )
 
 
 def _keep_newest_checkpoint(folder: str) -> str | None:
@@ -287,6 +310,17 @@ def main(argv=None) -> None:
         help="folder for the data and the runs (reused: data is generated once)",
     )
     parser.add_argument("--output", default=os.path.join(RESULTS, "alchemical_study"))
+    parser.add_argument(
+        "--pairs",
+        default=None,
+        help="instead of the full study, e.g. 'soap_bpnn-7,alchemical-7-percentre'"
+        " (';' between slots)",
+    )
+    parser.add_argument(
+        "--skip-training",
+        action="store_true",
+        help="reuse the runs in --work: re-export them and measure again",
+    )
     args = parser.parse_args(argv)
 
     element_counts = [int(n) for n in args.elements.split(",")]
@@ -295,11 +329,22 @@ def main(argv=None) -> None:
     for n in sorted(set(element_counts) | {7}):
         write_data(os.path.join(args.work, f"data-{n}"), n, args.train, args.validation)
 
-    slots = pairs(element_counts, pseudo)
+    if args.pairs:
+        slots = [
+            [named_job(name) for name in slot.split(",")]
+            for slot in args.pairs.split(";")
+        ]
+    else:
+        slots = pairs(element_counts, pseudo)
     results = []
     for slot in slots:
         print("training " + " | ".join(r["name"] for r in slot), flush=True)
-        train_pair(slot, args.work, args.seconds)
+        if args.skip_training:
+            for run in slot:  # re-export with the current code, keep the metrics
+                folder = os.path.join(args.work, run["name"])
+                _export(_keep_newest_checkpoint(folder), folder)
+        else:
+            train_pair(slot, args.work, args.seconds)
         rows = {
             r["name"]: read_metrics(os.path.join(args.work, r["name"])) for r in slot
         }
@@ -343,11 +388,11 @@ def main(argv=None) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(results[0]))
         writer.writeheader()
         writer.writerows(results)
-    write_markdown(args, results, time.perf_counter() - started)
+    write_markdown(args, results, time.perf_counter() - started, argv)
     print(f"wrote {args.output}.csv and .md", flush=True)
 
 
-def write_markdown(args, results: list[dict], total: float) -> None:
+def write_markdown(args, results: list[dict], total: float, argv=None) -> None:
     columns = [
         ("name", "run"),
         ("elements", "elements"),
@@ -364,9 +409,9 @@ def write_markdown(args, results: list[dict], total: float) -> None:
     lines = [
         "# Alchemical Model vs SOAP-BPNN on EMT alloys",
         "",
-        f"Command: `.venv/bin/python benchmarks/alchemical_study.py --seconds "
-        f"{args.seconds:g} --train {args.train} --validation {args.validation}` "
-        f"({total / 60:.1f} min in all).",
+        "Command: `.venv/bin/python benchmarks/alchemical_study.py "
+        + " ".join(sys.argv[1:] if argv is None else argv)
+        + f"` ({total / 60:.1f} min).",
         "",
         "| " + " | ".join(title for _, title in columns) + " |",
         "|" + "---|" * len(columns),
