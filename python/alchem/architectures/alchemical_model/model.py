@@ -24,9 +24,13 @@ Per atom i with species a_i and neighbours j (r_ij = x_j - x_i, r = |r_ij|):
    ``contract_center_species``: e_i = sum_k W[k, a_i] MLP_k(P_i) with the K first
    layers fused into one matrix product; otherwise one MLP per element.
 
-P_l is symmetric, so the LayerNorm statistics and the first layer are computed on
-its upper triangle (each off-diagonal entry counted twice): this is exactly the
-model on all F features, with the same parameters, at half the multiply-adds.
+P_l is symmetric, so only its upper triangle is formed. The LayerNorm statistics of
+the full F features come from the densities (sum P_l = |sum_x c_x|^2, sum P_l^2 =
+|c^T c|_F^2), the LayerNorm affine and the first layer are folded onto the triangle
+(W_ab gamma_ab + W_ba gamma_ba), and the centring and division are applied after the
+first layer: this is exactly the model on all F features, with the same parameters,
+at half the multiply-adds of its largest product. In eval mode the spline table and
+the folded first layer are cached (they depend on the parameters only).
 """
 
 import math
