@@ -3,7 +3,6 @@
 import pytest
 import sphericart.torch
 import torch
-
 from alchem.harmonics import SphericalHarmonics
 from alchem.training import default_dtype
 
