@@ -10,7 +10,7 @@ from alchem.calculator import load_calculator
 from alchem.data import collate, structure_from_atoms
 from alchem.model import predict
 from alchem.training import load_checkpoint, model_from_checkpoint
-from conftest import run_cli, write_options
+from conftest import ARCHITECTURES, run_cli, write_options
 
 
 def test_training_writes_every_output(trained):
@@ -87,7 +87,7 @@ def test_alchem_eval_reports_errors_and_writes_predictions(trained, emt_dir, tmp
     assert frames[0].get_forces().shape == (len(frames[0]), 3)
 
 
-@pytest.mark.parametrize("architecture", ["soap_bpnn"])
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_restart_equals_uninterrupted_run(architecture, emt_dir, tmp_path):
     os.symlink(os.path.join(emt_dir, "train.xyz"), tmp_path / "train.xyz")
     training = {"num_epochs": 4, "checkpoint_interval": 2, "scheduler_patience": 0}
