@@ -1,6 +1,7 @@
 """``alchem-export model.ckpt -o model.pt``: export a checkpoint's best model."""
 
 import argparse
+import os
 
 
 def export_main(argv: list[str] | None = None) -> None:
@@ -22,6 +23,8 @@ def export_main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"-o {args.output}: the exported model must end in .pt")
     model, options = model_from_checkpoint(args.checkpoint, best=not args.last)
     extensions = export_model(model, options, args.output)
+    if not os.path.isdir(extensions):
+        extensions = "none needed"
     print(f"exported {args.output} (extensions in {extensions})")
 
 

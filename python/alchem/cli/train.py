@@ -57,6 +57,8 @@ def train_main(argv: list[str] | None = None) -> None:
 
     model, _ = train(options, args.options, run_dir, checkpoint, restart=args.restart)
     extensions = export_model(model, options, args.output)
+    if not os.path.isdir(extensions):
+        extensions = "none needed"
     log.info(
         "exported %s (extensions in %s), checkpoint %s",
         args.output,
