@@ -167,3 +167,10 @@ def export_model(model: EnergyModel, options: dict, path: str) -> str:
             elif os.path.exists(leftover):
                 os.remove(leftover)
     return extensions
+
+
+def describe_extensions(folder: str) -> str:
+    """For messages: where the model's extensions are, if it needs any."""
+    if os.path.isdir(folder):
+        return f"extensions in {folder}"
+    return "no extensions needed"

@@ -1,7 +1,6 @@
 """``alchem-export model.ckpt -o model.pt``: export a checkpoint's best model."""
 
 import argparse
-import os
 
 
 def export_main(argv: list[str] | None = None) -> None:
@@ -16,16 +15,14 @@ def export_main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from ..errors import ConfigError
-    from ..export import export_model
+    from ..export import describe_extensions, export_model
     from ..training import model_from_checkpoint
 
     if not args.output.endswith(".pt"):
         raise ConfigError(f"-o {args.output}: the exported model must end in .pt")
     model, options = model_from_checkpoint(args.checkpoint, best=not args.last)
     extensions = export_model(model, options, args.output)
-    if not os.path.isdir(extensions):
-        extensions = "none needed"
-    print(f"exported {args.output} (extensions in {extensions})")
+    print(f"exported {args.output} ({describe_extensions(extensions)})")
 
 
 def main(argv: list[str] | None = None) -> None:

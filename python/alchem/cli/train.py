@@ -52,17 +52,15 @@ def train_main(argv: list[str] | None = None) -> None:
     log = logging.getLogger("alchem")
     log.info("run folder: %s", run_dir)
 
-    from ..export import export_model
+    from ..export import describe_extensions, export_model
     from ..training import train
 
     model, _ = train(options, args.options, run_dir, checkpoint, restart=args.restart)
     extensions = export_model(model, options, args.output)
-    if not os.path.isdir(extensions):
-        extensions = "none needed"
     log.info(
-        "exported %s (extensions in %s), checkpoint %s",
+        "exported %s (%s), checkpoint %s",
         args.output,
-        extensions,
+        describe_extensions(extensions),
         checkpoint,
     )
 
