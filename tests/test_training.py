@@ -15,7 +15,7 @@ from conftest import ARCHITECTURES, run_cli, write_options
 
 def test_training_writes_every_output(trained):
     folder = trained["dir"]
-    for name in ("model.pt", "model.ckpt", "extensions"):
+    for name in ("model.pt", "model.ckpt"):
         assert os.path.exists(os.path.join(folder, name)), name
     run = os.path.join(folder, "run")
     for name in ("train.log", "metrics.csv", "options.yaml"):

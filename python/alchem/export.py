@@ -145,7 +145,7 @@ def atomistic_model(model: EnergyModel, options: dict) -> AtomisticModel:
 
 
 def export_model(model: EnergyModel, options: dict, path: str) -> str:
-    """Write ``path`` and the ``extensions/`` folder beside it; returns that folder.
+    """Write ``path`` (and ``extensions/`` beside it if needed); returns that folder.
 
     The file is written under a temporary name and renamed, so an existing model is
     never left half-written.
@@ -156,7 +156,7 @@ def export_model(model: EnergyModel, options: dict, path: str) -> str:
     tmp_extensions = tmp + "-extensions"
     try:
         atomistic_model(model, options).save(tmp, collect_extensions=tmp_extensions)
-        if os.path.isdir(tmp_extensions):
+        if os.path.isdir(tmp_extensions) and os.listdir(tmp_extensions):
             # merge: other models in the same folder may need other extensions
             shutil.copytree(tmp_extensions, extensions, dirs_exist_ok=True)
         os.replace(tmp, path)
@@ -171,6 +171,6 @@ def export_model(model: EnergyModel, options: dict, path: str) -> str:
 
 def describe_extensions(folder: str) -> str:
     """For messages: where the model's extensions are, if it needs any."""
-    if os.path.isdir(folder):
+    if os.path.isdir(folder) and os.listdir(folder):
         return f"extensions in {folder}"
     return "no extensions needed"
