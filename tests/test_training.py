@@ -194,3 +194,23 @@ def test_float32_training_exports_a_float32_model(emt_dir, tmp_path):
     np.testing.assert_allclose(
         atoms.get_forces(), expected["forces"].detach().numpy(), atol=1e-4
     )
+
+
+def test_selected_atoms_give_the_same_per_atom_energies(trained, emt_dir):
+    """Engines (LAMMPS) ask for the energies of some atoms only; the model then
+    treats only those as centres. Their energies must not change."""
+    from metatensor.torch import Labels
+    from metatomic.torch import ModelOutput
+
+    calculator = load_calculator(trained["model"])
+    frames = ase.io.read(os.path.join(emt_dir, "test.xyz"), ":2")
+    outputs = {"energy": ModelOutput(unit="eV", sample_kind="atom")}
+    full = calculator.run_model(frames, outputs)["energy"].block()
+    chosen = torch.tensor([[0, 3], [0, 17], [1, 0], [1, 31], [1, 5]])
+    subset = calculator.run_model(frames, outputs, Labels(["system", "atom"], chosen))
+    block = subset["energy"].block()
+    assert block.values.shape[0] == len(chosen)
+    lookup = {tuple(s.tolist()): i for i, s in enumerate(full.samples.values)}
+    for row, sample in enumerate(block.samples.values):
+        expected = full.values[lookup[tuple(sample.tolist())]]
+        torch.testing.assert_close(block.values[row], expected, rtol=1e-12, atol=1e-12)

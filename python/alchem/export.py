@@ -77,21 +77,37 @@ class MetatomicEnergyModel(torch.nn.Module):
             atom_index.append(torch.arange(n_atoms, device=device))
             offset += n_atoms
 
-        energies = self.model.atomic_energies(
-            torch.cat(numbers),
-            torch.cat(vectors),
-            torch.cat(centers),
-            torch.cat(neighbors),
-        )
+        all_numbers = torch.cat(numbers)
+        all_centers = torch.cat(centers)
+        all_neighbors = torch.cat(neighbors)
+        all_vectors = torch.cat(vectors)
         samples = torch.stack([torch.cat(system_index), torch.cat(atom_index)], dim=1)
-        if selected_atoms is not None:
+        if selected_atoms is None:
+            energies = self.model.atomic_energies(
+                all_numbers, all_vectors, all_centers, all_neighbors
+            )
+        else:
+            # Only the selected atoms are centres (in LAMMPS: the owned atoms, not
+            # the ghosts): put them first and drop the pairs of the others, so no
+            # feature or network is computed for an atom whose energy is not asked.
             selected = selected_atoms.values.to(samples.device)
-            # keep the atoms whose (system, atom) pair is in selected_atoms
             keys = samples[:, 0] * (offset + 1) + samples[:, 1]
             wanted = selected[:, 0] * (offset + 1) + selected[:, 1]
             mask = torch.isin(keys, wanted)
-            energies = energies[mask]
-            samples = samples[mask]
+            order = torch.cat([torch.nonzero(mask), torch.nonzero(~mask)]).reshape(-1)
+            position = torch.empty_like(order).scatter_(
+                0, order, torch.arange(order.shape[0], device=order.device)
+            )
+            kept = mask.index_select(0, all_centers)
+            n_centers = int(mask.sum().item())
+            energies = self.model.atomic_energies(
+                all_numbers.index_select(0, order),
+                all_vectors[kept],
+                position.index_select(0, all_centers[kept]),
+                position.index_select(0, all_neighbors[kept]),
+                n_centers,
+            )
+            samples = samples.index_select(0, order[:n_centers])
 
         properties = Labels("energy", torch.tensor([[0]], device=energies.device))
         if outputs["energy"].sample_kind == "atom":

@@ -30,11 +30,21 @@ class EnergyModel(torch.nn.Module):
         edge_vectors: torch.Tensor,
         centers: torch.Tensor,
         neighbors: torch.Tensor,
+        n_centers: int = -1,
     ) -> torch.Tensor:
-        """Energy of each atom (eV) from atomic numbers and edges r_ij = x_j - x_i."""
+        """Energy of each atom (eV) from atomic numbers and edges r_ij = x_j - x_i.
+
+        With ``n_centers >= 0`` only the first ``n_centers`` atoms are centres (every
+        edge starts at one of them) and only their energies are computed; the other
+        atoms are neighbours only (e.g. LAMMPS ghosts).
+        """
         species = self.type_to_index[numbers]
-        network = self.architecture(species, edge_vectors, centers, neighbors)
-        return network * self.energy_scale + self.composition[species]
+        if n_centers < 0:
+            n_centers = species.shape[0]
+        network = self.architecture(
+            species, edge_vectors, centers, neighbors, n_centers
+        )
+        return network * self.energy_scale + self.composition[species[:n_centers]]
 
 
 def fit_composition_and_scale(model: EnergyModel, structures: list[Structure]) -> None:

@@ -384,6 +384,7 @@ class AlchemicalModel(torch.nn.Module):
         edge_vectors: torch.Tensor,
         centers: torch.Tensor,
         neighbors: torch.Tensor,
+        n_centers: int,
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Upper triangles of the scaled P_l, one [n_atoms, T_l] per l, and the
         sums of the F features and of their squares per atom.
@@ -391,7 +392,7 @@ class AlchemicalModel(torch.nn.Module):
         The blocks are not concatenated: the first layer is a sum of per-l
         products, which keeps every tensor small and the backward passes free
         of full-size zero fills."""
-        n_atoms = species.shape[0]
+        n_atoms = n_centers  # features only for the centres
         n_edges = centers.shape[0]
         # Neighbour slots: edge e goes to slot centers[e] * M + (its rank among the
         # edges of centers[e]), M the largest neighbour count. Empty slots hold a
@@ -464,11 +465,17 @@ class AlchemicalModel(torch.nn.Module):
         edge_vectors: torch.Tensor,
         centers: torch.Tensor,
         neighbors: torch.Tensor,
+        n_centers: int = -1,
     ) -> torch.Tensor:
+        """Outputs of the first ``n_centers`` atoms (all atoms if negative); the
+        others only serve as neighbours."""
+        if n_centers < 0:
+            n_centers = species.shape[0]
         blocks, total, squares = self.power_spectrum(
-            species, edge_vectors, centers, neighbors
+            species, edge_vectors, centers, neighbors, n_centers
         )
-        n_atoms = species.shape[0]
+        n_atoms = n_centers
+        species = species[:n_centers]
         if self.cached:
             weight, bias = self.cache_weight, self.cache_bias
         else:

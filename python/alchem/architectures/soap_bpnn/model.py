@@ -93,8 +93,9 @@ class SoapBpnn(torch.nn.Module):
         edge_vectors: torch.Tensor,
         centers: torch.Tensor,
         neighbors: torch.Tensor,
+        n_centers: int,
     ) -> torch.Tensor:
-        n_atoms = species.shape[0]
+        n_atoms = n_centers  # features only for the centres
         distances = torch.linalg.norm(edge_vectors, dim=1)
         smooth = self.cutoff_function(distances)
         if self.use_scaling:
@@ -107,7 +108,8 @@ class SoapBpnn(torch.nn.Module):
         # density of neighbours of each species a around atom i: slot i * S + a
         slot = centers * self.n_species + species[neighbors]
         own_slot = (
-            torch.arange(n_atoms, device=species.device) * self.n_species + species
+            torch.arange(n_atoms, device=species.device) * self.n_species
+            + species[:n_atoms]
         )
 
         blocks: list[torch.Tensor] = []
@@ -138,10 +140,16 @@ class SoapBpnn(torch.nn.Module):
         edge_vectors: torch.Tensor,
         centers: torch.Tensor,
         neighbors: torch.Tensor,
+        n_centers: int = -1,
     ) -> torch.Tensor:
+        """Outputs of the first ``n_centers`` atoms (all atoms if negative); the
+        others only serve as neighbours."""
+        if n_centers < 0:
+            n_centers = species.shape[0]
         features = self.layernorm(
-            self.features(species, edge_vectors, centers, neighbors)
+            self.features(species, edge_vectors, centers, neighbors, n_centers)
         )
+        species = species[:n_centers]
         # one gather into species order, then contiguous chunks: the backward is one
         # scatter instead of one full-size scatter per species
         order = torch.argsort(species, stable=True)
