@@ -9,8 +9,10 @@ Run (from the repository root, after ``make plugin``; about 15 minutes on 2 core
    it, torch's allocations included, which LAMMPS' "Per MPI rank memory" line does not
    count) of short MD runs (one warm-up step, two timed steps, 1 MPI rank) of the
    default-size models of benchmarks/lammps_md.py (trained there, or here if missing)
-   on 256, 2048 and 16384 atoms (float64 at 16384 atoms only with ``--full``), and of
-   LAMMPS' EAM and SNAP for scale. Per atom: the slope between the two largest sizes
+   on 256, 2048 and 16384 atoms (float64 at 16384 atoms only with ``--full``), the
+   float32 ones also with glibc's malloc keeping freed memory (lammps_md.NO_MMAP), and
+   LAMMPS' EAM and SNAP for scale. A run whose estimated memory exceeds 80 % of
+   MemAvailable is skipped, and each runs under an address-space limit of 90 % of it. Per atom: the slope between the two largest sizes
    (KB/atom); the intercept is the fixed cost (LAMMPS, torch, the model).
 2. **RSS over a long run**: ``--steps`` (10000) NVE steps at 800 K of 256 atoms with
    small models (SOAP-BPNN, 2 elements, and Alchemical Model, 7 elements: cutoff 4 Å
@@ -48,11 +50,8 @@ SMALL = [
         "sb2-small",
         "soap_bpnn",
         "Cu,Ni",
-        {
-            "soap": {"cutoff": 4.0, "max_radial": 4, "max_angular": 3},
-            "bpnn": {"num_neurons_per_layer": 16},
-        },
-        "Cu Ni Cu Ni Cu Ni Cu",
+        lammps_md.SMALL_HYPERS,
+        lammps_md.SB2_ELEMENTS,
     ),
     (
         "am-small",
@@ -88,7 +87,7 @@ def variables(work: str, potential_or_model, data: str, potentials: str) -> list
     if isinstance(potential_or_model, tuple):  # (model file, elements)
         pair, (model, elements) = "pair.alchemical", potential_or_model
     else:
-        pair, elements, model = POTENTIALS[potential_or_model]
+        pair, elements, model, _ = POTENTIALS[potential_or_model]
     values = {
         "data": data,
         "pair": os.path.join(TEMPLATES, pair),
@@ -104,20 +103,20 @@ def variables(work: str, potential_or_model, data: str, potentials: str) -> list
 
 
 def peak_rss(work: str, potential: str, data: str, potentials: str) -> dict:
-    """Peak RSS (KB) of one short MD run, and its time."""
+    """Peak RSS (KB) of one short MD run (1 rank), and its time."""
+    _, _, model, extra_env = POTENTIALS[potential]
     binary, env = lammps_command()
+    env.update(extra_env)
     command = binary + ["-in", os.path.join(TEMPLATES, "in.md"), "-log", "none"]
     command += variables(work, potential, data, potentials)
-    warmup, steps = ("1", "2") if POTENTIALS[potential][2] else ("2", "10")
+    warmup, steps = ("1", "2") if model else ("2", "10")
     command += ["-var", "warmup", warmup, "-var", "steps", steps]
     started = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    available = lammps_md.memory_available()
+    status, output, usage = lammps_md.run_measured(
+        command, work, env, 3600, max(6 << 30, int(0.9 * available))
     )
-    output = process.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0 or "Loop time" not in output:
+    if status != 0 or "Loop time" not in output:
         tail = "\n".join(output.splitlines()[-20:])
         raise RuntimeError(f"{' '.join(command)} failed:\n{tail}")
     atoms = int(lammps_md.LOOP.findall(output)[-1][3])
@@ -125,6 +124,8 @@ def peak_rss(work: str, potential: str, data: str, potentials: str) -> dict:
         "potential": potential,
         "atoms": atoms,
         "peak_rss_kb": usage.ru_maxrss,
+        "user_s": round(usage.ru_utime, 1),
+        "sys_s": round(usage.ru_stime, 1),
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -245,14 +246,27 @@ def main() -> None:
         lammps_md.train(work, "sb2", "soap_bpnn", "Cu,Ni")
         for potential in (
             "EAM Cu-Ni",
-            "SNAP Cu (2J=8)",
-            "SOAP-BPNN 2 el. float32",
-            "SOAP-BPNN 2 el. float64",
-            "Alchemical Model 7 el. float32",
-            "Alchemical Model 7 el. float64",
+            lammps_md.SNAP,
+            lammps_md.SB32,
+            lammps_md.SB64,
+            lammps_md.SB32 + lammps_md.MALLOC,
+            lammps_md.AM32,
+            lammps_md.AM64,
+            lammps_md.AM32 + lammps_md.MALLOC,
         ):
             for n in sizes:
                 if n > 10000 and "float64" in potential and not args.full:
+                    continue
+                cutoff = lammps_md.model_cutoff(potential)
+                needed = lammps_md.memory_needed(
+                    potential, lammps_md.model_atoms(n, 1, cutoff), 1
+                )
+                available = lammps_md.memory_available()
+                if needed > 0.8 * available:
+                    log(
+                        f"{potential} {n} atoms skipped: needs about "
+                        f"{needed / 2**30:.1f} GiB, {available / 2**30:.1f} available"
+                    )
                     continue
                 row = peak_rss(work, potential, data[n], potentials)
                 peaks.append(row)
@@ -317,7 +331,7 @@ def main() -> None:
         writer = csv.writer(handle)
         writer.writerow(["kind", "name", "atoms_or_steps", "key", "value"])
         for row in peaks:
-            for key in ("peak_rss_kb", "seconds"):
+            for key in ("peak_rss_kb", "user_s", "sys_s", "seconds"):
                 writer.writerow(["peak", row["potential"], row["atoms"], key, row[key]])
         for row in long_rows:
             for key, value in row.items():
