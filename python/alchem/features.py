@@ -1,9 +1,8 @@
 """Pieces of the SOAP features shared by the architectures.
 
-Spherical harmonics come from sphericart-torch and radial bases from torch-spex (see
-``radial_basis``); what lives here is the glue those libraries do not provide: the
-smooth cutoff, the radial scaling, the density expansion summed into per-atom
-coefficients, and the power spectrum.
+Radial bases come from torch-spex and spherical harmonics from ``alchem.harmonics``;
+what lives here is the glue those do not provide: the smooth cutoff, the radial
+scaling and the zeros of the spherical Bessel functions.
 """
 
 import math
@@ -42,28 +41,6 @@ class RadialScaling(torch.nn.Module):
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         return self.rate / (self.rate + (r / self.scale) ** self.exponent)
-
-
-def upper_triangle_index(
-    n_channels: int, n_radial: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices into a flattened [(a n), (b n')] matrix keeping a <= b, and weights.
-
-    Off-diagonal species pairs (a < b) appear once with a factor sqrt(2), so the
-    Euclidean norm of the features is that of the full symmetric matrix.
-    """
-    index = []
-    weight = []
-    size = n_channels * n_radial
-    for a in range(n_channels):
-        for b in range(a, n_channels):
-            for n1 in range(n_radial):
-                for n2 in range(n_radial):
-                    index.append((a * n_radial + n1) * size + b * n_radial + n2)
-                    weight.append(1.0 if a == b else math.sqrt(2.0))
-    return torch.tensor(index, dtype=torch.int64), torch.tensor(
-        weight, dtype=torch.float64
-    )
 
 
 def laplacian_zeros(max_angular: int, n_radial: int) -> np.ndarray:
