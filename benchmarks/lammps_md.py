@@ -1,26 +1,31 @@
 """MD speed in LAMMPS: this project's models against LAMMPS' own potentials and ASE.
 
-Run (from the repository root, after ``make plugin``; about 15 minutes on 2 cores):
+Run (from the repository root, after ``make plugin``; 15-20 minutes on 2 cores):
 
     .venv/bin/python benchmarks/lammps_md.py [--quick] [--full] [--only SUBSTRING]
+                                             [--resume | --merge]
 
 What it does, in benchmarks/work/lammps_md/ (scratch, not committed):
 
 1. Trains, for one epoch on 20 generated EMT structures (32 atoms each), at default
    hyperparameters and float64: the Alchemical Model on 7 elements (Al Cu Ag Au Ni Pd
-   Pt) and SOAP-BPNN on 2 (Cu Ni) and on 7. One epoch only makes a valid model: its
-   cost per step does not depend on the weights. The float32 models are the float64
-   checkpoints' weights cast to float32 and exported (what ``base_precision: 32``
-   exports, with the same weights, so their forces can be compared).
+   Pt) and SOAP-BPNN on 2 (Cu Ni) and on 7, and a small SOAP-BPNN on 2 (SMALL_HYPERS).
+   One epoch only makes a valid model: its cost per step does not depend on the
+   weights. The float32 models are the float64 checkpoints' weights cast to float32
+   and exported (what ``base_precision: 32`` exports, with the same weights, so their
+   forces can be compared; ``alchem-export`` has no precision option).
 2. Writes cubic fcc alloys (a = 3.6 Angstrom) of 256, 2048 and 16384 atoms, 7 atom
    types at random (seed 0). Every potential runs on the same positions; its
    elements are mapped onto the 7 types (benchmarks/lammps/pair.*).
 3. Times NVE MD in LAMMPS (``lmp``, ``mpirun -np 2 lmp``), one torch thread per rank
    (``OMP_NUM_THREADS=1``), after a warm-up run that is not timed:
    microseconds per atom per step = Loop time / steps / atoms * 1e6 (wall time).
-   Also LAMMPS' "% CPU use" (CPU time / wall time: below 100 % the machine was
-   shared), and ``ALCHEM_LAMMPS_PROFILE`` timings of the plugin (ms per evaluation).
-   Short runs are repeated and the fastest is kept.
+   Also LAMMPS' "% CPU use" (user CPU time / wall time: below 100 %, kernel time or
+   a shared core), the process' user and kernel time and peak RSS (``wait4``), and
+   ``ALCHEM_LAMMPS_PROFILE`` timings of the plugin (ms per evaluation). Short runs
+   are repeated and the fastest is kept. The float32 default models also run with
+   glibc's malloc keeping freed memory (NO_MMAP, "+no-mmap malloc"): without it,
+   their large temporaries are page-faulted in afresh at every step.
 4. Times ASE MD (VelocityVerlet, 2 fs, alchem.calculator.load_calculator, one
    torch thread) of the same model.pt on the same structures (256 and 2048 atoms).
 5. Compares the forces of the float32 and float64 exports of the same weights
@@ -28,9 +33,12 @@ What it does, in benchmarks/work/lammps_md/ (scratch, not committed):
 
 Steps per run come from a rough cost estimate (EST_US below) so that a run lasts a
 few seconds, with at least 3 timed steps (2 for the default-size models at 16384
-atoms, which take tens of seconds per step). ``--quick`` skips 16384 atoms, ``--full``
-adds float64 and SOAP-BPNN-7 at 16384 atoms. Writes benchmarks/results/lammps_md.csv
-and lammps_md.md (tables and the target ratios).
+atoms, which take 7-30 s per step). ``--quick`` skips 16384 atoms, ``--full`` adds
+float64 and SOAP-BPNN-7 at 16384 atoms. A run that would not fit in the memory left
+is skipped (EST_MB_PER_MODEL_ATOM), and model runs get an address-space limit.
+Every run goes to a journal: ``--resume`` skips what it holds, ``--merge`` measures
+again and keeps the fastest. Writes benchmarks/results/lammps_md.csv, lammps_md.md
+(tables and the target ratios) and lammps_md_forces.csv.
 """
 
 import argparse
