@@ -277,7 +277,14 @@ def main() -> None:
                         f"{needed / 2**30:.1f} GiB, {available / 2**30:.1f} available"
                     )
                     continue
-                row = peak_rss(work, potential, data[n], potentials)
+                try:
+                    row = peak_rss(work, potential, data[n], potentials)
+                except RuntimeError as error:
+                    # e.g. the address-space limit: "can't allocate memory"
+                    lines = str(error).splitlines()
+                    reason = next((x for x in lines if "allocate" in x), lines[-1])
+                    log(f"{potential} {n} atoms failed: {reason.strip()[:200]}")
+                    continue
                 peaks.append(row)
                 log(
                     f"{potential:32s} {n:6d} atoms: peak RSS {row['peak_rss_kb'] / 1024:.0f} MB"
