@@ -209,8 +209,8 @@ def train(
     )
 
 
-def to_float32(checkpoint: str, output: str) -> None:
-    """Export a float64 checkpoint's best weights as a float32 model.
+def to_float32(checkpoint: str, output: str, bits: int = 32) -> None:
+    """Export a float64 checkpoint's best weights as a float32 (or float64) model.
 
     ``alchem-export`` keeps the checkpoint's precision; this casts the model and
     exports it as ``base_precision: 32`` would."""
@@ -219,8 +219,31 @@ def to_float32(checkpoint: str, output: str) -> None:
     from alchem.training import model_from_checkpoint
 
     model, options = model_from_checkpoint(checkpoint)
-    options = dict(options, base_precision=32)
-    export_model(model.to(torch.float32), options, output)
+    options = dict(options, base_precision=bits)
+    dtype = torch.float32 if bits == 32 else torch.float64
+    export_model(model.to(dtype), options, output)
+
+
+def reexport(work: str) -> None:
+    """Export every checkpoint of ``work`` again (after a change of the export
+    code: the exported file holds the model's code)."""
+    for name in ("am", "sb2", "sb7", "sb2-small", "am-small"):
+        checkpoint = os.path.join(work, f"{name}-f64.ckpt")
+        if not os.path.exists(checkpoint):
+            continue
+        for bits in (64, 32):
+            log(f"exporting {name} float{bits} again")
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--to-float32",
+                    checkpoint,
+                    os.path.join(work, f"{name}-f{bits}.pt"),
+                    str(bits),
+                ],
+                check=True,
+            )
 
 
 def write_structures(work: str, sizes: list[int]) -> dict[int, str]:
@@ -836,12 +859,19 @@ def main() -> None:
         help="measure again, keep the fastest of this and the journal's runs",
     )
     parser.add_argument("--output", default="lammps_md", help="results file stem")
+    parser.add_argument(
+        "--reexport",
+        action="store_true",
+        help="export the trained checkpoints again (after a change of alchem's export)",
+    )
     args = parser.parse_args()
 
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
     started = time.perf_counter()
     potentials = potentials_folder()
+    if args.reexport:
+        reexport(work)
     train(work, "am", "alchemical_model", SEVEN.replace(" ", ","))
     train(work, "sb2", "soap_bpnn", "Cu,Ni")
     train(work, "sb7", "soap_bpnn", SEVEN.replace(" ", ","))
@@ -1031,7 +1061,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--to-float32":
-        to_float32(sys.argv[2], sys.argv[3])
+        to_float32(
+            sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 32
+        )
     elif len(sys.argv) > 1 and sys.argv[1] == "--ase-worker":
         ase_worker(
             sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
