@@ -639,9 +639,11 @@ def report(rows: list[dict], agreement: dict, ghosts: dict, args) -> str:
             lines.append(f"| {potential} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Atoms each model evaluates per rank: its owned atoms and the ghosts within "
-        "the cutoff of one of them (the exported models evaluate the ghosts too; "
-        "the factor is over the owned atoms):",
+        "Atoms LAMMPS gives a model per rank: its owned atoms and the ghosts within "
+        "the cutoff of one of them (factor over the owned atoms). Models exported "
+        "since commit 529e786 compute features and energies for the owned atoms "
+        "only, ghosts are neighbours; before, every atom given was a centre "
+        "(results/lammps_md_ghosts.md):",
         "",
         "| atoms | cutoff Å | 1 rank | 2 ranks (per rank) |",
         "|---|---|---|---|",
@@ -1046,7 +1048,10 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     text = report(rows, agreement, ghosts, args)
-    text += f"\nTotal run time of the script: {time.perf_counter() - started:.0f} s.\n"
+    text += (
+        f"\nRun time of this invocation: {time.perf_counter() - started:.0f} s "
+        "(with --resume: only the runs it had to do).\n"
+    )
     with open(os.path.join(RESULTS, f"{args.output}.md"), "w") as handle:
         handle.write(text)
     if agreement:
