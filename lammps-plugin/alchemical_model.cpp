@@ -10,6 +10,7 @@
 #include <metatensor/torch.hpp>
 #include <metatomic/torch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -91,8 +92,10 @@ struct ModelData {
   torch::Tensor pbc;
   metatensor_torch::Labels xyz;
   metatensor_torch::Labels distance;
-  metatensor_torch::Labels selected_atoms;
+  // the owned atoms, one Labels per chunk
+  std::vector<metatensor_torch::Labels> selected_atoms;
   int64_t selected_atoms_count = -1;
+  int64_t selected_atoms_chunk = -1;
 
   // outputs kept alive between calls
   torch::Tensor position_gradient;
@@ -264,7 +267,7 @@ void AlchemicalModel::set_device(const std::string &requested, int local_rank)
   d.pbc = torch::zeros({3}, torch::TensorOptions().dtype(torch::kBool).device(d.device));
   d.xyz = metatensor_torch::LabelsHolder::create({"xyz"}, {{0}, {1}, {2}})->to(d.device);
   d.distance = metatensor_torch::LabelsHolder::create({"distance"}, {{0}})->to(d.device);
-  d.selected_atoms = {};
+  d.selected_atoms.clear();
   d.selected_atoms_count = -1;
   for (auto &cache : d.neighbors) cache.samples = {};
   d.device_set = true;
@@ -373,9 +376,6 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   auto types = torch::from_blob(const_cast<int32_t *>(input.types), {input.n_total}, i32)
                    .to(d.device, torch::kInt32, /*non_blocking=*/false, /*copy=*/true);
 
-  auto system =
-      torch::make_intrusive<metatomic_torch::SystemHolder>(types, positions, d.cell, d.pbc);
-
   for (size_t k = 0; k < d.neighbors.size(); k++) {
     auto &cache = d.neighbors[k];
     const auto &pairs = input.pairs[k];
@@ -404,97 +404,131 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
                           .to(d.device, d.dtype, /*non_blocking=*/false, /*copy=*/true);
     }
     if (input.need_gradients) cache.vectors.requires_grad_(true);
-
-    auto block = torch::make_intrusive<metatensor_torch::TensorBlockHolder>(
-        cache.vectors, cache.samples, std::vector<metatensor_torch::Labels>{d.xyz}, d.distance);
-    system->add_neighbor_list(cache.options, block);
   }
 
-  if (d.selected_atoms_count != input.n_local) {
-    auto values = torch::zeros({input.n_local, 2}, i32);
-    values.index_put_({torch::indexing::Slice(), 1}, torch::arange(input.n_local, i32));
-    d.selected_atoms =
-        torch::make_intrusive<metatensor_torch::LabelsHolder>(
-            std::vector<std::string>{"system", "atom"}, values, metatensor::assume_unique{})
-            ->to(d.device);
+  // the owned atoms, in chunks of at most `chunk` atoms (one chunk: all)
+  const int64_t chunk = input.chunk > 0 && input.chunk < input.n_local
+                            ? input.chunk
+                            : std::max<int64_t>(input.n_local, 1);
+  if (d.selected_atoms_count != input.n_local || d.selected_atoms_chunk != chunk) {
+    d.selected_atoms.clear();
+    int64_t first = 0;
+    do {
+      const int64_t n = std::min(chunk, input.n_local - first);
+      auto values = torch::zeros({n, 2}, i32);
+      values.index_put_({torch::indexing::Slice(), 1}, torch::arange(first, first + n, i32));
+      d.selected_atoms.push_back(
+          torch::make_intrusive<metatensor_torch::LabelsHolder>(
+              std::vector<std::string>{"system", "atom"}, values, metatensor::assume_unique{})
+              ->to(d.device));
+      first += n;
+    } while (first < input.n_local);
     d.selected_atoms_count = input.n_local;
+    d.selected_atoms_chunk = chunk;
   }
-  d.options->set_selected_atoms(d.selected_atoms);
   d.energy_output->set_sample_kind(input.per_atom_energy ? "atom" : "system");
 
+  output.energy = 0.0;
+  output.n_evaluations = 0;
   output.time_inputs = seconds_since(start);
-  start = std::chrono::steady_clock::now();
-
-  auto result =
-      d.model
-          .forward({std::vector<metatomic_torch::System>{system}, d.options, d.check_consistency})
-          .toGenericDict();
-  auto energy_map = result.at("energy").toCustomClass<metatensor_torch::TensorMapHolder>();
-  if (energy_map->keys()->count() != 1) {
-    throw std::runtime_error("the model returned an energy TensorMap with " +
-                             std::to_string(energy_map->keys()->count()) +
-                             " blocks, expected exactly one");
-  }
-  auto block = metatensor_torch::TensorMapHolder::block_by_id(energy_map, 0);
-  auto values = block->values();
-  auto total = values.sum();
-  output.energy = total.detach().to(torch::kCPU, torch::kFloat64).item<double>();
-
-  if (input.per_atom_energy) {
-    auto samples = block->samples();
-    auto names = samples->names();
-    if (names.size() != 2 || names[1] != "atom") {
-      throw std::runtime_error("the model did not return per-atom energies (samples are " +
-                               join(names, ", ") + ")");
-    }
-    auto sample_values = samples->values().to(torch::kCPU, torch::kInt32).contiguous();
-    auto energies = values.detach().reshape({-1}).to(torch::kCPU, torch::kFloat64).contiguous();
-    if (energies.size(0) != sample_values.size(0)) {
-      throw std::runtime_error("the model returned more than one energy per atom");
-    }
-    output.atom_energies.assign(static_cast<size_t>(input.n_local), 0.0);
-    const auto *atoms = sample_values.data_ptr<int32_t>();
-    const auto *energy = energies.data_ptr<double>();
-    for (int64_t i = 0; i < energies.size(0); i++) {
-      const int32_t atom = atoms[2 * i + 1];
-      if (atom < 0 || atom >= input.n_local) {
-        throw std::runtime_error("the model returned a per-atom energy for atom " +
-                                 std::to_string(atom) + ", which was not selected");
-      }
-      output.atom_energies[static_cast<size_t>(atom)] += energy[i];
-    }
-  }
-
-  output.time_forward = seconds_since(start);
+  output.time_forward = 0.0;
   output.time_backward = 0.0;
-  start = std::chrono::steady_clock::now();
   output.pair_gradients.assign(d.neighbors.size(), nullptr);
   output.position_gradients = nullptr;
+  if (input.per_atom_energy) output.atom_energies.assign(static_cast<size_t>(input.n_local), 0.0);
+  // gradients summed over the chunks, float64 on the model device
+  torch::Tensor position_gradient;
+  std::vector<torch::Tensor> pair_gradients(d.neighbors.size());
   d.position_gradient = torch::Tensor();
   for (auto &cache : d.neighbors) cache.gradient = torch::Tensor();
 
-  if (!input.need_gradients || !total.requires_grad()) {
-    output.warnings = std::move(warnings.messages);
-    return;
+  for (const auto &selected_atoms : d.selected_atoms) {
+    start = std::chrono::steady_clock::now();
+    // a new system for every evaluation (a model may attach data to it); the
+    // same leaf tensors, whose gradients of each chunk are summed below
+    auto system =
+        torch::make_intrusive<metatomic_torch::SystemHolder>(types, positions, d.cell, d.pbc);
+    for (auto &cache : d.neighbors) {
+      auto block = torch::make_intrusive<metatensor_torch::TensorBlockHolder>(
+          cache.vectors, cache.samples, std::vector<metatensor_torch::Labels>{d.xyz}, d.distance);
+      system->add_neighbor_list(cache.options, block);
+    }
+    d.options->set_selected_atoms(selected_atoms);
+    output.time_inputs += seconds_since(start);
+    start = std::chrono::steady_clock::now();
+
+    auto result =
+        d.model
+            .forward({std::vector<metatomic_torch::System>{system}, d.options, d.check_consistency})
+            .toGenericDict();
+    auto energy_map = result.at("energy").toCustomClass<metatensor_torch::TensorMapHolder>();
+    if (energy_map->keys()->count() != 1) {
+      throw std::runtime_error("the model returned an energy TensorMap with " +
+                               std::to_string(energy_map->keys()->count()) +
+                               " blocks, expected exactly one");
+    }
+    auto block = metatensor_torch::TensorMapHolder::block_by_id(energy_map, 0);
+    auto values = block->values();
+    auto total = values.sum();
+    output.energy += total.detach().to(torch::kCPU, torch::kFloat64).item<double>();
+    output.n_evaluations++;
+
+    if (input.per_atom_energy) {
+      auto samples = block->samples();
+      auto names = samples->names();
+      if (names.size() != 2 || names[1] != "atom") {
+        throw std::runtime_error("the model did not return per-atom energies (samples are " +
+                                 join(names, ", ") + ")");
+      }
+      auto sample_values = samples->values().to(torch::kCPU, torch::kInt32).contiguous();
+      auto energies = values.detach().reshape({-1}).to(torch::kCPU, torch::kFloat64).contiguous();
+      if (energies.size(0) != sample_values.size(0)) {
+        throw std::runtime_error("the model returned more than one energy per atom");
+      }
+      const auto *atoms = sample_values.data_ptr<int32_t>();
+      const auto *energy = energies.data_ptr<double>();
+      for (int64_t i = 0; i < energies.size(0); i++) {
+        const int32_t atom = atoms[2 * i + 1];
+        if (atom < 0 || atom >= input.n_local) {
+          throw std::runtime_error("the model returned a per-atom energy for atom " +
+                                   std::to_string(atom) + ", which was not selected");
+        }
+        output.atom_energies[static_cast<size_t>(atom)] += energy[i];
+      }
+    }
+    output.time_forward += seconds_since(start);
+
+    if (!input.need_gradients || !total.requires_grad()) continue;
+    start = std::chrono::steady_clock::now();
+    std::vector<torch::Tensor> inputs = {positions};
+    for (auto &cache : d.neighbors) inputs.push_back(cache.vectors);
+    auto gradients = torch::autograd::grad({total}, inputs, /*grad_outputs=*/{},
+                                           /*retain_graph=*/false, /*create_graph=*/false,
+                                           /*allow_unused=*/true);
+    auto add = [](torch::Tensor &sum, const torch::Tensor &gradient) {
+      if (!gradient.defined() || gradient.numel() == 0) return;
+      if (sum.defined()) {
+        sum.add_(gradient.detach());
+      } else {
+        sum = gradient.detach().to(torch::kFloat64, /*non_blocking=*/false, /*copy=*/true);
+      }
+    };
+    add(position_gradient, gradients[0]);
+    for (size_t k = 0; k < d.neighbors.size(); k++) add(pair_gradients[k], gradients[k + 1]);
+    output.time_backward += seconds_since(start);
   }
 
-  std::vector<torch::Tensor> inputs = {positions};
-  for (auto &cache : d.neighbors) inputs.push_back(cache.vectors);
-  auto gradients = torch::autograd::grad({total}, inputs, /*grad_outputs=*/{},
-                                         /*retain_graph=*/false, /*create_graph=*/false,
-                                         /*allow_unused=*/true);
-
-  if (gradients[0].defined()) {
-    d.position_gradient = gradients[0].detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  start = std::chrono::steady_clock::now();
+  if (position_gradient.defined()) {
+    d.position_gradient = position_gradient.to(torch::kCPU).contiguous();
     output.position_gradients = d.position_gradient.data_ptr<double>();
   }
   for (size_t k = 0; k < d.neighbors.size(); k++) {
-    auto &gradient = gradients[k + 1];
-    if (!gradient.defined() || gradient.numel() == 0) continue;
-    d.neighbors[k].gradient = gradient.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    if (!pair_gradients[k].defined()) continue;
+    d.neighbors[k].gradient = pair_gradients[k].to(torch::kCPU).contiguous();
     output.pair_gradients[k] = d.neighbors[k].gradient.data_ptr<double>();
   }
-  output.time_backward = seconds_since(start);
+  output.time_backward += seconds_since(start);
 
   check_autograd_warnings(warnings.messages);
   output.warnings = std::move(warnings.messages);

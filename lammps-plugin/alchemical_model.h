@@ -42,6 +42,11 @@ struct EvaluationInput {
   std::vector<PairsInput> pairs;        // one per neighbor_lists() entry
   bool per_atom_energy = false;
   bool need_gradients = true;
+  // evaluate the owned atoms in chunks of at most this many selected atoms,
+  // each with its own forward and backward pass, gradients summed (<= 0: all
+  // at once). Exact, the energy being a sum over the selected atoms; bounds
+  // the model's temporaries.
+  int64_t chunk = 0;
 };
 
 struct EvaluationOutput {
@@ -56,6 +61,9 @@ struct EvaluationOutput {
   // warnings torch raised during this call (other than the ones that are
   // turned into errors), for the log
   std::vector<std::string> warnings;
+
+  // evaluations (chunks) of this call
+  int64_t n_evaluations = 0;
 
   // wall-clock seconds of this call: inputs to torch, forward, backward
   double time_inputs = 0.0;

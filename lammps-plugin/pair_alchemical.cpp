@@ -28,10 +28,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 using namespace LAMMPS_NS;
 
@@ -86,7 +91,43 @@ double seconds_since(std::chrono::steady_clock::time_point start)
 
 const char *const USAGE =
     "pair_style alchemical <model.pt> [device cpu|cuda|cuda:N] [extensions <dir>|none] "
-    "[check_consistency on|off] [threads <N>]";
+    "[check_consistency on|off] [threads <N>] [chunk <N>|all] [malloc_reuse on|off]";
+
+// default of the chunk keyword: owned atoms per forward + backward pass of the
+// model (see docs/lammps.md for the measurements behind it)
+const int DEFAULT_CHUNK = 1024;
+
+// glibc's malloc serves blocks of more than 128 KB-32 MB with mmap and gives
+// them back to the kernel when freed: the model's large temporaries are then
+// page-faulted in, zero-filled, at every step (a third to a half of the time
+// of the default models at 16384 atoms). `malloc_reuse on` (the default) makes
+// malloc keep freed memory in the process and reuse it: no mmap (blocks come
+// from the heap), no trimming of the heap's top, which grows in steps of
+// 64 MB. This applies to the whole process, and is undone by a later
+// pair_style alchemical with `malloc_reuse off`. Returns false where malloc is
+// not glibc's (nothing done).
+bool malloc_reuse(bool on)
+{
+#ifdef __GLIBC__
+  static bool set = false;
+  if (on && !set) {
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, -1);    // -1: never trim
+    mallopt(M_TOP_PAD, 64 << 20);
+    set = true;
+  } else if (!on && set) {
+    // glibc's defaults (the dynamic mmap threshold can not be restored)
+    mallopt(M_MMAP_MAX, 65536);
+    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+    mallopt(M_TOP_PAD, 128 * 1024);
+    set = false;
+  }
+  return true;
+#else
+  (void)on;
+  return false;
+#endif
+}
 
 }    // namespace
 
@@ -146,14 +187,17 @@ void PairAlchemical::settings(int narg, char **arg)
   bool extensions_given = false;
   bool check_consistency = false;
   int threads = 0;
+  bool reuse = true;
+  chunk_ = DEFAULT_CHUNK;
 
   for (int iarg = 1; iarg < narg; iarg += 2) {
     const std::string keyword = arg[iarg];
     if (keyword != "device" && keyword != "extensions" && keyword != "check_consistency" &&
-        keyword != "threads") {
+        keyword != "threads" && keyword != "chunk" && keyword != "malloc_reuse") {
       error->all(FLERR,
                  "pair_style alchemical: unknown keyword '{}'; valid keywords are device, "
-                 "extensions, check_consistency and threads ({})",
+                 "extensions, check_consistency and threads, and for memory and speed chunk "
+                 "and malloc_reuse ({})",
                  keyword, USAGE);
     }
     if (iarg + 1 >= narg) {
@@ -176,6 +220,29 @@ void PairAlchemical::settings(int narg, char **arg)
     } else if (keyword == "threads") {
       threads = utils::inumeric(FLERR, value, false, lmp);
       if (threads < 1) error->all(FLERR, "pair_style alchemical: threads must be at least 1");
+    } else if (keyword == "chunk") {
+      if (value == "all") {
+        chunk_ = 0;
+      } else {
+        char *end = nullptr;
+        errno = 0;
+        const long n = std::strtol(value.c_str(), &end, 10);
+        if (value.empty() || *end != '\0' || errno != 0 || n < 1 || n > MAXSMALLINT) {
+          error->all(FLERR,
+                     "pair_style alchemical: invalid value '{}' for keyword 'chunk', expected a "
+                     "number of atoms N >= 1 (atoms per evaluation of the model) or 'all'",
+                     value);
+        }
+        chunk_ = static_cast<int>(n);
+      }
+    } else if (keyword == "malloc_reuse") {
+      if (value != "on" && value != "off" && value != "yes" && value != "no") {
+        error->all(FLERR,
+                   "pair_style alchemical: invalid value '{}' for keyword 'malloc_reuse', "
+                   "expected on or off",
+                   value);
+      }
+      reuse = value == "on" || value == "yes";
     }
   }
 
@@ -213,6 +280,8 @@ void PairAlchemical::settings(int narg, char **arg)
   MPI_Comm_rank(local, &local_rank);
   MPI_Comm_free(&local);
 
+  const bool glibc = malloc_reuse(reuse);
+
   model_.reset();
   try {
     auto model = std::make_unique<alchem::AlchemicalModel>(model_path_, extensions);
@@ -249,6 +318,17 @@ void PairAlchemical::settings(int narg, char **arg)
     message += fmt::format("  device {}, dtype {}, {} torch thread(s) per rank", model_->device(),
                            model_->dtype(), alchem::AlchemicalModel::num_threads());
     if (!extensions.empty()) message += fmt::format(", extensions from {}", extensions);
+    message += chunk_ > 0 ? fmt::format("\n  chunk {}: at most {} owned atoms per evaluation of "
+                                        "the model",
+                                        chunk_, chunk_)
+                          : std::string("\n  chunk all: all owned atoms in one evaluation");
+    if (!glibc) {
+      message += "; malloc_reuse: not glibc's malloc, nothing done";
+    } else {
+      message += reuse ? "; malloc_reuse on: freed memory is kept for reuse (glibc malloc: no "
+                         "mmap, no trim)"
+                       : "; malloc_reuse off";
+    }
     message += fmt::format("\n  model units: length {}, energy {}; LAMMPS units {} ({}, {})\n",
                            model_->length_unit(), model_->energy_unit(), unit_style_, units.first,
                            units.second);
@@ -541,6 +621,7 @@ void PairAlchemical::compute(int eflag, int vflag)
   input.types = types_.data();
   input.per_atom_energy = eflag_atom != 0;
   input.need_gradients = true;
+  input.chunk = chunk_;
   for (size_t k = 0; k < lists_.size(); k++) {
     auto &pairs = input.pairs[k];
     pairs.n_pairs = static_cast<int64_t>(lists_[k].selected.size());
@@ -568,6 +649,7 @@ void PairAlchemical::compute(int eflag, int vflag)
   accumulate(*output_);
   if (profile_) {
     profile_calls_++;
+    profile_evaluations_ += output_->n_evaluations;
     profile_times_[0] += time_pairs;
     profile_times_[1] += output_->time_inputs;
     profile_times_[2] += output_->time_forward;
@@ -585,11 +667,14 @@ void PairAlchemical::finish()
   utils::logmesg(lmp,
                  "pair_style alchemical on rank {}: {} evaluations, ms per evaluation: "
                  "pairs {:.3f}, inputs {:.3f}, forward {:.3f}, backward {:.3f}, "
-                 "forces/virial {:.3f}, total {:.3f}\n",
+                 "forces/virial {:.3f}, total {:.3f}; {:.1f} model evaluation(s) (chunks) per "
+                 "step\n",
                  comm->me, profile_calls_, 1e3 * profile_times_[0] / n, 1e3 * profile_times_[1] / n,
                  1e3 * profile_times_[2] / n, 1e3 * profile_times_[3] / n,
-                 1e3 * profile_times_[4] / n, 1e3 * total / n);
+                 1e3 * profile_times_[4] / n, 1e3 * total / n,
+                 static_cast<double>(profile_evaluations_) / n);
   profile_calls_ = 0;
+  profile_evaluations_ = 0;
   for (double &t : profile_times_) t = 0.0;
 }
 

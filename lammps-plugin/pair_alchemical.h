@@ -5,6 +5,7 @@
 
      pair_style alchemical model.pt [device cpu|cuda|cuda:N]
                 [extensions DIR|none] [check_consistency on|off] [threads N]
+                [chunk N|all] [malloc_reuse on|off]
      pair_coeff * * Cu Ni Pt ...   (one element per LAMMPS atom type)
 ------------------------------------------------------------------------- */
 
@@ -86,12 +87,14 @@ class PairAlchemical : public Pair {
   double cutoff_ = 0.0;           // neighbor/ghost cutoff asked from LAMMPS
   bool ghost_centers_ = false;    // message passing: pairs between ghosts too
   bool per_atom_energy_ = false;
+  int chunk_ = 0;                   // owned atoms per evaluation of the model, 0: all
   std::set<std::string> warned_;    // torch warnings already in the log
 
   // time spent in each part of compute(), printed by finish() when the
   // environment variable ALCHEM_LAMMPS_PROFILE is set
   bool profile_ = false;
   bigint profile_calls_ = 0;
+  bigint profile_evaluations_ = 0;
   double profile_times_[5] = {0.0, 0.0, 0.0, 0.0, 0.0};
 };
 

@@ -346,3 +346,30 @@ def export_sphericart_model(folder, sphericart) -> str:
     atoms = fcc_alloy((2, 2, 2), 3.6, [28, 29], seed=5)
     write_data(folder / "structure.data", atoms, [28, 29])
     return path
+
+
+@pytest.mark.parametrize("value", ["0", "-4", "many", "2.5", "1e3"])
+def test_invalid_chunk(folder, value):
+    _fails_with(
+        folder,
+        _script(pair_style=f"alchemical model.pt chunk {value}"),
+        f"invalid value '{value}' for keyword 'chunk'",
+        "expected a number of atoms N >= 1",
+        "or 'all'",
+    )
+
+
+def test_invalid_malloc_reuse(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical model.pt malloc_reuse always"),
+        "invalid value 'always' for keyword 'malloc_reuse', expected on or off",
+    )
+
+
+def test_chunk_without_value(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical model.pt threads 1 chunk"),
+        "missing value after keyword 'chunk'",
+    )
