@@ -95,6 +95,25 @@ class SoapBpnn(torch.nn.Module):
         neighbors: torch.Tensor,
         n_centers: int,
     ) -> torch.Tensor:
+        """The [n_centers, n_features] power spectrum, atoms in their own order."""
+        row = torch.arange(n_centers, device=species.device)
+        blocks = self.feature_blocks(
+            species, edge_vectors, centers, neighbors, n_centers, row
+        )
+        return torch.cat(blocks, dim=1)
+
+    def feature_blocks(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int,
+        row: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """Power spectrum of the first ``n_centers`` atoms, one [n_centers, pairs *
+        n * n] block per l; atom i's features are in row ``row[i]`` (a permutation
+        of 0..n_centers-1)."""
         n_atoms = n_centers  # features only for the centres
         distances = torch.linalg.norm(edge_vectors, dim=1)
         smooth = self.cutoff_function(distances)
@@ -106,11 +125,8 @@ class SoapBpnn(torch.nn.Module):
         )
         harmonics_per_l = self.spherical_harmonics(edge_vectors)
         # density of neighbours of each species a around atom i: slot i * S + a
-        slot = centers * self.n_species + species[neighbors]
-        own_slot = (
-            torch.arange(n_atoms, device=species.device) * self.n_species
-            + species[:n_atoms]
-        )
+        slot = row.index_select(0, centers) * self.n_species + species[neighbors]
+        own_slot = row * self.n_species + species[:n_atoms]
 
         blocks: list[torch.Tensor] = []
         for l, harmonics_l in enumerate(harmonics_per_l):
@@ -132,7 +148,7 @@ class SoapBpnn(torch.nn.Module):
             )
             power = power * (self.pair_weight / math.sqrt(2 * l + 1))
             blocks.append(power.reshape(n_atoms, -1))
-        return torch.cat(blocks, dim=1)
+        return blocks
 
     def forward(
         self,
@@ -146,19 +162,57 @@ class SoapBpnn(torch.nn.Module):
         others only serve as neighbours."""
         if n_centers < 0:
             n_centers = species.shape[0]
-        features = self.layernorm(
-            self.features(species, edge_vectors, centers, neighbors, n_centers)
-        )
         species = species[:n_centers]
-        # one gather into species order, then contiguous chunks: the backward is one
-        # scatter instead of one full-size scatter per species
+        # The features are built directly in centre-species order (row[i] is atom
+        # i's row), so each species' MLP reads a contiguous block: no gather or
+        # scatter of the [atoms x features] matrix in any of the backward passes.
         order = torch.argsort(species, stable=True)
+        row = torch.empty_like(order).index_copy_(
+            0, order, torch.arange(n_centers, device=species.device)
+        )
         counts: list[int] = torch.bincount(species, minlength=self.n_species).tolist()
-        chunks = torch.split(features[order], counts)
+        blocks = self.feature_blocks(
+            species, edge_vectors, centers, neighbors, n_centers, row
+        )
+        # LayerNorm folded into each first layer (as in the Alchemical Model):
+        # W (g (x - mean) / std + b) + c = (x W'^T - mean W'1) / std + W b + c with
+        # W' = W g, and the per-l blocks are never concatenated. The [atoms x
+        # features] matrix then only meets one sum, one sum of squares and one
+        # product per block and species: in the double backward of force training
+        # this avoids the full-size zero fills of cat, gathers and LayerNorm.
+        norm = self.layernorm
+        if isinstance(norm, torch.nn.LayerNorm):
+            total = blocks[0].sum(dim=1, keepdim=True)
+            squares = blocks[0].pow(2).sum(dim=1, keepdim=True)
+            for block in blocks[1:]:
+                total = total + block.sum(dim=1, keepdim=True)
+                squares = squares + block.pow(2).sum(dim=1, keepdim=True)
+            mean = total / self.n_features
+            variance = torch.clamp(squares / self.n_features - mean * mean, min=0.0)
+            inverse_std = torch.rsqrt(variance + norm.eps)
+            gain, shift = norm.weight, norm.bias
+        else:
+            mean = torch.zeros_like(blocks[0][:, :1])
+            inverse_std = torch.ones_like(mean)
+            gain, shift = None, None
+        # rows of each species, per l block
+        chunks = [block.split(counts) for block in blocks]
+        means = mean.split(counts)
+        scales = inverse_std.split(counts)
+        block_size = blocks[0].shape[1]
         outputs: list[torch.Tensor] = []
         for index, network in enumerate(self.networks):
-            outputs.append(network(chunks[index]).reshape(-1))
-        energies = torch.empty(
-            species.shape, dtype=features.dtype, device=features.device
-        )
-        return energies.index_put((order,), torch.cat(outputs))
+            first = network[0]
+            weight, bias = first.weight, first.bias
+            if gain is not None and shift is not None:
+                bias = torch.addmv(bias, weight, shift)
+                weight = weight * gain
+            hidden = -means[index] * weight.sum(dim=1)
+            for l, part in enumerate(weight.split(block_size, dim=1)):
+                hidden = torch.addmm(hidden, chunks[l][index], part.t())
+            hidden = torch.addcmul(bias, hidden, scales[index])
+            for position, layer in enumerate(network):
+                if position > 0:
+                    hidden = layer(hidden)
+            outputs.append(hidden.reshape(-1))
+        return torch.cat(outputs).index_select(0, row)

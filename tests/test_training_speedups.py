@@ -1,0 +1,143 @@
+"""The restructured SOAP-BPNN maths (features built in species order, batched over
+l, LayerNorm folded into the first layers) equals the straightforward computation:
+per-l density and power spectrum, torch's LayerNorm, one MLP per centre element.
+Energies, forces, virials and the parameter gradients of a force-training loss."""
+
+import math
+
+import pytest
+import torch
+from alchem.data import DatasetInfo, collate
+from alchem.data.dataset import structure_from_atoms
+from alchem.data.emt import generate_emt_structures
+from alchem.model import predict
+from alchem.options import expand_options
+from alchem.training import build_model
+
+TYPES = [28, 29, 46, 78]
+
+
+def reference_network(net, species, vectors, centers, neighbors) -> torch.Tensor:
+    """SOAP-BPNN network output per atom, written out the plain way."""
+    n_atoms, n_species = species.shape[0], net.n_species
+    r = torch.linalg.norm(vectors, dim=1)
+    smooth = net.cutoff_function(r)
+    if net.use_scaling:
+        smooth = smooth * net.radial_scaling(r)
+    radial = torch.cat(net.radial(r), dim=1) * net.damping * smooth.unsqueeze(1)
+    radial = radial.reshape(-1, net.max_angular + 1, net.n_radial)
+    harmonics = net.spherical_harmonics(vectors)
+    blocks = []
+    for l in range(net.max_angular + 1):
+        density = torch.zeros(
+            n_atoms, n_species, net.n_radial, 2 * l + 1, dtype=vectors.dtype
+        )
+        per_edge = radial[:, l].unsqueeze(2) * harmonics[l].unsqueeze(1)
+        density = density.index_put(
+            (centers, species[neighbors]), per_edge, accumulate=True
+        )
+        if l == 0:
+            own = net.center_density.reshape(1, -1, 1).expand(n_atoms, -1, 1)
+            density = density.index_put(
+                (torch.arange(n_atoms), species), own, accumulate=True
+            )
+        pairs = []
+        for a in range(n_species):
+            for b in range(a, n_species):
+                weight = 1.0 if a == b else math.sqrt(2.0)
+                p = torch.einsum("inm,ikm->ink", density[:, a], density[:, b])
+                pairs.append(p * weight / math.sqrt(2 * l + 1))
+        blocks.append(torch.stack(pairs, dim=1).reshape(n_atoms, -1))
+    features = net.layernorm(torch.cat(blocks, dim=1))
+    energies = torch.zeros(n_atoms, dtype=features.dtype)
+    for a, network in enumerate(net.networks):
+        mask = species == a
+        energies = energies.masked_scatter(mask, network(features[mask]).reshape(-1))
+    return energies
+
+
+def make_model(emt_dir: str, layernorm: bool, scaling: bool):
+    model = {
+        "soap": {"cutoff": 4.5, "max_radial": 4, "max_angular": 3},
+        "bpnn": {"layernorm": layernorm, "num_neurons_per_layer": 8},
+    }
+    if not scaling:
+        model["soap"]["radial_scaling"] = {"None": {}}
+    options = expand_options(
+        {
+            "architecture": {"name": "soap_bpnn", "model": model},
+            "training_set": f"{emt_dir}/train.xyz",
+        },
+        "test",
+    )
+    torch.manual_seed(0)
+    built = build_model(options, DatasetInfo(TYPES, 30.0))
+    with torch.no_grad():  # a non-trivial LayerNorm affine
+        if layernorm:
+            built.architecture.layernorm.weight.uniform_(0.5, 1.5)
+            built.architecture.layernorm.bias.uniform_(-0.2, 0.2)
+        built.energy_scale.fill_(0.7)
+    return built
+
+
+@pytest.fixture(scope="module")
+def batch():
+    frames = generate_emt_structures(3, elements=("Cu", "Ni", "Pd", "Pt"), seed=7)
+    # one element missing from a cell and an empty species block in the batch
+    frames[1].numbers[frames[1].numbers == 46] = 29
+    return collate([structure_from_atoms(a, 4.5) for a in frames])
+
+
+@pytest.mark.parametrize("layernorm,scaling", [(True, True), (False, False)])
+def test_optimised_soap_bpnn_equals_reference(emt_dir, batch, layernorm, scaling):
+    model = make_model(emt_dir, layernorm, scaling)
+    net = model.architecture
+
+    def run(reference: bool) -> tuple[dict, list[torch.Tensor]]:
+        model.zero_grad()
+        if reference:
+            forward = net.forward
+            net.forward = lambda s, v, c, n, k=-1: reference_network(net, s, v, c, n)
+        try:
+            out = predict(model, batch, forces=True, virial=True, create_graph=True)
+        finally:
+            if reference:
+                net.forward = forward
+        # a force-training loss: its gradient goes through the double backward
+        loss = out["energy"].pow(2).sum() + out["forces"].pow(2).sum()
+        loss = loss + out["virial"].pow(2).sum()
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        return {k: v.detach() for k, v in out.items()}, grads
+
+    fast, fast_grads = run(False)
+    slow, slow_grads = run(True)
+    for key in ("energy", "atomic_energies", "forces", "virial"):
+        torch.testing.assert_close(fast[key], slow[key], rtol=1e-11, atol=1e-11)
+    assert len(fast_grads) == len(slow_grads)
+    for a, b in zip(fast_grads, slow_grads, strict=True):
+        assert torch.any(b != 0)
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_ghost_atoms_do_not_change_centre_energies(emt_dir, batch):
+    """With n_centers the extra atoms are neighbours only (LAMMPS ghosts)."""
+    model = make_model(emt_dir, True, True)
+    species = model.type_to_index[batch.numbers]
+    structure = batch.atom_structure
+    keep = structure == 0
+    n = int(keep.sum())
+    edges = batch.edge_structure == 0
+    vectors = (
+        batch.positions[batch.neighbors[edges]] - batch.positions[batch.centers[edges]]
+    )
+    vectors = vectors + batch.shifts[edges] @ batch.cells[0]
+    alone = model.architecture(
+        species[:n], vectors, batch.centers[edges], batch.neighbors[edges]
+    )
+    # the same centres with every other atom of the batch appended as ghosts
+    ghosts = model.architecture(
+        species, vectors, batch.centers[edges], batch.neighbors[edges], n
+    )
+    assert ghosts.shape == (n,)
+    torch.testing.assert_close(alone, ghosts, rtol=1e-13, atol=1e-13)
