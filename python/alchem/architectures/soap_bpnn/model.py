@@ -162,15 +162,17 @@ class SoapBpnn(torch.nn.Module):
         others only serve as neighbours."""
         if n_centers < 0:
             n_centers = species.shape[0]
-        species = species[:n_centers]
+        center_species = species[:n_centers]
         # The features are built directly in centre-species order (row[i] is atom
         # i's row), so each species' MLP reads a contiguous block: no gather or
         # scatter of the [atoms x features] matrix in any of the backward passes.
-        order = torch.argsort(species, stable=True)
+        order = torch.argsort(center_species, stable=True)
         row = torch.empty_like(order).index_copy_(
             0, order, torch.arange(n_centers, device=species.device)
         )
-        counts: list[int] = torch.bincount(species, minlength=self.n_species).tolist()
+        counts: list[int] = torch.bincount(
+            center_species, minlength=self.n_species
+        ).tolist()
         blocks = self.feature_blocks(
             species, edge_vectors, centers, neighbors, n_centers, row
         )
