@@ -47,6 +47,16 @@ class SoapBpnn(torch.nn.Module):
         sigma = soap["atomic_gaussian_width"]
         damping = torch.exp(-0.5 * (sigma * torch.tensor(k)) ** 2).reshape(-1)
         self.register_buffer("damping", damping.to(torch.get_default_dtype()))
+        # torch-spex's cubic Hermite spline of R_nl as one table: row k holds
+        # [R(r_k), h R'(r_k), R(r_k+1), h R'(r_k+1)] times the damping, so the basis
+        # of every edge is one [1 x 4] @ [4 x (l, n)] product (see radial_basis)
+        spliner = self.radial.spliner
+        spacing = spliner.spline_spacing
+        values = spliner.spline_values * damping
+        slopes = spliner.spline_derivatives * damping * spacing
+        table = torch.stack([values[:-1], slopes[:-1], values[1:], slopes[1:]], dim=1)
+        self.register_buffer("spline_table", table, persistent=False)
+        self.register_buffer("spline_spacing", spacing.clone(), persistent=False)
         self.spherical_harmonics = SphericalHarmonics(self.max_angular)
         self.cutoff_function = ShiftedCosineCutoff(
             self.cutoff, soap["cutoff_function"]["ShiftedCosine"]["width"]
@@ -87,6 +97,33 @@ class SoapBpnn(torch.nn.Module):
             ]
         )
 
+    def radial_basis(
+        self, distances: torch.Tensor, smooth: torch.Tensor
+    ) -> torch.Tensor:
+        """[edges, (l, n)]: smooth(r) damping_nl R_nl(r), torch-spex's spline.
+
+        The same cubic Hermite interpolation as ``spex`` (evaluate_splines), but r
+        enters only through the four weights h(t): the backward passes of force
+        training are then [edges x 4] x [4 x (l, n)] products instead of several
+        elementwise passes over [edges x (l, n)] per term."""
+        r = torch.clamp(distances, min=0.0, max=self.cutoff)
+        interval = torch.floor(r / self.spline_spacing).to(dtype=torch.long)
+        t = (r - interval * self.spline_spacing) / self.spline_spacing
+        t2 = t * t
+        t3 = t2 * t
+        weights = torch.stack(
+            [
+                2.0 * t3 - 3.0 * t2 + 1.0,
+                t3 - 2.0 * t2 + t,
+                3.0 * t2 - 2.0 * t3,
+                t3 - t2,
+            ],
+            dim=1,
+        )
+        weights = weights * smooth.unsqueeze(1)
+        coefficients = self.spline_table.index_select(0, interval)
+        return torch.bmm(weights.unsqueeze(1), coefficients).squeeze(1)
+
     def features(
         self,
         species: torch.Tensor,
@@ -119,10 +156,8 @@ class SoapBpnn(torch.nn.Module):
         smooth = self.cutoff_function(distances)
         if self.use_scaling:
             smooth = smooth * self.radial_scaling(distances)
-        radial = torch.cat(self.radial(distances), dim=1) * self.damping
-        radial = (radial * smooth.unsqueeze(1)).reshape(
-            -1, self.max_angular + 1, self.n_radial
-        )
+        radial = self.radial_basis(distances, smooth)
+        radial_per_l = radial.reshape(-1, self.max_angular + 1, self.n_radial).unbind(1)
         harmonics_per_l = self.spherical_harmonics(edge_vectors)
         # density of neighbours of each species a around atom i: slot i * S + a
         slot = row.index_select(0, centers) * self.n_species + species[neighbors]
@@ -130,7 +165,7 @@ class SoapBpnn(torch.nn.Module):
 
         blocks: list[torch.Tensor] = []
         for l, harmonics_l in enumerate(harmonics_per_l):
-            per_edge = radial[:, l].unsqueeze(2) * harmonics_l.unsqueeze(1)
+            per_edge = radial_per_l[l].unsqueeze(2) * harmonics_l.unsqueeze(1)
             density = torch.zeros(
                 (n_atoms * self.n_species, self.n_radial, 2 * l + 1),
                 dtype=per_edge.dtype,
