@@ -157,20 +157,53 @@ class SoapBpnn(torch.nn.Module):
         if self.use_scaling:
             smooth = smooth * self.radial_scaling(distances)
         radial = self.radial_basis(distances, smooth)
-        radial_per_l = radial.reshape(-1, self.max_angular + 1, self.n_radial).unbind(1)
         harmonics_per_l = self.spherical_harmonics(edge_vectors)
         # density of neighbours of each species a around atom i: slot i * S + a
+        n_slots = n_atoms * self.n_species
         slot = row.index_select(0, centers) * self.n_species + species[neighbors]
         own_slot = row * self.n_species + species[:n_atoms]
 
+        # Each slot gets `width` places (its largest edge count) and edge e goes to
+        # place slot * width + (its rank among the edges of its slot); empty places
+        # are zero. The sums over neighbours are then batched [n x width] @ [width x
+        # (2l + 1)] products, whose backward passes are products too, instead of
+        # [edges x n x (2l + 1)] outer products, gathers and scatters.
+        n_edges = slot.shape[0]
+        counts = torch.bincount(slot, minlength=n_slots)
+        width = 1
+        if n_edges > 0:
+            width = max(int(torch.max(counts)), 1)
+        sorted_slot, order = torch.sort(slot, stable=True)
+        first = torch.cumsum(counts, 0) - counts
+        rank_sorted = torch.arange(n_edges, device=slot.device) - first.index_select(
+            0, sorted_slot
+        )
+        rank = torch.empty_like(rank_sorted).scatter_(0, order, rank_sorted)
+        place = slot * width + rank
+        radial_per_l = (
+            torch.zeros(
+                (n_slots * width, radial.shape[1]),
+                dtype=radial.dtype,
+                device=radial.device,
+            )
+            .index_copy(0, place, radial)
+            .reshape(n_slots, width, self.max_angular + 1, self.n_radial)
+            .unbind(2)
+        )
+
         blocks: list[torch.Tensor] = []
         for l, harmonics_l in enumerate(harmonics_per_l):
-            per_edge = radial_per_l[l].unsqueeze(2) * harmonics_l.unsqueeze(1)
-            density = torch.zeros(
-                (n_atoms * self.n_species, self.n_radial, 2 * l + 1),
-                dtype=per_edge.dtype,
-                device=per_edge.device,
-            ).index_add_(0, slot, per_edge)
+            harmonics_l = (
+                torch.zeros(
+                    (n_slots * width, 2 * l + 1),
+                    dtype=harmonics_l.dtype,
+                    device=harmonics_l.device,
+                )
+                .index_copy(0, place, harmonics_l)
+                .reshape(n_slots, width, 2 * l + 1)
+            )
+            # [slot, n, m]
+            density = torch.bmm(radial_per_l[l].transpose(1, 2), harmonics_l)
             if l == 0:
                 own = self.center_density.reshape(1, -1, 1).expand(n_atoms, -1, 1)
                 density = density.index_add(0, own_slot, own)
