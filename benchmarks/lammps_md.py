@@ -23,9 +23,12 @@ What it does, in benchmarks/work/lammps_md/ (scratch, not committed):
    Also LAMMPS' "% CPU use" (user CPU time / wall time: below 100 %, kernel time or
    a shared core), the process' user and kernel time and peak RSS (``wait4``), and
    ``ALCHEM_LAMMPS_PROFILE`` timings of the plugin (ms per evaluation). Short runs
-   are repeated and the fastest is kept. The float32 default models also run with
-   glibc's malloc keeping freed memory (NO_MMAP, "+no-mmap malloc"): without it,
-   their large temporaries are page-faulted in afresh at every step.
+   are repeated and the fastest is kept. The models run with the plugin's defaults
+   (``chunk 1024``: at most 1024 owned atoms per forward + backward pass of the
+   model; ``malloc_reuse on``: glibc's malloc keeps freed memory); the float32
+   default models also as the plugin ran before these keywords existed
+   (BEFORE, ``chunk all malloc_reuse off``: one pass over all atoms, glibc's
+   default malloc, whose large temporaries are page-faulted in at every step).
 4. Times ASE MD (VelocityVerlet, 2 fs, alchem.calculator.load_calculator, one
    torch thread) of the same model.pt on the same structures (256 and 2048 atoms).
 5. Compares the forces of the float32 and float64 exports of the same weights
@@ -34,7 +37,8 @@ What it does, in benchmarks/work/lammps_md/ (scratch, not committed):
 Steps per run come from a rough cost estimate (EST_US below) so that a run lasts a
 few seconds, with at least 3 timed steps (2 for the default-size models at 16384
 atoms, which take 7-30 s per step). ``--quick`` skips 16384 atoms, ``--full`` adds
-float64 and SOAP-BPNN-7 at 16384 atoms. A run that would not fit in the memory left
+float64 and SOAP-BPNN-7 at 16384 atoms, ``--only A,B`` runs the potentials whose
+name contains A or B. A run that would not fit in the memory left
 is skipped (EST_MB_PER_MODEL_ATOM), and model runs get an address-space limit.
 Every run goes to a journal: ``--resume`` skips what it holds, ``--merge`` measures
 again and keeps the fastest. Writes benchmarks/results/lammps_md.csv, lammps_md.md
@@ -61,14 +65,6 @@ N_TYPES = 7
 SEVEN = "Al Cu Ag Au Ni Pd Pt"
 CUTOFF = 5.0  # both architectures' default cutoff, Angstrom
 
-# glibc malloc kept from handing big blocks back to the kernel (no mmap, no trim):
-# torch's large temporaries are then reused instead of page-faulted in afresh at
-# every step (see docs/benchmarks-md.md)
-NO_MMAP = {
-    "MALLOC_MMAP_MAX_": "0",
-    "MALLOC_TRIM_THRESHOLD_": str(64 << 30),
-    "MALLOC_TOP_PAD_": str(1 << 30),
-}
 # small SOAP-BPNN (the test suite's size), where per-step overheads show
 SMALL_HYPERS = {
     "soap": {"cutoff": 4.0, "max_radial": 4, "max_angular": 3},
@@ -80,7 +76,9 @@ AM64 = "Alchemical Model 7 el. float64"
 SB32 = "SOAP-BPNN 2 el. float32"
 SB64 = "SOAP-BPNN 2 el. float64"
 SNAP = "SNAP Cu (2J=8)"
-MALLOC = " +no-mmap malloc"
+# the plugin as it ran before `chunk` and `malloc_reuse` (one evaluation of all
+# owned atoms, glibc's default malloc: see docs/benchmarks-md.md)
+BEFORE = " (chunk all, malloc_reuse off)"
 # potential -> (pair file, elements of the 7 atom types, model file, environment)
 POTENTIALS = {
     "EAM Cu-Ni": ("pair.eam", None, None, {}),
@@ -92,8 +90,8 @@ POTENTIALS = {
     SB32: ("pair.alchemical", SB2_ELEMENTS, "sb2-f32.pt", {}),
     SB64: ("pair.alchemical", SB2_ELEMENTS, "sb2-f64.pt", {}),
     "SOAP-BPNN 7 el. float32": ("pair.alchemical", SEVEN, "sb7-f32.pt", {}),
-    AM32 + MALLOC: ("pair.alchemical", SEVEN, "am-f32.pt", NO_MMAP),
-    SB32 + MALLOC: ("pair.alchemical", SB2_ELEMENTS, "sb2-f32.pt", NO_MMAP),
+    AM32 + BEFORE: ("pair.alchemical", SEVEN, "am-f32.pt", {}),
+    SB32 + BEFORE: ("pair.alchemical", SB2_ELEMENTS, "sb2-f32.pt", {}),
     "SOAP-BPNN 2 el. small float32": (
         "pair.alchemical",
         SB2_ELEMENTS,
@@ -107,6 +105,34 @@ POTENTIALS = {
         {},
     ),
 }
+# `--chunks`: the float32 default models with other chunk sizes and each of the
+# two keywords alone (1 rank, 2048 and 16384 atoms); the Alchemical Model without
+# chunks but with malloc_reuse is left out (about 14 GB at 16384 atoms)
+CHUNK_VARIANTS = {
+    " (chunk 256)": "chunk 256",
+    " (chunk 4096)": "chunk 4096",
+    " (chunk 1024, malloc_reuse off)": "chunk 1024 malloc_reuse off",
+    " (chunk all, malloc_reuse on)": "chunk all malloc_reuse on",
+}
+for _suffix, _options in CHUNK_VARIANTS.items():
+    for _name in (AM32, SB32):
+        if _name == AM32 and "chunk all" in _options:
+            continue
+        POTENTIALS[_name + _suffix] = POTENTIALS[_name]
+# pair_style keywords of a potential (pair.alchemical's `options`), default none
+PAIR_OPTIONS = {
+    AM32 + BEFORE: "chunk all malloc_reuse off",
+    SB32 + BEFORE: "chunk all malloc_reuse off",
+}
+PAIR_OPTIONS.update(
+    {
+        name + suffix: options
+        for suffix, options in CHUNK_VARIANTS.items()
+        for name in (AM32, SB32)
+        if name + suffix in POTENTIALS
+    }
+)
+SCAN = {name for name in POTENTIALS if any(s in name for s in CHUNK_VARIANTS)}
 # rough wall-clock microseconds per atom per step on one (shared) core, to choose
 # step counts (and memory in MB per atom the model evaluates, to refuse runs that
 # would not fit); the measured values replace them
@@ -120,11 +146,12 @@ EST_US = {
     SB32: 500.0,
     SB64: 1000.0,
     "SOAP-BPNN 7 el. float32": 1500.0,
-    AM32 + MALLOC: 1000.0,
-    SB32 + MALLOC: 300.0,
+    AM32 + BEFORE: 1500.0,
+    SB32 + BEFORE: 500.0,
     "SOAP-BPNN 2 el. small float32": 60.0,
     "SOAP-BPNN 2 el. small float64": 80.0,
 }
+EST_US.update({name: EST_US[name.split(" (")[0]] for name in SCAN})
 # (measured here: about 0.47, 0.35 and 0.3 MB per evaluated atom with 1 rank at
 # 16384 atoms, page-aligned temporaries included)
 EST_MB_PER_MODEL_ATOM = {"am": 0.5, "sb7": 0.5, "sb2": 0.35, "sb2-small": 0.05}
@@ -373,6 +400,8 @@ def run_lammps(
     if model is not None:
         variables["model"] = os.path.join(work, model)
         variables["elements"] = elements
+    if potential in PAIR_OPTIONS:
+        variables["options"] = PAIR_OPTIONS[potential]
     command += ["-in", os.path.join(TEMPLATES, "in.md"), "-log", "none"]
     for key, value in variables.items():
         command += ["-var", key, value]
@@ -554,6 +583,11 @@ def force_agreement(work: str, name: str, data: str, potentials: str) -> dict:
     }
 
 
+def selected(potential: str, only: str) -> bool:
+    """``--only``: comma-separated substrings of the potentials' names."""
+    return not only or any(part and part in potential for part in only.split(","))
+
+
 def key(row: dict) -> tuple:
     return (row["engine"], row["potential"], row["atoms"], row["ranks"])
 
@@ -564,7 +598,7 @@ def memory_needed(potential: str, model_atoms_per_rank: int, ranks: int) -> int:
     if model is None:
         return 0
     name = model.rsplit("-", 1)[0]
-    per_atom = EST_MB_PER_MODEL_ATOM[name] * (1.5 if MALLOC in potential else 1.0)
+    per_atom = EST_MB_PER_MODEL_ATOM[name]
     return int(ranks * (400 + per_atom * model_atoms_per_rank) * 2**20)
 
 
@@ -597,9 +631,9 @@ def report(rows: list[dict], agreement: dict, ghosts: dict, args) -> str:
         "one torch thread per MPI rank; cubic fcc, a = 3.6 Å, 7 atom types at random. "
         '`cpu %`: LAMMPS\' "CPU use" of the timed run, user CPU time over wall time '
         "(below 100 %: kernel time, i.e. page faults, or a core shared with other "
-        "jobs). `+no-mmap malloc`: the same model with glibc's malloc told to keep "
-        "freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=64 GiB, "
-        "MALLOC_TOP_PAD_=1 GiB).",
+        "jobs). Models with the plugin's defaults (`chunk 1024`, `malloc_reuse on`); "
+        f"`{BEFORE.strip()}`: the same model as the plugin ran before these "
+        "keywords (one evaluation of all owned atoms, glibc's default malloc).",
         "",
         "## LAMMPS",
         "",
@@ -743,7 +777,7 @@ def targets(rows: list[dict], agreement: dict) -> list[str]:
                 f"| {quantity} | {target} | {value} | {'yes' if met else 'no'} |"
             )
 
-    am_malloc, sb_malloc = AM32 + MALLOC, SB32 + MALLOC
+    am_malloc, sb_malloc = AM32 + BEFORE, SB32 + BEFORE
     small32, small64 = "SOAP-BPNN 2 el. small float32", "SOAP-BPNN 2 el. small float64"
     for model in (AM32, am_malloc, SB32, sb_malloc, "SOAP-BPNN 7 el. float32"):
         for n in (2048, 16384):
@@ -848,7 +882,9 @@ def main() -> None:
         help="also float64 and SOAP-BPNN 7 el. at 16384 atoms",
     )
     parser.add_argument(
-        "--only", default="", help="potentials whose name contains this"
+        "--only",
+        default="",
+        help="potentials whose name contains this (several: comma-separated)",
     )
     parser.add_argument("--repeats", type=int, default=2, help="of runs under 10 s")
     parser.add_argument("--no-ase", action="store_true")
@@ -861,6 +897,12 @@ def main() -> None:
         help="measure again, keep the fastest of this and the journal's runs",
     )
     parser.add_argument("--output", default="lammps_md", help="results file stem")
+    parser.add_argument(
+        "--chunks",
+        action="store_true",
+        help="also the float32 default models with chunks of 256 and 4096 atoms and "
+        "with each of chunk and malloc_reuse alone (1 rank, 2048 and 16384 atoms)",
+    )
     parser.add_argument(
         "--reexport",
         action="store_true",
@@ -892,15 +934,17 @@ def main() -> None:
     plan = []
     for n in sizes:
         for potential in POTENTIALS:
-            if args.only and args.only not in potential:
+            if not selected(potential, args.only):
                 continue
             # by default at 16384 atoms: float32 models only, no SOAP-BPNN 7 el.
             heavy = "float64" in potential or "SOAP-BPNN 7" in potential
             if n > 10000 and heavy and "small" not in potential and not args.full:
                 continue
-            if MALLOC in potential and n < 1000:
+            if BEFORE in potential and n < 1000:
                 continue
-            for ranks in (1, 2):
+            if potential in SCAN and (not args.chunks or n < 1000):
+                continue
+            for ranks in (1, 2) if potential not in SCAN else (1,):
                 plan.append((potential, n, ranks))
 
     # every measurement goes to a journal; --resume skips the configurations found
@@ -981,7 +1025,7 @@ def main() -> None:
             _, _, model, extra_env = POTENTIALS[potential]
             if model is None or extra_env or "SOAP-BPNN 7" in potential:
                 continue
-            if args.only and args.only not in potential:
+            if potential in PAIR_OPTIONS or not selected(potential, args.only):
                 continue
             for n in (256, 2048):
                 if args.resume and ("ase", potential, n, 1) in done:
@@ -1024,7 +1068,7 @@ def main() -> None:
 
     agreement = {}
     for name, label in (("am", "Alchemical Model 7 el."), ("sb2", "SOAP-BPNN 2 el.")):
-        if args.only and args.only not in label:
+        if not selected(label, args.only):
             continue
         agreement[label] = force_agreement(work, name, data[256], potentials)
         log(f"float32 vs float64 forces, {label}: {agreement[label]}")

