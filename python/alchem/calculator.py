@@ -2,6 +2,8 @@
 
 import os
 
+import torch
+
 from .errors import ConfigError
 
 
@@ -9,6 +11,9 @@ def load_calculator(
     model_path: str, device: str | None = None, extensions: str | None = None
 ):
     """A ``MetatomicCalculator`` for ``model_path``, loading the extensions beside it.
+
+    ``device``: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:N"``; default:
+    the first device the model supports that torch sees).
 
     ``extensions`` defaults to the ``extensions/`` folder next to the model, where
     ``alchem-train`` and ``alchem-export`` put the libraries the model needs.
@@ -23,13 +28,31 @@ def load_calculator(
         pass
     from metatomic_ase import MetatomicCalculator
 
+    class Calculator(MetatomicCalculator):
+        """Runs the model with TorchScript's plain executor, as the LAMMPS plugin
+        does: the profiling executor re-specialises (and on GPU recompiles fused
+        kernels) whenever the number of atoms or pairs changes, i.e. at every MD
+        step (H100, 16384 atoms: 2.6x slower steps)."""
+
+        def calculate(self, *args, **kwargs):
+            with torch.jit.optimized_execution(False):
+                return super().calculate(*args, **kwargs)
+
+        def run_model(self, *args, **kwargs):
+            with torch.jit.optimized_execution(False):
+                return super().run_model(*args, **kwargs)
+
+        def compute_energy(self, *args, **kwargs):
+            with torch.jit.optimized_execution(False):
+                return super().compute_energy(*args, **kwargs)
+
     if not os.path.isfile(model_path):
         raise ConfigError(f"{model_path}: model file not found")
     if extensions is None:
         extensions = os.path.join(
             os.path.dirname(os.path.abspath(model_path)), "extensions"
         )
-    return MetatomicCalculator(
+    return Calculator(
         model_path,
         extensions_directory=extensions if os.path.isdir(extensions) else None,
         device=device,
