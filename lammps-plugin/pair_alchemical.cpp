@@ -188,6 +188,7 @@ void PairAlchemical::settings(int narg, char **arg)
   bool check_consistency = false;
   int threads = 0;
   bool reuse = true;
+  bool chunk_given = false;
   chunk_ = DEFAULT_CHUNK;
 
   for (int iarg = 1; iarg < narg; iarg += 2) {
@@ -221,6 +222,7 @@ void PairAlchemical::settings(int narg, char **arg)
       threads = utils::inumeric(FLERR, value, false, lmp);
       if (threads < 1) error->all(FLERR, "pair_style alchemical: threads must be at least 1");
     } else if (keyword == "chunk") {
+      chunk_given = true;
       if (value == "all") {
         chunk_ = 0;
       } else {
@@ -293,6 +295,9 @@ void PairAlchemical::settings(int narg, char **arg)
   } catch (const std::exception &e) {
     error->one(FLERR, "pair_style alchemical: {}", e.what());
   }
+  // a GPU wants all atoms at once: chunks of 1024 atoms made the default models
+  // 1.7-6.5x slower per step on an H100 (benchmarks/results/gpu_md*.csv)
+  if (!chunk_given && model_->device().rfind("cuda", 0) == 0) chunk_ = 0;
 
   if (model_->energy_unit().empty() && comm->me == 0) {
     error->warning(FLERR,

@@ -71,3 +71,5 @@ def test_default_device_is_cuda(models, tmp_path):
     atoms = fcc_alloy((2, 2, 2), 3.6, ELEMENTS, seed=33)
     result = lammps_single_point(tmp_path, atoms, models["float64"], ELEMENTS)
     assert "device cuda" in result.log
+    # on a GPU the owned atoms go to the model at once unless `chunk N` is given
+    assert "chunk all" in result.log
