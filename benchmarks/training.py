@@ -6,18 +6,24 @@ Set-up (once): ``benchmarks/setup-env.sh`` (the project plus metatrain[soap-bpnn
     benchmarks/.venv/bin/python benchmarks/training.py [--structures 100] [--epochs 20]
 
 Every model trains on the same generated EMT alloy file (4 elements, 32-atom cells)
-with the same validation split size, batch size 8, float64, default hyperparameters.
-Reported: seconds per epoch (wall time of the whole run divided by the epochs,
-validation included, for both tools) and validation force RMSE after equal wall time
-(the shortest run's wall time; each run's last epoch finished before that time).
-Writes benchmarks/results/training.csv and .md.
+with the same validation split size, batch size 8, float64, default hyperparameters,
+and the same number of threads (``--threads``, default 1: with more threads than free
+cores, OpenMP's busy-waiting makes both tools 10-30x slower, so on a shared machine
+one thread is the only comparable setting). Reported: seconds per epoch (training
+time since the end of set-up divided by the epochs, validation included, for both
+tools) and validation force RMSE after equal wall time (the shortest run's training
+time; the best validation RMSE of the epochs each run finished before that time).
+The load average is recorded before and after each run. Writes
+benchmarks/results/training.csv and .md.
 """
 
 import argparse
 import csv
 import datetime
 import os
+import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -29,12 +35,26 @@ BIN = os.path.dirname(sys.executable)
 RESULTS = os.path.join(HERE, "results")
 
 
+THREADS = 1
+LOADS: list[str] = []
+
+
 def run(command: list[str], cwd: str, log: str) -> float:
+    environment = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        environment[name] = str(THREADS)
+    before = os.getloadavg()[0]
     started = time.perf_counter()
     with open(os.path.join(cwd, log), "w") as handle:
         subprocess.run(
-            command, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, check=True
+            command,
+            cwd=cwd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            check=True,
+            env=environment,
         )
+    LOADS.append(f"{log}: {before:.1f} -> {os.getloadavg()[0]:.1f}")
     return time.perf_counter() - started
 
 
@@ -114,13 +134,20 @@ def main() -> None:
     parser.add_argument("--structures", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--folder", default=os.path.join(HERE, "work", "training"))
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--architectures",
         default="soap_bpnn,alchemical_model",
         help="alchem architectures",
     )
     args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
     os.makedirs(args.folder, exist_ok=True)
+    for stale in ("outputs", "mtt.pt"):  # metatrain's output folder of earlier runs
+        path = os.path.join(args.folder, stale)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
     from alchem.data.emt import write_emt_dataset
 
     write_emt_dataset(
@@ -176,7 +203,12 @@ def main() -> None:
         writer.writerows(rows)
     lines = [
         f"Training on {args.structures} EMT structures (4 elements, 32 atoms), "
-        f"{args.epochs} epochs, batch 8, float64; equal wall time = {budget:.1f} s",
+        f"{args.epochs} epochs, batch 8, float64, {THREADS} thread(s); equal wall "
+        f"time = {budget:.1f} s",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores; load average before -> after each run: "
+        + "; ".join(LOADS),
         "",
         "| " + " | ".join(rows[0]) + " |",
         "|" + "---|" * len(rows[0]),
