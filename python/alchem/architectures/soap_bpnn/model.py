@@ -79,6 +79,18 @@ class SoapBpnn(torch.nn.Module):
         self.register_buffer("pair_second", second)
         weight = torch.where(first == second, 1.0, math.sqrt(2.0))
         self.register_buffer("pair_weight", weight.reshape(1, -1, 1, 1))
+        # the (pair, n, n') features of one l inside the full [(n, a), (n', b)]
+        # product of the densities (see feature_blocks), and their weights
+        S, N = self.n_species, self.n_radial
+        n = torch.arange(N)
+        index = ((n.reshape(1, -1, 1) * S + first.reshape(-1, 1, 1)) * (N * S)) + (
+            n.reshape(1, 1, -1) * S + second.reshape(-1, 1, 1)
+        )
+        self.register_buffer("pair_index", index.reshape(-1), persistent=False)
+        scale = weight.reshape(-1, 1, 1).expand(-1, N, N).reshape(-1)
+        self.register_buffer(
+            "pair_scale", scale.to(torch.get_default_dtype()), persistent=False
+        )
         n_features = len(first) * self.n_radial**2 * (self.max_angular + 1)
         self.n_features = n_features
 
@@ -158,64 +170,68 @@ class SoapBpnn(torch.nn.Module):
             smooth = smooth * self.radial_scaling(distances)
         radial = self.radial_basis(distances, smooth)
         harmonics_per_l = self.spherical_harmonics(edge_vectors)
-        # density of neighbours of each species a around atom i: slot i * S + a
-        n_slots = n_atoms * self.n_species
-        slot = row.index_select(0, centers) * self.n_species + species[neighbors]
-        own_slot = row * self.n_species + species[:n_atoms]
-
-        # Each slot gets `width` places (its largest edge count) and edge e goes to
-        # place slot * width + (its rank among the edges of its slot); empty places
-        # are zero. The sums over neighbours are then batched [n x width] @ [width x
-        # (2l + 1)] products, whose backward passes are products too, instead of
-        # [edges x n x (2l + 1)] outer products, gathers and scatters.
-        n_edges = slot.shape[0]
-        counts = torch.bincount(slot, minlength=n_slots)
+        # Neighbour sums as batched products: each centre (in its row) gets `width`
+        # places, its largest neighbour count, and edge e goes to place row * width
+        # + (its rank among the edges of its centre); empty places are zero. The
+        # harmonics of neighbour species a fill columns a (2l + 1) .. of their place
+        # so that one [n x width] @ [width x S (2l + 1)] product per centre gives
+        # the densities of every species, and the backward passes are products too
+        # (no [edges x n x (2l + 1)] outer products, gathers and scatters).
+        S = self.n_species
+        center_row = row.index_select(0, centers)
+        neighbor_species = species.index_select(0, neighbors)
+        n_edges = centers.shape[0]
+        counts = torch.bincount(center_row, minlength=n_atoms)
         width = 1
         if n_edges > 0:
             width = max(int(torch.max(counts)), 1)
-        sorted_slot, order = torch.sort(slot, stable=True)
+        sorted_rows, order = torch.sort(center_row, stable=True)
         first = torch.cumsum(counts, 0) - counts
-        rank_sorted = torch.arange(n_edges, device=slot.device) - first.index_select(
-            0, sorted_slot
+        rank_sorted = torch.arange(n_edges, device=centers.device) - first.index_select(
+            0, sorted_rows
         )
         rank = torch.empty_like(rank_sorted).scatter_(0, order, rank_sorted)
-        place = slot * width + rank
+        place = center_row * width + rank
+        species_place = place * S + neighbor_species
         radial_per_l = (
             torch.zeros(
-                (n_slots * width, radial.shape[1]),
+                (n_atoms * width, radial.shape[1]),
                 dtype=radial.dtype,
                 device=radial.device,
             )
             .index_copy(0, place, radial)
-            .reshape(n_slots, width, self.max_angular + 1, self.n_radial)
+            .reshape(n_atoms, width, self.max_angular + 1, self.n_radial)
             .unbind(2)
         )
+        # the centre's own density (l = 0) in the column of its species
+        row_species = torch.empty_like(species[:n_atoms]).index_copy_(
+            0, row, species[:n_atoms]
+        )
+        own = torch.nn.functional.one_hot(row_species, S).to(radial.dtype)
+        own = self.center_density.reshape(1, -1, 1) * own.unsqueeze(1)
 
         blocks: list[torch.Tensor] = []
         for l, harmonics_l in enumerate(harmonics_per_l):
+            size = 2 * l + 1
             harmonics_l = (
                 torch.zeros(
-                    (n_slots * width, 2 * l + 1),
+                    (n_atoms * width * S, size),
                     dtype=harmonics_l.dtype,
                     device=harmonics_l.device,
                 )
-                .index_copy(0, place, harmonics_l)
-                .reshape(n_slots, width, 2 * l + 1)
+                .index_copy(0, species_place, harmonics_l)
+                .reshape(n_atoms, width, S * size)
             )
-            # [slot, n, m]
+            # [row, n, (a, m)]
             density = torch.bmm(radial_per_l[l].transpose(1, 2), harmonics_l)
             if l == 0:
-                own = self.center_density.reshape(1, -1, 1).expand(n_atoms, -1, 1)
-                density = density.index_add(0, own_slot, own)
-            density = density.reshape(n_atoms, self.n_species, self.n_radial, 2 * l + 1)
-            # only the pairs a <= b are computed: [atom, pair, n, n']
-            power = torch.einsum(
-                "ipnm,ipkm->ipnk",
-                density[:, self.pair_first],
-                density[:, self.pair_second],
-            )
-            power = power * (self.pair_weight / math.sqrt(2 * l + 1))
-            blocks.append(power.reshape(n_atoms, -1))
+                density = density + own
+            # all species pairs at once: [row, (n, a), (n', b)], then the a <= b
+            # pairs in (pair, n, n') order, off-diagonal pairs times sqrt(2)
+            density = density.reshape(n_atoms, self.n_radial * S, size)
+            power = torch.bmm(density, density.transpose(1, 2))
+            power = power.reshape(n_atoms, -1).index_select(1, self.pair_index)
+            blocks.append(power * (self.pair_scale / math.sqrt(2 * l + 1)))
         return blocks
 
     def forward(
