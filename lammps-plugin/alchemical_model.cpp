@@ -444,7 +444,7 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   output.pair_gradients.assign(d.neighbors.size(), nullptr);
   output.position_gradients = nullptr;
   if (input.per_atom_energy) output.atom_energies.assign(static_cast<size_t>(input.n_local), 0.0);
-  // gradients summed over the chunks, float64 on the model device
+  // gradients summed over the chunks, on the model device
   torch::Tensor position_gradient;
   std::vector<torch::Tensor> pair_gradients(d.neighbors.size());
   d.position_gradient = torch::Tensor();
@@ -513,12 +513,14 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
     auto gradients = torch::autograd::grad({total}, inputs, /*grad_outputs=*/{},
                                            /*retain_graph=*/false, /*create_graph=*/false,
                                            /*allow_unused=*/true);
+    // summed in the model's dtype on its device (with a full list, each pair
+    // gets its gradient from the one chunk holding its first atom)
     auto add = [](torch::Tensor &sum, const torch::Tensor &gradient) {
       if (!gradient.defined() || gradient.numel() == 0) return;
       if (sum.defined()) {
         sum.add_(gradient.detach());
       } else {
-        sum = gradient.detach().to(torch::kFloat64, /*non_blocking=*/false, /*copy=*/true);
+        sum = gradient.detach();
       }
     };
     add(position_gradient, gradients[0]);
@@ -528,12 +530,12 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
 
   start = std::chrono::steady_clock::now();
   if (position_gradient.defined()) {
-    d.position_gradient = position_gradient.to(torch::kCPU).contiguous();
+    d.position_gradient = position_gradient.to(torch::kCPU, torch::kFloat64).contiguous();
     output.position_gradients = d.position_gradient.data_ptr<double>();
   }
   for (size_t k = 0; k < d.neighbors.size(); k++) {
     if (!pair_gradients[k].defined()) continue;
-    d.neighbors[k].gradient = pair_gradients[k].to(torch::kCPU).contiguous();
+    d.neighbors[k].gradient = pair_gradients[k].to(torch::kCPU, torch::kFloat64).contiguous();
     output.pair_gradients[k] = d.neighbors[k].gradient.data_ptr<double>();
   }
   output.time_backward += seconds_since(start);
