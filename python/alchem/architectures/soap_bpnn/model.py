@@ -114,10 +114,10 @@ class SoapBpnn(torch.nn.Module):
     ) -> torch.Tensor:
         """[edges, (l, n)]: smooth(r) damping_nl R_nl(r), torch-spex's spline.
 
-        The same cubic Hermite interpolation as ``spex`` (evaluate_splines), but r
-        enters only through the four weights h(t): the backward passes of force
-        training are then [edges x 4] x [4 x (l, n)] products instead of several
-        elementwise passes over [edges x (l, n)] per term."""
+        The same cubic Hermite interpolation as ``spex`` (evaluate_splines), with
+        the damping folded into the table; r (and the cutoff and scaling) enter
+        only through the four weights h(t), so the backward passes of force
+        training reach r through [edges x 4] weights, not the spline's terms."""
         r = torch.clamp(distances, min=0.0, max=self.cutoff)
         interval = torch.floor(r / self.spline_spacing).to(dtype=torch.long)
         t = (r - interval * self.spline_spacing) / self.spline_spacing
@@ -134,7 +134,11 @@ class SoapBpnn(torch.nn.Module):
         )
         weights = weights * smooth.unsqueeze(1)
         coefficients = self.spline_table.index_select(0, interval)
-        return torch.bmm(weights.unsqueeze(1), coefficients).squeeze(1)
+        # four fused multiply-adds: faster than bmm on [edges] batches of 1 x 4
+        radial = weights[:, 0:1] * coefficients[:, 0]
+        for k in range(1, 4):
+            radial = torch.addcmul(radial, weights[:, k : k + 1], coefficients[:, k])
+        return radial
 
     def features(
         self,
