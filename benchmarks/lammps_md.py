@@ -584,8 +584,13 @@ def force_agreement(work: str, name: str, data: str, potentials: str) -> dict:
 
 
 def selected(potential: str, only: str) -> bool:
-    """``--only``: comma-separated substrings of the potentials' names."""
-    return not only or any(part and part in potential for part in only.split(","))
+    """``--only``: comma-separated substrings of the potentials' names (``=NAME``:
+    exactly that name)."""
+    parts = [part for part in only.split(",") if part]
+    return not parts or any(
+        potential == part[1:] if part.startswith("=") else part in potential
+        for part in parts
+    )
 
 
 def key(row: dict) -> tuple:
@@ -884,7 +889,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="potentials whose name contains this (several: comma-separated)",
+        help="potentials whose name contains this (several: comma-separated; "
+        "=NAME: exactly NAME)",
     )
     parser.add_argument("--repeats", type=int, default=2, help="of runs under 10 s")
     parser.add_argument("--no-ase", action="store_true")
