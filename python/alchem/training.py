@@ -7,6 +7,7 @@ scheduler, epoch, best model, random-number state).
 
 import contextlib
 import copy
+import ctypes
 import logging
 import math
 import os
@@ -35,6 +36,27 @@ def default_dtype(dtype: torch.dtype):
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+def keep_freed_memory() -> None:
+    """Keep freed memory in the process (glibc only; no-op elsewhere).
+
+    By default glibc gives blocks above a few hundred kB back to the kernel when they
+    are freed, so every training step maps its large tensors afresh: about 10^4 page
+    faults per SOAP-BPNN step of 8 cells, 15 % of its time. Serving them from the
+    heap instead keeps the peak memory resident, which training needs anyway.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's largest allowed value
+    mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+    mallopt(m_top_pad, 64 * 1024 * 1024)
 
 
 def precision(options: dict) -> torch.dtype:
@@ -259,6 +281,7 @@ def train(
     dtype = precision(options)
     device = torch.device(options["device"])
     torch.manual_seed(options["seed"])
+    keep_freed_memory()
 
     data = load_datasets(options, source)
     info = dataset_info(data.train)
