@@ -54,7 +54,8 @@ def run(command: list[str], cwd: str, log: str) -> float:
             check=True,
             env=environment,
         )
-    LOADS.append(f"{log}: {before:.1f} -> {os.getloadavg()[0]:.1f}")
+    label = f"{os.path.basename(cwd)}/{log}"
+    LOADS.append(f"{label}: {before:.1f} -> {os.getloadavg()[0]:.1f}")
     return time.perf_counter() - started
 
 
@@ -129,43 +130,18 @@ def alchem(folder: str, epochs: int, architecture: str) -> list[tuple[float, flo
     return [(float(r["elapsed"]), float(r["validation_forces_rmse"])) for r in rows]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--structures", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--folder", default=os.path.join(HERE, "work", "training"))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--architectures",
-        default="soap_bpnn,alchemical_model",
-        help="alchem architectures",
-    )
-    args = parser.parse_args()
-    global THREADS
-    THREADS = args.threads
-    os.makedirs(args.folder, exist_ok=True)
-    for stale in ("outputs", "mtt.pt"):  # metatrain's output folder of earlier runs
-        path = os.path.join(args.folder, stale)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-    from alchem.data.emt import write_emt_dataset
-
-    write_emt_dataset(
-        os.path.join(args.folder, "train.xyz"),
-        args.structures,
-        elements=("Cu", "Ni", "Pd", "Pt"),
-        seed=1,
-    )
+def one_round(
+    folder: str, epochs: int, architectures: list[str]
+) -> tuple[list[dict], float]:
+    """metatrain, then alchem, in ``folder``: one row per model, equal wall time."""
     curves: dict[str, list[tuple[float, float]]] = {}
     walls: dict[str, float] = {}
     started = time.perf_counter()
-    curves["metatrain soap_bpnn"] = metatrain(args.folder, args.epochs)
+    curves["metatrain soap_bpnn"] = metatrain(folder, epochs)
     walls["metatrain soap_bpnn"] = time.perf_counter() - started
-    for architecture in args.architectures.split(","):
+    for architecture in architectures:
         started = time.perf_counter()
-        curves[f"alchem {architecture}"] = alchem(
-            args.folder, args.epochs, architecture
-        )
+        curves[f"alchem {architecture}"] = alchem(folder, epochs, architecture)
         walls[f"alchem {architecture}"] = time.perf_counter() - started
 
     # metatrain's log has time stamps per epoch: elapsed since its first epoch line
@@ -195,6 +171,50 @@ def main() -> None:
     reference = rows[0]["seconds_per_epoch"]
     for row in rows:
         row["speedup_vs_metatrain"] = round(reference / row["seconds_per_epoch"], 2)
+    return rows, budget
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--structures", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--folder", default=os.path.join(HERE, "work", "training"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--architectures",
+        default="soap_bpnn,alchemical_model",
+        help="alchem architectures",
+    )
+    args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
+    os.makedirs(args.folder, exist_ok=True)
+    from alchem.data.emt import write_emt_dataset
+
+    write_emt_dataset(
+        os.path.join(args.folder, "train.xyz"),
+        args.structures,
+        elements=("Cu", "Ni", "Pd", "Pt"),
+        seed=1,
+    )
+    rows = []
+    budgets = []
+    for round_index in range(1, args.rounds + 1):
+        # rounds alternate the tools, so each ratio compares runs made minutes
+        # apart under about the same load; other architectures run once
+        folder = os.path.join(args.folder, f"round{round_index}")
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        os.makedirs(folder)
+        shutil.copy(os.path.join(args.folder, "train.xyz"), folder)
+        architectures = args.architectures.split(",")
+        if round_index > 1:
+            architectures = [a for a in architectures if a == "soap_bpnn"]
+        round_rows, budget = one_round(folder, args.epochs, architectures)
+        for row in round_rows:
+            rows.append({"round": round_index, **row})
+        budgets.append(budget)
 
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "training.csv"), "w", newline="") as handle:
@@ -204,7 +224,7 @@ def main() -> None:
     lines = [
         f"Training on {args.structures} EMT structures (4 elements, 32 atoms), "
         f"{args.epochs} epochs, batch 8, float64, {THREADS} thread(s); equal wall "
-        f"time = {budget:.1f} s",
+        f"time per round = " + ", ".join(f"{b:.1f} s" for b in budgets),
         "",
         f"Machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores; load average before -> after each run: "

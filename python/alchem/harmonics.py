@@ -65,7 +65,8 @@ class SphericalHarmonics(torch.nn.Module):
     def forward(self, vectors: torch.Tensor) -> list[torch.Tensor]:
         """[n, 3] vectors (any length > 0) -> [Y_0 [n, 1], Y_1 [n, 3], ...]."""
         unit = vectors / torch.linalg.norm(vectors, dim=1, keepdim=True)
-        x, y, z = unit[:, 0:1], unit[:, 1:2], unit[:, 2:3]
+        # contiguous columns: the many elementwise products below run faster
+        x, y, z = [c.unsqueeze(1) for c in unit.t().contiguous().unbind(0)]
         L = self.max_angular
         # (x + i y)^m for m = 0..L
         cos: list[torch.Tensor] = [torch.ones_like(x)]

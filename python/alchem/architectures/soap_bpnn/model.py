@@ -47,14 +47,14 @@ class SoapBpnn(torch.nn.Module):
         sigma = soap["atomic_gaussian_width"]
         damping = torch.exp(-0.5 * (sigma * torch.tensor(k)) ** 2).reshape(-1)
         self.register_buffer("damping", damping.to(torch.get_default_dtype()))
-        # torch-spex's cubic Hermite spline of R_nl as one table: row k holds
-        # [R(r_k), h R'(r_k), R(r_k+1), h R'(r_k+1)] times the damping, so the basis
-        # of every edge is one [1 x 4] @ [4 x (l, n)] product (see radial_basis)
+        # torch-spex's cubic Hermite spline of R_nl as four tables: row k of them
+        # holds R(r_k), h R'(r_k), R(r_k+1), h R'(r_k+1) times the damping, so the
+        # basis of every edge is a sum of four weighted rows (see radial_basis)
         spliner = self.radial.spliner
         spacing = spliner.spline_spacing
         values = spliner.spline_values * damping
         slopes = spliner.spline_derivatives * damping * spacing
-        table = torch.stack([values[:-1], slopes[:-1], values[1:], slopes[1:]], dim=1)
+        table = torch.stack([values[:-1], slopes[:-1], values[1:], slopes[1:]])
         self.register_buffer("spline_table", table, persistent=False)
         self.register_buffer("spline_spacing", spacing.clone(), persistent=False)
         self.spherical_harmonics = SphericalHarmonics(self.max_angular)
@@ -79,14 +79,10 @@ class SoapBpnn(torch.nn.Module):
         self.register_buffer("pair_second", second)
         weight = torch.where(first == second, 1.0, math.sqrt(2.0))
         self.register_buffer("pair_weight", weight.reshape(1, -1, 1, 1))
-        # the (pair, n, n') features of one l inside the full [(n, a), (n', b)]
-        # product of the densities (see feature_blocks), and their weights
+        # the a <= b pairs among all (a, b) of the full product of the densities
+        # (see feature_blocks), and the weights of their (pair, n, n') features
         S, N = self.n_species, self.n_radial
-        n = torch.arange(N)
-        index = ((n.reshape(1, -1, 1) * S + first.reshape(-1, 1, 1)) * (N * S)) + (
-            n.reshape(1, 1, -1) * S + second.reshape(-1, 1, 1)
-        )
-        self.register_buffer("pair_index", index.reshape(-1), persistent=False)
+        self.register_buffer("pair_flat", first * S + second, persistent=False)
         scale = weight.reshape(-1, 1, 1).expand(-1, N, N).reshape(-1)
         self.register_buffer(
             "pair_scale", scale.to(torch.get_default_dtype()), persistent=False
@@ -133,11 +129,12 @@ class SoapBpnn(torch.nn.Module):
             dim=1,
         )
         weights = weights * smooth.unsqueeze(1)
-        coefficients = self.spline_table.index_select(0, interval)
-        # four fused multiply-adds: faster than bmm on [edges] batches of 1 x 4
-        radial = weights[:, 0:1] * coefficients[:, 0]
+        # four fused multiply-adds on contiguous rows: faster than bmm on [edges]
+        # batches of 1 x 4, and than strided slices of one [edges, 4, F] gather
+        radial = weights[:, 0:1] * self.spline_table[0].index_select(0, interval)
         for k in range(1, 4):
-            radial = torch.addcmul(radial, weights[:, k : k + 1], coefficients[:, k])
+            rows = self.spline_table[k].index_select(0, interval)
+            radial = torch.addcmul(radial, weights[:, k : k + 1], rows)
         return radial
 
     def features(
@@ -234,7 +231,10 @@ class SoapBpnn(torch.nn.Module):
             # pairs in (pair, n, n') order, off-diagonal pairs times sqrt(2)
             density = density.reshape(n_atoms, self.n_radial * S, size)
             power = torch.bmm(density, density.transpose(1, 2))
-            power = power.reshape(n_atoms, -1).index_select(1, self.pair_index)
+            # [row, (n, a), (n', b)] -> [row, (a, b), (n, n')] -> pairs a <= b
+            power = power.reshape(n_atoms, self.n_radial, S, self.n_radial, S)
+            power = power.permute(0, 2, 4, 1, 3).reshape(n_atoms, S * S, -1)
+            power = power.index_select(1, self.pair_flat).reshape(n_atoms, -1)
             blocks.append(power * (self.pair_scale / math.sqrt(2 * l + 1)))
         return blocks
 
