@@ -2,7 +2,8 @@
 
 Radial bases come from torch-spex and spherical harmonics from ``alchem.harmonics``;
 what lives here is the glue those do not provide: the smooth cutoff, the radial
-scaling and the zeros of the spherical Bessel functions.
+scaling, the zeros of the spherical Bessel functions and the neighbour slots that
+turn sums over neighbours into batched matrix products.
 """
 
 import math
@@ -48,3 +49,23 @@ def laplacian_zeros(max_angular: int, n_radial: int) -> np.ndarray:
     from spex.radial.physical.laplacian_eigenstates import _compute_zeros
 
     return _compute_zeros(max_angular, n_radial - 1)[: max_angular + 1, :n_radial]
+
+
+def neighbor_slots(centers: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, int]:
+    """(rank, width): the place of each edge among the edges of its centre (0, 1,
+    ... in edge order) and the largest neighbour count (at least 1).
+
+    Edge e then has the slot ``centers[e] * width + rank[e]`` in a padded
+    [n_atoms x width] layout, where a sum over neighbours is a batched product.
+    """
+    counts = torch.bincount(centers, minlength=n_atoms)
+    width = 1
+    if centers.shape[0] > 0:
+        width = max(int(torch.max(counts)), 1)
+    sorted_centers, order = torch.sort(centers, stable=True)
+    first = torch.cumsum(counts, 0) - counts
+    rank_sorted = torch.arange(
+        centers.shape[0], device=centers.device
+    ) - first.index_select(0, sorted_centers)
+    rank = torch.empty_like(rank_sorted).scatter_(0, order, rank_sorted)
+    return rank, width

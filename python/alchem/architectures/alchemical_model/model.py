@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ...data import DatasetInfo
+from ...features import neighbor_slots
 from ...harmonics import SphericalHarmonics
 from . import basis
 
@@ -399,16 +400,9 @@ class AlchemicalModel(torch.nn.Module):
         # vector of length r_c, where every radial function and its derivative
         # vanish, so they add nothing and the sums over neighbours become batched
         # matrix products.
-        counts = torch.bincount(centers, minlength=n_atoms)
-        slots = 0
-        if n_edges > 0:
-            slots = int(torch.max(counts))
-        sorted_centers, order = torch.sort(centers, stable=True)
-        first = torch.cumsum(counts, 0) - counts
-        rank_sorted = torch.arange(n_edges, device=centers.device) - first.index_select(
-            0, sorted_centers
-        )
-        rank = torch.empty_like(rank_sorted).scatter_(0, order, rank_sorted)
+        rank, slots = neighbor_slots(centers, n_atoms)
+        if n_edges == 0:
+            slots = 0
         slot = centers * slots + rank
         padding = torch.zeros(
             (n_atoms * slots, 3), dtype=edge_vectors.dtype, device=edge_vectors.device

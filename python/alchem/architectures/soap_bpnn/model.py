@@ -14,7 +14,12 @@ import torch
 from spex.radial.physical import LaplacianEigenstates
 
 from ...data import DatasetInfo
-from ...features import RadialScaling, ShiftedCosineCutoff, laplacian_zeros
+from ...features import (
+    RadialScaling,
+    ShiftedCosineCutoff,
+    laplacian_zeros,
+    neighbor_slots,
+)
 from ...harmonics import SphericalHarmonics
 
 
@@ -181,17 +186,7 @@ class SoapBpnn(torch.nn.Module):
         S = self.n_species
         center_row = row.index_select(0, centers)
         neighbor_species = species.index_select(0, neighbors)
-        n_edges = centers.shape[0]
-        counts = torch.bincount(center_row, minlength=n_atoms)
-        width = 1
-        if n_edges > 0:
-            width = max(int(torch.max(counts)), 1)
-        sorted_rows, order = torch.sort(center_row, stable=True)
-        first = torch.cumsum(counts, 0) - counts
-        rank_sorted = torch.arange(n_edges, device=centers.device) - first.index_select(
-            0, sorted_rows
-        )
-        rank = torch.empty_like(rank_sorted).scatter_(0, order, rank_sorted)
+        rank, width = neighbor_slots(center_row, n_atoms)
         place = center_row * width + rank
         species_place = place * S + neighbor_species
         radial_per_l = (
