@@ -253,6 +253,11 @@ def main() -> None:
     parser.add_argument("--skip-peak", action="store_true")
     parser.add_argument("--skip-long", action="store_true")
     parser.add_argument(
+        "--defaults-only",
+        action="store_true",
+        help="long runs with the plugin's defaults only (no malloc_reuse off runs)",
+    )
+    parser.add_argument(
         "--fixed",
         action="store_true",
         help="long runs also with the atoms held in place, and of EAM",
@@ -317,10 +322,11 @@ def main() -> None:
         # (label, model or LAMMPS potential, pair_coeff elements, integrate,
         # pair_style options)
         runs = [(name, name, elements, True, "") for name, _, _, _, elements in SMALL]
-        runs += [
-            (f"{name}, malloc_reuse off", name, elements, True, "malloc_reuse off")
-            for name, _, _, _, elements in SMALL
-        ]
+        if not args.defaults_only:
+            runs += [
+                (f"{name}, malloc_reuse off", name, elements, True, "malloc_reuse off")
+                for name, _, _, _, elements in SMALL
+            ]
         if args.fixed:
             runs += [
                 ("am-small, atoms fixed", "am-small", SEVEN, False, ""),
