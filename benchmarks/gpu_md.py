@@ -42,47 +42,18 @@ MODELS = {
 }
 
 
-def lammps(
-    work: str,
-    data: str,
-    pair: str,
-    steps: int,
-    ranks: int = 1,
-    variables: dict | None = None,
-) -> dict:
-    command = [os.path.join(md.BIN, "lmp")]
-    if ranks > 1:
-        command = [os.path.join(md.BIN, "mpirun"), "-np", str(ranks)] + command
-    command += ["-in", os.path.join(md.TEMPLATES, "in.md"), "-log", "none"]
-    values = {
-        "data": data,
-        "pair": os.path.join(md.TEMPLATES, pair),
-        "potentials": md.potentials_folder(),
-        "warmup": "3",
-        "steps": str(steps),
-        **(variables or {}),
-    }
-    for key, value in values.items():
-        command += ["-var", key, value]
-    env = dict(os.environ, OMP_NUM_THREADS="1", ALCHEM_LAMMPS_PROFILE="1")
-    result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
-    loops = md.LOOP.findall(result.stdout)
-    if result.returncode != 0 or not loops:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-6:])
-        return {"error": tail.replace("\n", " | ")[-300:]}
-    seconds, procs, n_steps, n_atoms = loops[-1]
-    row = {
-        "seconds": float(seconds),
-        "steps": int(n_steps),
-        "atoms": int(n_atoms),
-        "ranks": int(procs),
-        "us_per_atom_step": float(seconds) / int(n_steps) / int(n_atoms) * 1e6,
-    }
-    profile = md.PROFILE.findall(result.stdout)
-    if profile:
-        names = ["pairs", "inputs", "forward", "backward", "forces_virial", "total"]
-        row.update({f"plugin_{n}_ms": float(v) for n, v in zip(names, profile[0][2:])})
-    return row
+def lammps(work: str, potential: str, data: str, steps: int, ranks: int = 1) -> dict:
+    """``lammps_md.run_lammps`` (same input, timing, profile and process usage, 3
+    warm-up steps), a failure kept as the row's ``error``."""
+    try:
+        row = md.run_lammps(
+            work, potential, data, ranks, 3, steps, md.potentials_folder(), 600
+        )
+    except RuntimeError as error:
+        lines = str(error).strip().splitlines()
+        reason = next((x for x in lines if x.startswith("ERROR")), lines[-1])
+        return {"error": reason[-300:]}
+    return {k: v for k, v in row.items() if k not in ("engine", "potential")}
 
 
 def ase_worker(model: str, data: str, elements: str, steps: int) -> None:
@@ -186,6 +157,7 @@ def main() -> None:
     )
     parser.add_argument("--output", default=os.path.join(HERE, "results", "gpu_md"))
     args = parser.parse_args()
+    args.work = os.path.abspath(args.work)  # LAMMPS runs in it, data paths stay valid
     os.makedirs(args.work, exist_ok=True)
 
     md.train(args.work, "am", "alchemical_model", md.SEVEN.replace(" ", ","))
@@ -206,22 +178,20 @@ def main() -> None:
                 md.SNAP,
                 "lammps cpu",
                 atoms,
-                lammps(args.work, data[atoms], "pair.snap", steps, ranks),
+                lammps(args.work, md.SNAP, data[atoms], steps, ranks),
             )
         for name, (model, elements) in MODELS.items():
             if args.only not in name:
                 continue
-            variables = {
-                "model": os.path.join(args.work, model),
-                "elements": elements,
-                "options": f"device cuda {args.options}".strip(),
-            }
+            label = f"{name} {args.options}".strip()
+            md.POTENTIALS[label] = ("pair.alchemical", elements, model, {})
+            md.PAIR_OPTIONS[label] = f"device cuda {args.options}".strip()
             steps = 20 if atoms <= 20000 else 10
             add(
-                f"{name} {args.options}".strip(),
+                label,
                 "lammps cuda",
                 atoms,
-                lammps(args.work, data[atoms], "pair.alchemical", steps, 1, variables),
+                lammps(args.work, label, data[atoms], steps),
             )
             if atoms in args.ase_sizes:
                 add(
