@@ -214,3 +214,77 @@ def test_selected_atoms_give_the_same_per_atom_energies(trained, emt_dir):
     for row, sample in enumerate(block.samples.values):
         expected = full.values[lookup[tuple(sample.tolist())]]
         torch.testing.assert_close(block.values[row], expected, rtol=1e-12, atol=1e-12)
+
+
+def _system_with_pairs(atoms, model, order: str):
+    """A metatomic System of ``atoms`` with its full neighbour list, the pairs
+    sorted by centre (as LAMMPS gives them) or shuffled (the same way every call)."""
+    import vesin.metatomic
+    from metatensor.torch import Labels, TensorBlock
+    from metatomic.torch import System
+
+    options = model.requested_neighbor_lists()[0]
+    system = System(
+        torch.tensor(atoms.numbers, dtype=torch.int32),
+        torch.tensor(atoms.positions),
+        torch.tensor(atoms.cell.array),
+        torch.tensor([True, True, True]),
+    )
+    vesin.metatomic.NeighborList(options, "angstrom").add_neighbor_list(
+        [system], copy=True
+    )
+    pairs = system.get_neighbor_list(options)
+    if order == "sorted":
+        permutation = torch.argsort(pairs.samples.column("first_atom"), stable=True)
+    else:
+        generator = torch.Generator().manual_seed(0)
+        permutation = torch.randperm(len(pairs.samples), generator=generator)
+    vectors = pairs.values.detach()[permutation].clone().requires_grad_(True)
+    system = System(system.types, system.positions, system.cell, system.pbc)
+    samples = Labels(pairs.samples.names, pairs.samples.values[permutation])
+    block = TensorBlock(vectors, samples, pairs.components, pairs.properties)
+    system.add_neighbor_list(options, block)
+    return system, vectors
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_chunks_of_atoms_sum_to_the_whole(trained, emt_dir, order):
+    """The LAMMPS plugin evaluates its owned atoms in chunks (selected_atoms =
+    atoms a..b-1 of one system, pairs sorted by centre): the model then takes the
+    chunk's pairs as one slice. Chunks must give the per-atom energies and, summed,
+    the pair gradients of one evaluation, on that path (sorted) and on the
+    general one (shuffled pairs)."""
+    from metatensor.torch import Labels
+    from metatomic.torch import (
+        ModelEvaluationOptions,
+        ModelOutput,
+        load_atomistic_model,
+    )
+
+    model = load_atomistic_model(trained["model"])
+    atoms = ase.io.read(os.path.join(emt_dir, "test.xyz"), "0")
+
+    def evaluate(first: int, end: int):
+        system, vectors = _system_with_pairs(atoms, model, order)
+        selected = torch.tensor([[0, atom] for atom in range(first, end)])
+        options = ModelEvaluationOptions(
+            length_unit="angstrom",
+            outputs={"energy": ModelOutput(unit="eV", sample_kind="atom")},
+            selected_atoms=Labels(["system", "atom"], selected),
+        )
+        block = model([system], options, False)["energy"].block()
+        assert block.samples.values.tolist() == selected.tolist()
+        (gradient,) = torch.autograd.grad(block.values.sum(), [vectors])
+        return block.values.detach().reshape(-1), gradient
+
+    n = len(atoms)
+    energies, gradient = evaluate(0, n)
+    chunk_energies, chunk_gradient = [], torch.zeros_like(gradient)
+    for first in range(0, n, 7):
+        values, pair_gradient = evaluate(first, min(first + 7, n))
+        chunk_energies.append(values)
+        chunk_gradient += pair_gradient
+    torch.testing.assert_close(
+        torch.cat(chunk_energies), energies, rtol=1e-12, atol=1e-12
+    )
+    torch.testing.assert_close(chunk_gradient, gradient, rtol=1e-10, atol=1e-12)

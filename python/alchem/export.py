@@ -70,17 +70,25 @@ class MetatomicEnergyModel(torch.nn.Module):
             n_atoms = len(system)
             numbers.append(system.types)
             vectors.append(pairs.values.reshape(-1, 3))
-            centers.append(pairs.samples.column("first_atom") + offset)
-            neighbors.append(pairs.samples.column("second_atom") + offset)
+            first_atom = pairs.samples.column("first_atom")
+            second_atom = pairs.samples.column("second_atom")
+            if offset > 0:
+                first_atom, second_atom = first_atom + offset, second_atom + offset
+            centers.append(first_atom)
+            neighbors.append(second_atom)
             device = system.types.device
             system_index.append(torch.full((n_atoms,), index, device=device))
             atom_index.append(torch.arange(n_atoms, device=device))
             offset += n_atoms
 
-        all_numbers = torch.cat(numbers)
-        all_centers = torch.cat(centers)
-        all_neighbors = torch.cat(neighbors)
-        all_vectors = torch.cat(vectors)
+        if len(systems) == 1:  # no copies: LAMMPS gives one (large) system
+            all_numbers, all_vectors = numbers[0], vectors[0]
+            all_centers, all_neighbors = centers[0], neighbors[0]
+        else:
+            all_numbers = torch.cat(numbers)
+            all_centers = torch.cat(centers)
+            all_neighbors = torch.cat(neighbors)
+            all_vectors = torch.cat(vectors)
         samples = torch.stack([torch.cat(system_index), torch.cat(atom_index)], dim=1)
         if selected_atoms is None:
             energies = self.model.atomic_energies(
@@ -91,23 +99,27 @@ class MetatomicEnergyModel(torch.nn.Module):
             # the ghosts): put them first and drop the pairs of the others, so no
             # feature or network is computed for an atom whose energy is not asked.
             selected = selected_atoms.values.to(samples.device)
-            keys = samples[:, 0] * (offset + 1) + samples[:, 1]
-            wanted = selected[:, 0] * (offset + 1) + selected[:, 1]
-            mask = torch.isin(keys, wanted)
-            order = torch.cat([torch.nonzero(mask), torch.nonzero(~mask)]).reshape(-1)
-            position = torch.empty_like(order).scatter_(
-                0, order, torch.arange(order.shape[0], device=order.device)
-            )
-            kept = mask.index_select(0, all_centers)
-            n_centers = int(mask.sum().item())
-            energies = self.model.atomic_energies(
-                all_numbers.index_select(0, order),
-                all_vectors[kept],
-                position.index_select(0, all_centers[kept]),
-                position.index_select(0, all_neighbors[kept]),
-                n_centers,
-            )
-            samples = samples.index_select(0, order[:n_centers])
+            first = _atom_range(selected, len(systems))
+            if first >= 0 and _is_sorted(all_centers):
+                energies, samples = self._atom_range_energies(
+                    all_numbers,
+                    all_vectors,
+                    all_centers,
+                    all_neighbors,
+                    first,
+                    selected.shape[0],
+                    samples,
+                )
+            else:
+                energies, samples = self._selected_energies(
+                    all_numbers,
+                    all_vectors,
+                    all_centers,
+                    all_neighbors,
+                    selected,
+                    samples,
+                    offset,
+                )
 
         properties = Labels("energy", torch.tensor([[0]], device=energies.device))
         if outputs["energy"].sample_kind == "atom":
@@ -133,6 +145,107 @@ class MetatomicEnergyModel(torch.nn.Module):
             )
         keys = Labels("_", torch.tensor([[0]], device=energies.device))
         return {"energy": TensorMap(keys, [block])}
+
+    def _atom_range_energies(
+        self,
+        numbers: torch.Tensor,
+        vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        first: int,
+        count: int,
+        samples: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies of atoms first .. first + count - 1 of the one system, its pairs
+        sorted by centre: their pairs are one slice, found by binary search.
+
+        This is how the LAMMPS plugin evaluates its owned atoms in chunks; the work
+        per chunk then does not grow with the number of pairs of the whole rank."""
+        end = first + count
+        low, high = _lower_bound(centers, first), _lower_bound(centers, end)
+        chunk_neighbors = neighbors[low:high]
+        # atoms first..end - 1 move to the front, those before them behind them
+        position = torch.where(
+            chunk_neighbors >= end,
+            chunk_neighbors,
+            torch.where(
+                chunk_neighbors >= first,
+                chunk_neighbors - first,
+                chunk_neighbors + count,
+            ),
+        )
+        energies = self.model.atomic_energies(
+            torch.cat([numbers[first:end], numbers[:first], numbers[end:]]),
+            vectors[low:high],
+            centers[low:high] - first,
+            position,
+            count,
+        )
+        return energies, samples[first:end]
+
+    def _selected_energies(
+        self,
+        numbers: torch.Tensor,
+        vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        selected: torch.Tensor,
+        samples: torch.Tensor,
+        n_atoms: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies of any selected atoms: a mask over all atoms and pairs."""
+        keys = samples[:, 0] * (n_atoms + 1) + samples[:, 1]
+        wanted = selected[:, 0] * (n_atoms + 1) + selected[:, 1]
+        mask = torch.isin(keys, wanted)
+        order = torch.cat([torch.nonzero(mask), torch.nonzero(~mask)]).reshape(-1)
+        position = torch.empty_like(order).scatter_(
+            0, order, torch.arange(order.shape[0], device=order.device)
+        )
+        kept = mask.index_select(0, centers)
+        n_centers = int(mask.sum().item())
+        energies = self.model.atomic_energies(
+            numbers.index_select(0, order),
+            vectors[kept],
+            position.index_select(0, centers[kept]),
+            position.index_select(0, neighbors[kept]),
+            n_centers,
+        )
+        return energies, samples.index_select(0, order[:n_centers])
+
+
+def _atom_range(selected: torch.Tensor, n_systems: int) -> int:
+    """The first atom if ``selected`` is atoms first, first + 1, ... of the only
+    system, in that order; else -1."""
+    if n_systems != 1 or selected.shape[0] == 0:
+        return -1
+    first = int(selected[0, 1])
+    expected = torch.arange(
+        first, first + selected.shape[0], device=selected.device
+    ).to(selected.dtype)
+    if bool(torch.all(selected[:, 0] == 0)) and bool(
+        torch.all(selected[:, 1] == expected)
+    ):
+        return first
+    return -1
+
+
+def _lower_bound(values: torch.Tensor, target: int) -> int:
+    """First index of the sorted ``values`` with a value >= target (binary search;
+    torch.searchsorted would copy the strided column of the Labels first)."""
+    low, high = 0, values.shape[0]
+    while low < high:
+        middle = (low + high) // 2
+        if int(values[middle]) < target:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+def _is_sorted(values: torch.Tensor) -> bool:
+    if values.shape[0] < 2:
+        return True
+    return bool(torch.all(values[1:] >= values[:-1]))
 
 
 def atomistic_model(model: EnergyModel, options: dict) -> AtomisticModel:
