@@ -10,28 +10,42 @@ recurrence (Bigi et al., J. Chem. Phys. 159, 064802 (2023)) on unit vectors:
     Y_l^{m>0} = F_l^m Q_l^m c_m,  Y_l^0 = F_l^0 Q_l^0 / sqrt(2),
     Y_l^{-m} = F_l^m Q_l^m s_m,   F_l^m = (-1)^m sqrt((2l+1)/(2 pi) (l-m)!/(l+m)!).
 
-Why not sphericart-torch, which the tests use as the reference:
-- its autograd formulas are registered from Python (sphericart/torch/register.py),
-  so in a C++ engine (LAMMPS) the gradients through the harmonics were silently
-  missing: forces 2 % off the ASE ones while energies matched to 1e-15;
-- training on forces needs second derivatives, and its double backward builds the
-  full [edges, 3, 3, (l_max+1)^2] Hessian; at l_max = 13 that was about half of a
-  training step;
-- a model that needs no TorchScript extension needs no extensions/ folder.
-Here every step is an elementwise torch operation on [edges, <= l + 1] tensors, so
-autograd differentiates it twice at the cost of a few more of them, in Python and
-C++ alike.
+Where each one runs:
+- eager mode (training, validation, ``alchem-eval``): sphericart-torch, whose
+  fused kernels make a SOAP-BPNN training step (l_max = 6, forces and stress, so
+  second derivatives) about 7 % faster; for the Alchemical Model (l_max = 13)
+  the two cost the same;
+- TorchScript (the exported ``model.pt`` in LAMMPS and ASE): the recurrence
+  below. sphericart-torch registers its autograd formulas from Python
+  (sphericart/torch/register.py), so in a C++ engine the gradients through the
+  harmonics were silently missing (forces 2 % off while energies matched), and
+  a model that needs no TorchScript extension needs no extensions/ folder.
+Every step of the recurrence is an elementwise torch operation on [edges, <= l + 1]
+tensors, so autograd differentiates it (twice, if asked) in Python and C++ alike.
+``use_library = False`` makes the eager module run the recurrence too.
 """
 
 import math
+from functools import lru_cache
 
 import torch
+
+
+@lru_cache(maxsize=8)
+def _library_calculator(max_angular: int):
+    """sphericart-torch's calculator, or None where it is not installed."""
+    try:
+        import sphericart.torch
+    except ImportError:
+        return None
+    return sphericart.torch.SphericalHarmonics(max_angular)
 
 
 class SphericalHarmonics(torch.nn.Module):
     def __init__(self, max_angular: int):
         super().__init__()
         self.max_angular = max_angular
+        self.use_library = True
         dtype = torch.get_default_dtype()
         a, b, f, top, reverse = [], [], [], [], []
         q_top = 1.0
@@ -64,6 +78,22 @@ class SphericalHarmonics(torch.nn.Module):
 
     def forward(self, vectors: torch.Tensor) -> list[torch.Tensor]:
         """[n, 3] vectors (any length > 0) -> [Y_0 [n, 1], Y_1 [n, 3], ...]."""
+        if not torch.jit.is_scripting() and self.use_library:
+            values = self._library(vectors)
+            if values is not None:
+                return values
+        return self._recurrence(vectors)
+
+    @torch.jit.unused
+    def _library(self, vectors: torch.Tensor) -> list[torch.Tensor] | None:
+        calculator = _library_calculator(self.max_angular)
+        if calculator is None:
+            return None
+        values = calculator(vectors)
+        sizes = [2 * l + 1 for l in range(self.max_angular + 1)]
+        return list(values.split(sizes, dim=1))
+
+    def _recurrence(self, vectors: torch.Tensor) -> list[torch.Tensor]:
         unit = vectors / torch.linalg.norm(vectors, dim=1, keepdim=True)
         # contiguous columns: the many elementwise products below run faster
         x, y, z = [c.unsqueeze(1) for c in unit.t().contiguous().unbind(0)]

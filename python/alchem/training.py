@@ -317,7 +317,11 @@ def train(
         ", ".join(k for k, v in data.targets.items() if v),
     )
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=training["learning_rate"])
+    # fused: one vectorised kernel for all parameters (CPU and GPU) instead of a
+    # dozen elementwise operations per parameter tensor (3 % of a SOAP-BPNN step)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=training["learning_rate"], fused=True
+    )
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
         factor=training["scheduler_factor"],

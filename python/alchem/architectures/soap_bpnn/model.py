@@ -84,10 +84,16 @@ class SoapBpnn(torch.nn.Module):
         self.register_buffer("pair_second", second)
         weight = torch.where(first == second, 1.0, math.sqrt(2.0))
         self.register_buffer("pair_weight", weight.reshape(1, -1, 1, 1))
-        # the a <= b pairs among all (a, b) of the full product of the densities
-        # (see feature_blocks), and the weights of their (pair, n, n') features
+        # the (pair a <= b, n, n') features as positions in the flattened
+        # [(n, a), (n', b)] product of the densities (see feature_blocks): one
+        # gather per l, no permuted copy of the product in any pass
         S, N = self.n_species, self.n_radial
-        self.register_buffer("pair_flat", first * S + second, persistent=False)
+        n = torch.arange(N)
+        rows = n.reshape(1, -1, 1) * S + first.reshape(-1, 1, 1)
+        columns = n.reshape(1, 1, -1) * S + second.reshape(-1, 1, 1)
+        self.register_buffer(
+            "pair_feature", (rows * (N * S) + columns).reshape(-1), persistent=False
+        )
         scale = weight.reshape(-1, 1, 1).expand(-1, N, N).reshape(-1)
         self.register_buffer(
             "pair_scale", scale.to(torch.get_default_dtype()), persistent=False
@@ -226,10 +232,8 @@ class SoapBpnn(torch.nn.Module):
             # pairs in (pair, n, n') order, off-diagonal pairs times sqrt(2)
             density = density.reshape(n_atoms, self.n_radial * S, size)
             power = torch.bmm(density, density.transpose(1, 2))
-            # [row, (n, a), (n', b)] -> [row, (a, b), (n, n')] -> pairs a <= b
-            power = power.reshape(n_atoms, self.n_radial, S, self.n_radial, S)
-            power = power.permute(0, 2, 4, 1, 3).reshape(n_atoms, S * S, -1)
-            power = power.index_select(1, self.pair_flat).reshape(n_atoms, -1)
+            # [row, (n, a), (n', b)] -> [row, (pair a <= b, n, n')]
+            power = power.reshape(n_atoms, -1).index_select(1, self.pair_feature)
             blocks.append(power * (self.pair_scale / math.sqrt(2 * l + 1)))
         return blocks
 
