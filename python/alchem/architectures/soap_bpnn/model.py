@@ -84,16 +84,12 @@ class SoapBpnn(torch.nn.Module):
         self.register_buffer("pair_second", second)
         weight = torch.where(first == second, 1.0, math.sqrt(2.0))
         self.register_buffer("pair_weight", weight.reshape(1, -1, 1, 1))
-        # the (pair a <= b, n, n') features as positions in the flattened
-        # [(n, a), (n', b)] product of the densities (see feature_blocks): one
-        # gather per l, no permuted copy of the product in any pass
+        # the (pair a <= b, n, n') features of the [(a, n), (b, n')] product of
+        # the densities (see feature_blocks): viewed as rows (a, n, b) of N
+        # numbers (n'), one gather of whole rows per l makes the features
         S, N = self.n_species, self.n_radial
-        n = torch.arange(N)
-        rows = n.reshape(1, -1, 1) * S + first.reshape(-1, 1, 1)
-        columns = n.reshape(1, 1, -1) * S + second.reshape(-1, 1, 1)
-        self.register_buffer(
-            "pair_feature", (rows * (N * S) + columns).reshape(-1), persistent=False
-        )
+        rows = (first.reshape(-1, 1) * N + torch.arange(N)) * S + second.reshape(-1, 1)
+        self.register_buffer("pair_rows", rows.reshape(-1), persistent=False)
         scale = weight.reshape(-1, 1, 1).expand(-1, N, N).reshape(-1)
         self.register_buffer(
             "pair_scale", scale.to(torch.get_default_dtype()), persistent=False
@@ -228,12 +224,14 @@ class SoapBpnn(torch.nn.Module):
             density = torch.bmm(radial_per_l[l].transpose(1, 2), harmonics_l)
             if l == 0:
                 density = density + own
-            # all species pairs at once: [row, (n, a), (n', b)], then the a <= b
+            # all species pairs at once: [row, (a, n), (b, n')], then the a <= b
             # pairs in (pair, n, n') order, off-diagonal pairs times sqrt(2)
-            density = density.reshape(n_atoms, self.n_radial * S, size)
+            N = self.n_radial
+            density = density.reshape(n_atoms, N, S, size).transpose(1, 2)
+            density = density.reshape(n_atoms, S * N, size)
             power = torch.bmm(density, density.transpose(1, 2))
-            # [row, (n, a), (n', b)] -> [row, (pair a <= b, n, n')]
-            power = power.reshape(n_atoms, -1).index_select(1, self.pair_feature)
+            power = power.reshape(n_atoms, S * N * S, N).index_select(1, self.pair_rows)
+            power = power.reshape(n_atoms, -1)
             blocks.append(power * (self.pair_scale / math.sqrt(2 * l + 1)))
         return blocks
 
