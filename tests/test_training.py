@@ -26,6 +26,10 @@ def test_training_writes_every_output(trained):
     # the expanded options hold every default, e.g. the scheduler settings
     assert "scheduler_factor" in expanded and "early_stopping_patience" in expanded
     assert "val E" in trained["log"] and "meV/atom" in trained["log"]
+    # training runs sphericart-torch (eager harmonics), which the exported model
+    # does not call: the model must not ask engines for its library
+    assert "no extensions needed" in trained["log"]
+    assert not os.path.isdir(os.path.join(folder, "extensions"))
 
 
 def test_exported_model_matches_in_memory_model_through_ase(trained, emt_dir):

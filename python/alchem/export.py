@@ -6,6 +6,7 @@ or per atom). Forces and stress come from the engines' autograd through the neig
 list's distance vectors.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -284,7 +285,8 @@ def export_model(model: EnergyModel, options: dict, path: str) -> str:
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
     tmp_extensions = tmp + "-extensions"
     try:
-        atomistic_model(model, options).save(tmp, collect_extensions=tmp_extensions)
+        with _without_training_libraries():
+            atomistic_model(model, options).save(tmp, collect_extensions=tmp_extensions)
         if os.path.isdir(tmp_extensions) and os.listdir(tmp_extensions):
             # merge: other models in the same folder may need other extensions
             shutil.copytree(tmp_extensions, extensions, dirs_exist_ok=True)
@@ -296,6 +298,21 @@ def export_model(model: EnergyModel, options: dict, path: str) -> str:
             elif os.path.exists(leftover):
                 os.remove(leftover)
     return extensions
+
+
+@contextlib.contextmanager
+def _without_training_libraries():
+    """metatomic records every TorchScript library loaded in the process as an
+    extension the saved model needs. Training loads sphericart-torch's (the
+    harmonics in eager mode, python/alchem/harmonics.py), which the scripted model
+    never calls: hidden while saving, the model needs no extensions/ folder."""
+    loaded = torch.ops.loaded_libraries
+    hidden = {path for path in loaded if "sphericart" in os.path.basename(path)}
+    loaded.difference_update(hidden)
+    try:
+        yield
+    finally:
+        loaded.update(hidden)
 
 
 def describe_extensions(folder: str) -> str:
