@@ -5,6 +5,7 @@ Energies, forces, virials and the parameter gradients of a force-training loss."
 
 import math
 
+import ase.build
 import pytest
 import torch
 from alchem.data import DatasetInfo, collate
@@ -96,13 +97,19 @@ def test_optimised_soap_bpnn_equals_reference(emt_dir, batch, layernorm, scaling
     def run(reference: bool) -> tuple[dict, list[torch.Tensor]]:
         model.zero_grad()
         if reference:
+            # every directed edge, written out the plain way; the optimised run
+            # takes each pair once (predict, both_directions)
             forward = net.forward
-            net.forward = lambda s, v, c, n, k=-1: reference_network(net, s, v, c, n)
+            net.forward = lambda s, v, c, n, k=-1, b=False: reference_network(
+                net, s, v, c, n
+            )
+            net.accepts_both_directions = False
         try:
             out = predict(model, batch, forces=True, virial=True, create_graph=True)
         finally:
             if reference:
                 net.forward = forward
+                net.accepts_both_directions = True
         # a force-training loss: its gradient goes through the double backward
         loss = out["energy"].pow(2).sum() + out["forces"].pow(2).sum()
         loss = loss + out["virial"].pow(2).sum()
@@ -137,3 +144,38 @@ def test_ghost_neighbours_give_the_same_energies(emt_dir, batch):
     ghosted = model.architecture(with_ghosts, vectors, batch.centers, ghosts, n)
     assert ghosted.shape == (n,)
     torch.testing.assert_close(direct, ghosted, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("cell", ["periodic", "small periodic", "cluster"])
+def test_each_pair_once_equals_every_directed_edge(emt_dir, cell):
+    """predict gives SOAP-BPNN each pair of the full list once (both_directions):
+    energies, forces, virials and the parameter gradients of a force loss must be
+    those of every directed edge. A cell smaller than twice the cutoff has pairs of
+    an atom with its own images (i = j, shifts S and -S)."""
+    from alchem.model import _one_way
+
+    frames = generate_emt_structures(2, elements=("Cu", "Ni", "Pd", "Pt"), seed=3)
+    if cell == "small periodic":
+        frames = [ase.build.bulk("Cu", "fcc", a=3.6) * (1, 1, 2)] + frames[:1]
+        frames[0].rattle(0.05, seed=2)
+    elif cell == "cluster":
+        for atoms in frames:
+            atoms.pbc = False
+    batch = collate([structure_from_atoms(a, 4.5) for a in frames])
+    assert _one_way(batch) is not None
+    model = make_model(emt_dir, True, True)
+
+    def run(each_pair_once: bool):
+        model.zero_grad()
+        model.architecture.accepts_both_directions = each_pair_once
+        out = predict(model, batch, forces=True, virial=True, create_graph=True)
+        loss = out["energy"].pow(2).sum() + out["forces"].pow(2).sum()
+        (loss + out["virial"].pow(2).sum()).backward()
+        return out, [p.grad.clone() for p in model.parameters()]
+
+    once, once_grads = run(True)
+    every, every_grads = run(False)
+    for key in ("energy", "atomic_energies", "forces", "virial"):
+        torch.testing.assert_close(once[key], every[key], rtol=1e-12, atol=1e-12)
+    for a, b in zip(once_grads, every_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -31,18 +31,21 @@ class EnergyModel(torch.nn.Module):
         centers: torch.Tensor,
         neighbors: torch.Tensor,
         n_centers: int = -1,
+        both_directions: bool = False,
     ) -> torch.Tensor:
         """Energy of each atom (eV) from atomic numbers and edges r_ij = x_j - x_i.
 
         With ``n_centers >= 0`` only the first ``n_centers`` atoms are centres (every
         edge starts at one of them) and only their energies are computed; the other
-        atoms are neighbours only (e.g. LAMMPS ghosts).
+        atoms are neighbours only (e.g. LAMMPS ghosts). With ``both_directions``
+        (architectures with ``accepts_both_directions``) each edge also stands for
+        its reverse (j, i, -r_ij): a full list given with each pair once.
         """
         species = self.type_to_index[numbers]
         if n_centers < 0:
             n_centers = species.shape[0]
         network = self.architecture(
-            species, edge_vectors, centers, neighbors, n_centers
+            species, edge_vectors, centers, neighbors, n_centers, both_directions
         )
         return network * self.energy_scale + self.composition[species[:n_centers]]
 
@@ -98,6 +101,12 @@ def predict(
     positions = batch.positions
     if forces:
         positions = positions.detach().requires_grad_(True)
+    centers, neighbors, shifts = batch.centers, batch.neighbors, batch.shifts
+    edge_structure = batch.edge_structure
+    one_way = _one_way(batch) if model.architecture.accepts_both_directions else None
+    if one_way is not None:
+        centers, neighbors = centers[one_way], neighbors[one_way]
+        shifts, edge_structure = shifts[one_way], edge_structure[one_way]
     n_structures = batch.cells.shape[0]
     strain = torch.zeros(
         (n_structures, 3, 3), dtype=positions.dtype, device=positions.device
@@ -105,17 +114,17 @@ def predict(
     if virial:
         strain.requires_grad_(True)
     vectors = (
-        positions[batch.neighbors]
-        - positions[batch.centers]
-        + torch.einsum("ea,eab->eb", batch.shifts, batch.cells[batch.edge_structure])
+        positions[neighbors]
+        - positions[centers]
+        + torch.einsum("ea,eab->eb", shifts, batch.cells[edge_structure])
     )
     if virial:
         deformation = (
             torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
         )
-        vectors = torch.einsum("ea,eab->eb", vectors, deformation[batch.edge_structure])
+        vectors = torch.einsum("ea,eab->eb", vectors, deformation[edge_structure])
     atomic = model.atomic_energies(
-        batch.numbers, vectors, batch.centers, batch.neighbors
+        batch.numbers, vectors, centers, neighbors, both_directions=one_way is not None
     )
     energy = torch.zeros(n_structures, dtype=atomic.dtype, device=atomic.device)
     energy = energy.index_add(0, batch.atom_structure, atomic)
@@ -134,3 +143,25 @@ def predict(
         if virial:
             result["virial"] = -grads[-1]
     return result
+
+
+def _one_way(batch: Batch) -> torch.Tensor | None:
+    """Mask of one edge per pair of a full neighbour list: (i, j, S) with i < j, or
+    i = j and S > 0 (lexicographically); its reverse (j, i, -S) is the other.
+
+    None if the list is not symmetric (then every directed edge is used)."""
+    centers, neighbors, shifts = batch.centers, batch.neighbors, batch.shifts
+    positive = (shifts[:, 0] > 0) | (
+        (shifts[:, 0] == 0)
+        & ((shifts[:, 1] > 0) | ((shifts[:, 1] == 0) & (shifts[:, 2] > 0)))
+    )
+    keep = (centers < neighbors) | ((centers == neighbors) & positive)
+    # each kept edge must have its reverse: as many kept as dropped, and the same
+    # multiset of (smaller atom, larger atom) pairs on both sides
+    if 2 * int(keep.sum()) != centers.shape[0]:
+        return None
+    n = int(batch.numbers.shape[0])
+    low = torch.minimum(centers, neighbors) * n + torch.maximum(centers, neighbors)
+    if not torch.equal(torch.sort(low[keep]).values, torch.sort(low[~keep]).values):
+        return None
+    return keep

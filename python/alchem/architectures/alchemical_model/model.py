@@ -106,6 +106,8 @@ class AlchemicalModel(torch.nn.Module):
         scale = float(soap["basis_scale"])
         width = float(soap["cutoff_width"])
         K = self.n_pseudo
+        # its features are built on neighbour slots: each pair once would not help
+        self.accepts_both_directions = False
         self.radial_hidden_size = RADIAL_HIDDEN
         self.radial_layers = RADIAL_LAYERS
         self.layernorm_eps = LAYERNORM_EPS
@@ -460,9 +462,13 @@ class AlchemicalModel(torch.nn.Module):
         centers: torch.Tensor,
         neighbors: torch.Tensor,
         n_centers: int = -1,
+        both_directions: bool = False,
     ) -> torch.Tensor:
         """Outputs of the first ``n_centers`` atoms (all atoms if negative); the
-        others only serve as neighbours."""
+        others only serve as neighbours. Every directed edge must be given
+        (``both_directions`` is for architectures with ``accepts_both_directions``)."""
+        if both_directions:
+            raise RuntimeError("the Alchemical Model needs every directed edge")
         if n_centers < 0:
             n_centers = species.shape[0]
         blocks, total, squares = self.power_spectrum(

@@ -36,6 +36,9 @@ def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> torch.nn.Sequent
 class SoapBpnn(torch.nn.Module):
     def __init__(self, hypers: dict, info: DatasetInfo):
         super().__init__()
+        # forward(..., both_directions=True) takes each neighbour pair once (see
+        # feature_blocks); alchem.model.predict uses it for training and evaluation
+        self.accepts_both_directions = True
         soap, bpnn = hypers["soap"], hypers["bpnn"]
         self.cutoff = float(soap["cutoff"])
         self.n_species = len(info.atomic_types)
@@ -167,10 +170,17 @@ class SoapBpnn(torch.nn.Module):
         neighbors: torch.Tensor,
         n_centers: int,
         row: torch.Tensor,
+        both_directions: bool = False,
     ) -> list[torch.Tensor]:
         """Power spectrum of the first ``n_centers`` atoms, one [n_centers, pairs *
         n * n] block per l; atom i's features are in row ``row[i]`` (a permutation
-        of 0..n_centers-1)."""
+        of 0..n_centers-1).
+
+        ``both_directions``: edge (i, j, r_ij) also stands for (j, i, -r_ij), so a
+        full neighbour list can be given with each pair once (every atom must then
+        be a centre). The radial functions and harmonics of a pair are computed
+        once (Y_l(-r) = (-1)^l Y_l(r)), which halves their share of a training
+        step."""
         n_atoms = n_centers  # features only for the centres
         distances = torch.linalg.norm(edge_vectors, dim=1)
         smooth = self.cutoff_function(distances)
@@ -178,6 +188,12 @@ class SoapBpnn(torch.nn.Module):
             smooth = smooth * self.radial_scaling(distances)
         radial = self.radial_basis(distances, smooth)
         harmonics_per_l = self.spherical_harmonics(edge_vectors)
+        n_given = centers.shape[0]
+        if both_directions:
+            centers, neighbors = (
+                torch.cat([centers, neighbors]),
+                torch.cat([neighbors, centers]),
+            )
         # Neighbour sums as batched products: each centre (in its row) gets `width`
         # places, its largest neighbour count, and edge e goes to place row * width
         # + (its rank among the edges of its centre); empty places are zero. The
@@ -191,16 +207,15 @@ class SoapBpnn(torch.nn.Module):
         rank, width = neighbor_slots(center_row, n_atoms)
         place = center_row * width + rank
         species_place = place * S + neighbor_species
-        radial_per_l = (
-            torch.zeros(
-                (n_atoms * width, radial.shape[1]),
-                dtype=radial.dtype,
-                device=radial.device,
-            )
-            .index_copy(0, place, radial)
-            .reshape(n_atoms, width, self.max_angular + 1, self.n_radial)
-            .unbind(2)
+        padded = torch.zeros(
+            (n_atoms * width, radial.shape[1]), dtype=radial.dtype, device=radial.device
         )
+        padded.index_copy_(0, place[:n_given], radial)
+        if both_directions:
+            padded.index_copy_(0, place[n_given:], radial)
+        radial_per_l = padded.reshape(
+            n_atoms, width, self.max_angular + 1, self.n_radial
+        ).unbind(2)
         # the centre's own density (l = 0) in the column of its species
         row_species = torch.empty_like(species[:n_atoms]).index_copy_(
             0, row, species[:n_atoms]
@@ -211,15 +226,16 @@ class SoapBpnn(torch.nn.Module):
         blocks: list[torch.Tensor] = []
         for l, harmonics_l in enumerate(harmonics_per_l):
             size = 2 * l + 1
-            harmonics_l = (
-                torch.zeros(
-                    (n_atoms * width * S, size),
-                    dtype=harmonics_l.dtype,
-                    device=harmonics_l.device,
-                )
-                .index_copy(0, species_place, harmonics_l)
-                .reshape(n_atoms, width, S * size)
+            padded = torch.zeros(
+                (n_atoms * width * S, size),
+                dtype=harmonics_l.dtype,
+                device=harmonics_l.device,
             )
+            padded.index_copy_(0, species_place[:n_given], harmonics_l)
+            if both_directions:
+                reverse = harmonics_l if l % 2 == 0 else -harmonics_l
+                padded.index_copy_(0, species_place[n_given:], reverse)
+            harmonics_l = padded.reshape(n_atoms, width, S * size)
             # [row, n, (a, m)]
             density = torch.bmm(radial_per_l[l].transpose(1, 2), harmonics_l)
             if l == 0:
@@ -242,9 +258,10 @@ class SoapBpnn(torch.nn.Module):
         centers: torch.Tensor,
         neighbors: torch.Tensor,
         n_centers: int = -1,
+        both_directions: bool = False,
     ) -> torch.Tensor:
         """Outputs of the first ``n_centers`` atoms (all atoms if negative); the
-        others only serve as neighbours."""
+        others only serve as neighbours. ``both_directions``: see feature_blocks."""
         if n_centers < 0:
             n_centers = species.shape[0]
         center_species = species[:n_centers]
@@ -259,7 +276,7 @@ class SoapBpnn(torch.nn.Module):
             center_species, minlength=self.n_species
         ).tolist()
         blocks = self.feature_blocks(
-            species, edge_vectors, centers, neighbors, n_centers, row
+            species, edge_vectors, centers, neighbors, n_centers, row, both_directions
         )
         # LayerNorm folded into each first layer (as in the Alchemical Model):
         # W (g (x - mean) / std + b) + c = (x W'^T - mean W'1) / std + W b + c with
