@@ -152,8 +152,6 @@ def test_each_pair_once_equals_every_directed_edge(emt_dir, cell):
     energies, forces, virials and the parameter gradients of a force loss must be
     those of every directed edge. A cell smaller than twice the cutoff has pairs of
     an atom with its own images (i = j, shifts S and -S)."""
-    from alchem.model import _one_way
-
     frames = generate_emt_structures(2, elements=("Cu", "Ni", "Pd", "Pt"), seed=3)
     if cell == "small periodic":
         frames = [ase.build.bulk("Cu", "fcc", a=3.6) * (1, 1, 2)] + frames[:1]
@@ -162,7 +160,7 @@ def test_each_pair_once_equals_every_directed_edge(emt_dir, cell):
         for atoms in frames:
             atoms.pbc = False
     batch = collate([structure_from_atoms(a, 4.5) for a in frames])
-    assert _one_way(batch) is not None
+    assert batch.one_way is not None and batch.one_way.sum() * 2 == len(batch.centers)
     model = make_model(emt_dir, True, True)
 
     def run(each_pair_once: bool):
@@ -179,3 +177,24 @@ def test_each_pair_once_equals_every_directed_edge(emt_dir, cell):
         torch.testing.assert_close(once[key], every[key], rtol=1e-12, atol=1e-12)
     for a, b in zip(once_grads, every_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_one_way_edges_need_a_symmetric_list():
+    """One edge per pair only where every edge has its reverse; otherwise (an edge
+    whose reverse fell outside the cutoff by rounding) every directed edge."""
+    from alchem.data.dataset import one_way_edges
+
+    atoms = generate_emt_structures(1, elements=("Cu", "Ni"), seed=5)[0]
+    structure = structure_from_atoms(atoms, 4.5)
+    keep = structure.one_way
+    assert keep is not None and int(keep.sum()) * 2 == len(structure.centers)
+    centers, neighbors = structure.centers, structure.neighbors
+    shifts = structure.shifts
+    assert one_way_edges(centers[1:], neighbors[1:], shifts[1:]) is None
+    # as many edges each way, but one edge (i > j, not kept) points elsewhere
+    wrong = neighbors.clone()
+    candidates = torch.nonzero((centers > neighbors) & (neighbors > 0)).reshape(-1)
+    wrong[candidates[0]] -= 1
+    same_count = (centers < wrong) | ((centers == wrong) & keep)
+    assert int(same_count.sum()) == int(keep.sum())
+    assert one_way_edges(centers, wrong, shifts) is None

@@ -103,7 +103,8 @@ def predict(
         positions = positions.detach().requires_grad_(True)
     centers, neighbors, shifts = batch.centers, batch.neighbors, batch.shifts
     edge_structure = batch.edge_structure
-    one_way = _one_way(batch) if model.architecture.accepts_both_directions else None
+    # each pair once where the architecture can (see data.one_way_edges)
+    one_way = batch.one_way if model.architecture.accepts_both_directions else None
     if one_way is not None:
         centers, neighbors = centers[one_way], neighbors[one_way]
         shifts, edge_structure = shifts[one_way], edge_structure[one_way]
@@ -143,25 +144,3 @@ def predict(
         if virial:
             result["virial"] = -grads[-1]
     return result
-
-
-def _one_way(batch: Batch) -> torch.Tensor | None:
-    """Mask of one edge per pair of a full neighbour list: (i, j, S) with i < j, or
-    i = j and S > 0 (lexicographically); its reverse (j, i, -S) is the other.
-
-    None if the list is not symmetric (then every directed edge is used)."""
-    centers, neighbors, shifts = batch.centers, batch.neighbors, batch.shifts
-    positive = (shifts[:, 0] > 0) | (
-        (shifts[:, 0] == 0)
-        & ((shifts[:, 1] > 0) | ((shifts[:, 1] == 0) & (shifts[:, 2] > 0)))
-    )
-    keep = (centers < neighbors) | ((centers == neighbors) & positive)
-    # each kept edge must have its reverse: as many kept as dropped, and the same
-    # multiset of (smaller atom, larger atom) pairs on both sides
-    if 2 * int(keep.sum()) != centers.shape[0]:
-        return None
-    n = int(batch.numbers.shape[0])
-    low = torch.minimum(centers, neighbors) * n + torch.maximum(centers, neighbors)
-    if not torch.equal(torch.sort(low[keep]).values, torch.sort(low[~keep]).values):
-        return None
-    return keep

@@ -30,6 +30,8 @@ class Structure:
     energy: float | None = None
     forces: torch.Tensor | None = None  # [n_atoms, 3]
     virial: torch.Tensor | None = None  # [3, 3], W = -dE/d(strain)
+    # one edge per pair of the (symmetric) full list: see one_way_edges
+    one_way: torch.Tensor | None = None  # [n_edges] bool
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Batch:
     energy: torch.Tensor | None = None
     forces: torch.Tensor | None = None
     virial: torch.Tensor | None = None
+    one_way: torch.Tensor | None = None  # [n_edges] bool, see one_way_edges
     extra: dict = field(default_factory=dict)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "Batch":
@@ -85,6 +88,34 @@ def neighbor_list(
     return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.float64)
 
 
+def one_way_edges(
+    centers: torch.Tensor, neighbors: torch.Tensor, shifts: torch.Tensor
+) -> torch.Tensor | None:
+    """Mask of one edge per pair of a full neighbour list: (i, j, S) with i < j, or
+    i = j and S > 0 (lexicographically); its reverse (j, i, -S) is the other one.
+    None if the list is not symmetric (an edge whose reverse fell just outside the
+    cutoff by rounding): then every directed edge is used.
+
+    Architectures with ``accepts_both_directions`` compute each pair once from it
+    (alchem.model.predict)."""
+    positive = (shifts[:, 0] > 0) | (
+        (shifts[:, 0] == 0)
+        & ((shifts[:, 1] > 0) | ((shifts[:, 1] == 0) & (shifts[:, 2] > 0)))
+    )
+    keep = (centers < neighbors) | ((centers == neighbors) & positive)
+    reverse = torch.stack([neighbors, centers], dim=1)
+    reverse = torch.cat([reverse, -shifts.to(reverse.dtype)], dim=1)
+    forward = torch.cat([torch.stack([centers, neighbors], dim=1), shifts.long()], 1)
+    # every kept edge's reverse is among the others, and nothing else is
+    if 2 * int(keep.sum()) != centers.shape[0]:
+        return None
+    kept = torch.unique(reverse[keep], dim=0)
+    others = torch.unique(forward[~keep], dim=0)
+    if kept.shape != others.shape or not torch.equal(kept, others):
+        return None
+    return keep
+
+
 def structure_from_atoms(atoms: ase.Atoms, cutoff: float) -> Structure:
     """A Structure without targets, e.g. for prediction."""
     positions = np.asarray(atoms.positions, dtype=np.float64)
@@ -93,14 +124,17 @@ def structure_from_atoms(atoms: ase.Atoms, cutoff: float) -> Structure:
     if np.any(pbc) and abs(np.linalg.det(cell)) < 1e-12:
         raise ValueError("periodic structure with a degenerate cell")
     i, j, shifts = neighbor_list(positions, cell, pbc, cutoff)
+    centers, neighbors = torch.from_numpy(i), torch.from_numpy(j)
+    shifts = torch.from_numpy(shifts)
     return Structure(
         numbers=torch.tensor(atoms.numbers, dtype=torch.int64),
         positions=torch.tensor(positions),
         cell=torch.tensor(cell),
         pbc=torch.tensor(pbc),
-        centers=torch.from_numpy(i),
-        neighbors=torch.from_numpy(j),
-        shifts=torch.from_numpy(shifts),
+        centers=centers,
+        neighbors=neighbors,
+        shifts=shifts,
+        one_way=one_way_edges(centers, neighbors, shifts),
     )
 
 
@@ -219,6 +253,7 @@ def collate(structures: list[Structure]) -> Batch:
     has_energy = all(s.energy is not None for s in structures)
     has_forces = all(s.forces is not None for s in structures)
     has_virial = all(s.virial is not None for s in structures)
+    has_one_way = all(s.one_way is not None for s in structures)
     return Batch(
         numbers=torch.cat([s.numbers for s in structures]),
         positions=torch.cat([s.positions for s in structures]),
@@ -236,4 +271,5 @@ def collate(structures: list[Structure]) -> Batch:
         energy=torch.tensor([s.energy for s in structures]) if has_energy else None,
         forces=torch.cat([s.forces for s in structures]) if has_forces else None,
         virial=torch.stack([s.virial for s in structures]) if has_virial else None,
+        one_way=torch.cat([s.one_way for s in structures]) if has_one_way else None,
     )
