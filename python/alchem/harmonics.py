@@ -11,10 +11,12 @@ recurrence (Bigi et al., J. Chem. Phys. 159, 064802 (2023)) on unit vectors:
     Y_l^{-m} = F_l^m Q_l^m s_m,   F_l^m = (-1)^m sqrt((2l+1)/(2 pi) (l-m)!/(l+m)!).
 
 Where each one runs:
-- eager mode (training, validation, ``alchem-eval``): sphericart-torch, whose
-  fused kernels make a SOAP-BPNN training step (l_max = 6, forces and stress, so
-  second derivatives) about 7 % faster; for the Alchemical Model (l_max = 13)
-  the two cost the same;
+- eager mode on CPU (training, validation, ``alchem-eval``): sphericart-torch,
+  whose fused kernels make a SOAP-BPNN training step (l_max = 6, forces and
+  stress, so second derivatives) about 5 % faster; for the Alchemical Model
+  (l_max = 13) the two cost the same. On a GPU the recurrence, whose CUDA
+  training was checked on an H100 (tests/test_cuda.py); sphericart's CUDA path
+  has not been run here;
 - TorchScript (the exported ``model.pt`` in LAMMPS and ASE): the recurrence
   below. sphericart-torch registers its autograd formulas from Python
   (sphericart/torch/register.py), so in a C++ engine the gradients through the
@@ -78,7 +80,11 @@ class SphericalHarmonics(torch.nn.Module):
 
     def forward(self, vectors: torch.Tensor) -> list[torch.Tensor]:
         """[n, 3] vectors (any length > 0) -> [Y_0 [n, 1], Y_1 [n, 3], ...]."""
-        if not torch.jit.is_scripting() and self.use_library:
+        if (
+            not torch.jit.is_scripting()
+            and self.use_library
+            and vectors.device.type == "cpu"
+        ):
             values = self._library(vectors)
             if values is not None:
                 return values
