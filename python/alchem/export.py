@@ -221,8 +221,8 @@ def _atom_range(selected: torch.Tensor, n_systems: int) -> int:
         return -1
     first = int(selected[0, 1])
     expected = torch.arange(
-        first, first + selected.shape[0], device=selected.device
-    ).to(selected.dtype)
+        first, first + selected.shape[0], dtype=selected.dtype, device=selected.device
+    )
     if bool(torch.all(selected[:, 0] == 0)) and bool(
         torch.all(selected[:, 1] == expected)
     ):

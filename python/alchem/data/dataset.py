@@ -103,12 +103,12 @@ def one_way_edges(
         & ((shifts[:, 1] > 0) | ((shifts[:, 1] == 0) & (shifts[:, 2] > 0)))
     )
     keep = (centers < neighbors) | ((centers == neighbors) & positive)
-    reverse = torch.stack([neighbors, centers], dim=1)
-    reverse = torch.cat([reverse, -shifts.to(reverse.dtype)], dim=1)
-    forward = torch.cat([torch.stack([centers, neighbors], dim=1), shifts.long()], 1)
-    # every kept edge's reverse is among the others, and nothing else is
     if 2 * int(keep.sum()) != centers.shape[0]:
         return None
+    # every kept edge's reverse is among the others, and nothing else is
+    shifts = shifts.long()
+    reverse = torch.cat([torch.stack([neighbors, centers], dim=1), -shifts], dim=1)
+    forward = torch.cat([torch.stack([centers, neighbors], dim=1), shifts], dim=1)
     kept = torch.unique(reverse[keep], dim=0)
     others = torch.unique(forward[~keep], dim=0)
     if kept.shape != others.shape or not torch.equal(kept, others):

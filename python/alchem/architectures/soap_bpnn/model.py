@@ -201,7 +201,7 @@ class SoapBpnn(torch.nn.Module):
         # so that one [n x width] @ [width x S (2l + 1)] product per centre gives
         # the densities of every species, and the backward passes are products too
         # (no [edges x n x (2l + 1)] outer products, gathers and scatters).
-        S = self.n_species
+        S, N = self.n_species, self.n_radial
         center_row = row.index_select(0, centers)
         neighbor_species = species.index_select(0, neighbors)
         rank, width = neighbor_slots(center_row, n_atoms)
@@ -242,7 +242,6 @@ class SoapBpnn(torch.nn.Module):
                 density = density + own
             # all species pairs at once: [row, (a, n), (b, n')], then the a <= b
             # pairs in (pair, n, n') order, off-diagonal pairs times sqrt(2)
-            N = self.n_radial
             density = density.reshape(n_atoms, N, S, size).transpose(1, 2)
             density = density.reshape(n_atoms, S * N, size)
             power = torch.bmm(density, density.transpose(1, 2))
