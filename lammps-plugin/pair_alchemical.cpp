@@ -467,9 +467,13 @@ double PairAlchemical::init_one(int i, int j)
 
 /* ----------------------------------------------------------------------
    candidate pairs, from LAMMPS' full list (within cutoff + skin): every
-   (owned, any) pair, plus the reverse (ghost, owned) of each pair with a ghost,
-   so that the model sees all pairs touching an owned atom from both ends.
-   With ghost centers (message passing), all pairs of the list.
+   (owned, any) pair, centre by centre, then the reverse (ghost, owned) of each
+   pair with a ghost, grouped by ghost, so that the model sees all pairs
+   touching an owned atom from both ends. LAMMPS lists owned atoms in order and
+   ghosts keep their order in the model, so the pairs come sorted by first atom:
+   the model then finds a chunk's pairs as one slice (python/alchem/export.py)
+   instead of masking all of them for every chunk.
+   With ghost centers (message passing), all pairs of the list, as listed.
 ------------------------------------------------------------------------- */
 
 void PairAlchemical::build_candidates()
@@ -477,7 +481,11 @@ void PairAlchemical::build_candidates()
   candidate_first_.clear();
   candidate_second_.clear();
   const int nlocal = atom->nlocal;
+  const int nghost = atom->nghost;
   const int ncenters = list->inum + (ghost_centers_ ? list->gnum : 0);
+  // pairs per ghost, shifted by one: after the prefix sum, where each ghost's
+  // reverse pairs start
+  ghost_offsets_.assign(ghost_centers_ ? 0 : nghost + 1, 0);
   for (int ii = 0; ii < ncenters; ii++) {
     const int i = list->ilist[ii];
     const int *neighbors = list->firstneigh[i];
@@ -486,11 +494,23 @@ void PairAlchemical::build_candidates()
       const int j = neighbors[jj] & NEIGHMASK;
       candidate_first_.push_back(i);
       candidate_second_.push_back(j);
-      if (!ghost_centers_ && j >= nlocal) {
-        candidate_first_.push_back(j);
-        candidate_second_.push_back(i);
-      }
+      if (!ghost_centers_ && j >= nlocal) ghost_offsets_[j - nlocal + 1]++;
     }
+  }
+  if (ghost_centers_) return;
+
+  // counting sort of the reverse pairs by ghost
+  const size_t n_forward = candidate_first_.size();
+  for (int g = 0; g < nghost; g++) ghost_offsets_[g + 1] += ghost_offsets_[g];
+  const size_t n_reverse = ghost_offsets_[nghost];
+  candidate_first_.resize(n_forward + n_reverse);
+  candidate_second_.resize(n_forward + n_reverse);
+  for (size_t c = 0; c < n_forward; c++) {
+    const int32_t j = candidate_second_[c];
+    if (j < nlocal) continue;
+    const size_t r = n_forward + ghost_offsets_[j - nlocal]++;
+    candidate_first_[r] = j;
+    candidate_second_[r] = candidate_first_[c];
   }
 }
 

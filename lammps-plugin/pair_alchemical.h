@@ -81,6 +81,7 @@ class PairAlchemical : public Pair {
   // candidate pairs (first, second) from LAMMPS' full list
   std::vector<int32_t> candidate_first_;
   std::vector<int32_t> candidate_second_;
+  std::vector<size_t> ghost_offsets_;    // build_candidates' counting sort
   bigint last_build_ = -1;
   int last_nall_ = -1;
 

@@ -73,10 +73,12 @@ class PairEmbedding(torch.nn.Module):
         energy_scale: float,
         fail: bool = False,
         center_on_second: bool = False,
+        require_sorted: bool = False,
     ) -> None:
         super().__init__()
         self.fail = fail
         self.center_on_second = center_on_second
+        self.require_sorted = require_sorted
         n = len(types)
         index = torch.full((max(types) + 1,), -1, dtype=torch.long)
         for i, t in enumerate(types):
@@ -144,6 +146,8 @@ class PairEmbedding(torch.nn.Module):
             neighbors = system.get_neighbor_list(self.options)
             first = neighbors.samples.column("first_atom").to(torch.long)
             second = neighbors.samples.column("second_atom").to(torch.long)
+            if self.require_sorted and bool(torch.any(first[1:] < first[:-1])):
+                raise ValueError("the pairs are not sorted by first atom")
             if self.center_on_second:
                 # the same physics in a complete full list, read from the other end
                 first, second = second, first
@@ -218,6 +222,9 @@ class ModelSpec:
     per_atom: bool = True
     fail: bool = False
     center_on_second: bool = False
+    # fail unless the pairs come sorted by first atom (what the exported
+    # models of this project need to evaluate a chunk of atoms on a slice)
+    require_sorted: bool = False
 
 
 def export_model(path: str | os.PathLike, spec: ModelSpec | None = None) -> str:
@@ -235,6 +242,7 @@ def export_model(path: str | os.PathLike, spec: ModelSpec | None = None) -> str:
         energy_scale,
         spec.fail,
         spec.center_on_second,
+        spec.require_sorted,
     )
     dtype = getattr(torch, spec.dtype)
     module = module.to(dtype).eval()

@@ -121,6 +121,23 @@ def test_default_and_large_chunk_are_one_evaluation(models, tmp_path):
     _same(single, default)
 
 
+@pytest.mark.parametrize("full_list", [True, False])
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_pairs_sorted_by_first_atom(full_list, nprocs, tmp_path):
+    """The plugin gives its pairs sorted by first atom, ghosts' reverse pairs
+    included (periodic cell: every owned atom has ghost neighbours), so that the
+    exported models find a chunk's pairs as one slice. The test model raises
+    otherwise."""
+    model = export_model(
+        tmp_path / "sorted.pt", ModelSpec(full_list=full_list, require_sorted=True)
+    )
+    # the same model without the check, for ASE (whose pairs come in any order)
+    same = export_model(tmp_path / "any.pt", ModelSpec(full_list=full_list))
+    atoms = fcc_alloy((3, 3, 3), 3.6, ELEMENTS, seed=66)
+    result = _run(tmp_path, "sorted", atoms, model, "chunk 20", nprocs=nprocs)
+    _same(result, ase_single_point(atoms, same), factor=energy_factor("metal"))
+
+
 def test_malloc_reuse_off(models, tmp_path):
     atoms = fcc_alloy((3, 3, 3), 3.6, ELEMENTS, seed=64)
     on = _run(tmp_path, "on", atoms, models["full"], "malloc_reuse on chunk 30")
