@@ -24,12 +24,13 @@ struct NeighborListRequest {
 };
 
 /// Pairs of one neighbour list for one evaluation. `samples` holds n_pairs rows
-/// of (first_atom, second_atom, 0, 0, 0) and `vectors` n_pairs rows of
-/// r_second - r_first. When `samples_changed` is false, the samples are the
-/// same as in the previous call and the cached metadata is reused.
+/// of (first_atom, second_atom, 0, 0, 0), atoms numbered as in `positions`
+/// (ghosts are explicit images: no cell shifts). The pair vectors
+/// r_second - r_first are computed from the positions on the model device, so
+/// only positions travel to a GPU. When `samples_changed` is false, the samples
+/// are the same as in the previous call and the cached metadata is reused.
 struct PairsInput {
   const int32_t *samples = nullptr;
-  const double *vectors = nullptr;
   int64_t n_pairs = 0;
   bool samples_changed = true;
 };
@@ -42,6 +43,10 @@ struct EvaluationInput {
   std::vector<PairsInput> pairs;        // one per neighbor_lists() entry
   bool per_atom_energy = false;
   bool need_gradients = true;
+  // also return dE/dr of every pair (per-atom virials need them); otherwise
+  // the pair gradients are folded into position_gradients on the model device
+  // and only n_total x 3 numbers come back
+  bool pair_gradients = false;
   // evaluate the owned atoms in chunks of at most this many selected atoms,
   // each with its own forward and backward pass, gradients summed (<= 0: all
   // at once). Exact, the energy being a sum over the selected atoms; bounds
@@ -52,10 +57,12 @@ struct EvaluationInput {
 struct EvaluationOutput {
   double energy = 0.0;                  // summed over owned atoms
   std::vector<double> atom_energies;    // n_local, when per_atom_energy
-  // dE/dr for each pair of each neighbour list (n_pairs x 3), nullptr when the
-  // energy does not depend on that list. Valid until the next compute().
+  // dE/dr for each pair of each neighbour list (n_pairs x 3), when
+  // input.pair_gradients; nullptr when not asked or when the energy does not
+  // depend on that list. Valid until the next compute().
   std::vector<const double *> pair_gradients;
-  // dE/dx for a direct dependence on positions (n_total x 3), nullptr if none
+  // dE/dx (n_total x 3): the direct dependence on positions, plus that through
+  // the pairs unless input.pair_gradients; nullptr if none
   const double *position_gradients = nullptr;
 
   // warnings torch raised during this call (other than the ones that are

@@ -522,9 +522,11 @@ void PairAlchemical::select_pairs(ModelList &model_list)
   const bool half = !model_list.full_list;
 
   std::swap(model_list.selected, model_list.previous_selected);
-  model_list.selected.clear();
-  model_list.samples.clear();
-  model_list.vectors.clear();
+  // sized for every candidate, cut to the pairs kept below (no reallocation
+  // once the list has reached its largest size)
+  model_list.selected.resize(n_candidates);
+  int32_t *selected = model_list.selected.data();
+  size_t n_selected = 0;
   for (size_t c = 0; c < n_candidates; c++) {
     const int32_t i = candidate_first_[c];
     const int32_t j = candidate_second_[c];
@@ -535,10 +537,9 @@ void PairAlchemical::select_pairs(ModelList &model_list)
     const double dy = x[j][1] - x[i][1];
     const double dz = x[j][2] - x[i][2];
     if (dx * dx + dy * dy + dz * dz >= cutoff2) continue;
-    model_list.selected.push_back(static_cast<int32_t>(c));
-    model_list.samples.insert(model_list.samples.end(), {i, j, 0, 0, 0});
-    model_list.vectors.insert(model_list.vectors.end(), {dx, dy, dz});
+    selected[n_selected++] = static_cast<int32_t>(c);
   }
+  model_list.selected.resize(n_selected);
 }
 
 /* ----------------------------------------------------------------------
@@ -553,11 +554,9 @@ void PairAlchemical::compact_atoms()
   const int32_t needed = -2;
   model_index_.assign(nall, -1);
   for (const auto &model_list : lists_) {
-    const auto n_pairs = model_list.selected.size();
-    const int32_t *samples = model_list.samples.data();
-    for (size_t p = 0; p < n_pairs; p++) {
-      model_index_[samples[5 * p]] = needed;
-      model_index_[samples[5 * p + 1]] = needed;
+    for (const int32_t c : model_list.selected) {
+      model_index_[candidate_first_[c]] = needed;
+      model_index_[candidate_second_[c]] = needed;
     }
   }
   model_atoms_.resize(nlocal);
@@ -586,16 +585,16 @@ void PairAlchemical::compact_atoms()
   }
 
   for (auto &model_list : lists_) {
-    const auto n_values = model_list.samples.size();
-    model_list.model_samples.resize(n_values);
-    const int32_t *samples = model_list.samples.data();
+    const auto n_pairs = model_list.selected.size();
+    model_list.model_samples.resize(5 * n_pairs);
     int32_t *model_samples = model_list.model_samples.data();
-    for (size_t v = 0; v < n_values; v += 5) {
-      model_samples[v] = model_index_[samples[v]];
-      model_samples[v + 1] = model_index_[samples[v + 1]];
-      model_samples[v + 2] = 0;
-      model_samples[v + 3] = 0;
-      model_samples[v + 4] = 0;
+    for (size_t p = 0; p < n_pairs; p++) {
+      const int32_t c = model_list.selected[p];
+      model_samples[5 * p] = model_index_[candidate_first_[c]];
+      model_samples[5 * p + 1] = model_index_[candidate_second_[c]];
+      model_samples[5 * p + 2] = 0;
+      model_samples[5 * p + 3] = 0;
+      model_samples[5 * p + 4] = 0;
     }
   }
 }
@@ -646,12 +645,15 @@ void PairAlchemical::compute(int eflag, int vflag)
   input.types = types_.data();
   input.per_atom_energy = eflag_atom != 0;
   input.need_gradients = true;
+  // per-atom virials need each pair's dE/dr; the global virial comes from
+  // sum_i x_i (x) F_i over owned and ghost atoms, which equals the sum over
+  // pairs since the ghosts are images: r_ij = x_j - x_i
+  input.pair_gradients = vflag_atom || cvflag_atom;
   input.chunk = chunk_;
   for (size_t k = 0; k < lists_.size(); k++) {
     auto &pairs = input.pairs[k];
     pairs.n_pairs = static_cast<int64_t>(lists_[k].selected.size());
     pairs.samples = lists_[k].model_samples.data();
-    pairs.vectors = lists_[k].vectors.data();
   }
 
   const double time_pairs = seconds_since(start);
@@ -751,11 +753,10 @@ void PairAlchemical::accumulate(const alchem::EvaluationOutput &output)
     if (gradient == nullptr) continue;
     const auto &model_list = lists_[k];
     const auto n_pairs = model_list.selected.size();
-    const int32_t *samples = model_list.samples.data();
-    const double *vectors = model_list.vectors.data();
     for (size_t p = 0; p < n_pairs; p++) {
-      const int i = samples[5 * p];
-      const int j = samples[5 * p + 1];
+      const int32_t c = model_list.selected[p];
+      const int i = candidate_first_[c];
+      const int j = candidate_second_[c];
       const double *g = gradient + 3 * p;
       f[i][0] += g[0];
       f[i][1] += g[1];
@@ -764,7 +765,7 @@ void PairAlchemical::accumulate(const alchem::EvaluationOutput &output)
       f[j][1] -= g[1];
       f[j][2] -= g[2];
       if (vflag_either) {
-        const double *r = vectors + 3 * p;
+        const double r[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
         const double wp[9] = {-r[0] * g[0], -r[0] * g[1], -r[0] * g[2], -r[1] * g[0], -r[1] * g[1],
                               -r[1] * g[2], -r[2] * g[0], -r[2] * g[1], -r[2] * g[2]};
         if (vflag_global) {
@@ -818,10 +819,10 @@ double PairAlchemical::memory_usage()
            sizeof(int32_t);
   for (const auto &list : lists_) {
     bytes += static_cast<double>(list.selected.capacity() + list.previous_selected.capacity() +
-                                 list.samples.capacity() + list.model_samples.capacity()) *
+                                 list.model_samples.capacity()) *
              sizeof(int32_t);
-    bytes += static_cast<double>(list.vectors.capacity()) * sizeof(double);
   }
+  bytes += static_cast<double>(ghost_offsets_.capacity()) * sizeof(size_t);
   bytes +=
       static_cast<double>(model_index_.capacity() + model_atoms_.capacity() + types_.capacity()) *
       sizeof(int32_t);

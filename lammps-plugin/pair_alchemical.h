@@ -50,9 +50,7 @@ class PairAlchemical : public Pair {
     bool full_list = true;
     std::vector<int32_t> selected;             // candidate ids inside the cutoff
     std::vector<int32_t> previous_selected;    // same, at the previous step
-    std::vector<int32_t> samples;              // n x 5: first, second, 0, 0, 0
-    std::vector<int32_t> model_samples;        // same, atoms numbered as in the model
-    std::vector<double> vectors;               // n x 3: x[second] - x[first]
+    std::vector<int32_t> model_samples;        // n x 5: first, second, 0, 0, 0 (model atoms)
   };
 
   void allocate();

@@ -586,6 +586,56 @@ def lammps_single_point(
     return read_result(directory, units)
 
 
+@dataclass
+class GlobalResult:
+    energy: float
+    forces: np.ndarray
+    virial: np.ndarray  # 3x3, energy unit
+
+
+def lammps_global_point(
+    directory: str | os.PathLike,
+    atoms: ase.Atoms,
+    model: str,
+    numbers: list[int],
+    units: str = "metal",
+    nprocs: int = 1,
+    pair_options: str = "",
+) -> GlobalResult:
+    """Energy, forces and global virial with no per-atom energy or virial asked:
+    the plugin then folds the pair gradients into atom gradients on the model
+    device and takes the virial as sum_i x_i (x) F_i over owned and ghost atoms."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_data(directory / "structure.data", atoms, numbers)
+    boundary = " ".join("p" if p else "s" for p in atoms.pbc)
+    if atoms.pbc.any() and not atoms.pbc.all():
+        boundary = " ".join("p" if p else "f" for p in atoms.pbc)
+    columns = "step pe vol " + " ".join(f"c_virial[{k}]" for k in range(1, 7))
+    script = f"""
+units {units}
+atom_style atomic
+boundary {boundary}
+read_data structure.data
+pair_style alchemical {model} {pair_options}
+pair_coeff * * {" ".join(SYMBOLS[z] for z in numbers)}
+compute virial all pressure NULL virial
+thermo_style custom {columns}
+thermo_modify format float %.17g norm no
+dump atoms all custom 1 atoms.dump id fx fy fz
+dump_modify atoms format float %.17g sort id
+run 0
+"""
+    run_lammps(directory, script, nprocs=nprocs)
+    log = (directory / "log.lammps").read_text()
+    row = read_thermo(log, columns)[-1]
+    virial = _voigt_to_matrix(row[3:9]) * row[2] / NKTV2P[units]
+    lines = (directory / "atoms.dump").read_text().splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("ITEM: ATOMS")) + 1
+    table = np.array([[float(v) for v in x.split()] for x in lines[start:]])
+    return GlobalResult(energy=row[1], forces=table[:, 1:4], virial=virial)
+
+
 # ---------------------------------------------------------------------------- ASE
 @dataclass
 class AseResult:

@@ -16,6 +16,7 @@ from lammps_support import (
     export_model,
     fcc_alloy,
     lammps_finite_differences,
+    lammps_global_point,
     lammps_single_point,
     lower_triangular,
     morse_coefficients,
@@ -127,6 +128,41 @@ def test_geometries_match_ase(name, models, tmp_path):
     assert np.abs(reference.virial).max() > 1.0
 
 
+@pytest.mark.parametrize(
+    ("model", "name", "nprocs"),
+    [
+        ("full", "triclinic", 1),
+        ("full", "triclinic", 2),
+        ("full", "slab-ppf", 2),
+        ("full", "cluster-sss", 1),
+        ("half", "triclinic", 2),
+        ("two-layers", "alloy500-real", 2),
+        ("nm-kJ", "small-cell", 1),
+    ],
+)
+def test_global_virial_without_per_atom_computes(model, name, nprocs, models, tmp_path):
+    """No per-atom energy or virial asked: the pair gradients are summed into atom
+    gradients by the model's device and the virial is sum_i x_i (x) F_i over owned
+    and ghost atoms (the other tests ask for per-atom virials, which take each
+    pair's gradient). Same numbers as ASE and as the per-pair path."""
+    make, numbers, units = GEOMETRIES[name]
+    atoms = make()
+    lammps = lammps_global_point(
+        tmp_path / "global", atoms, models[model], numbers, units, nprocs=nprocs
+    )
+    per_pair = lammps_single_point(
+        tmp_path / "pairs", atoms, models[model], numbers, units=units, nprocs=nprocs
+    )
+    reference = ase_single_point(atoms, models[model])
+    factor = energy_factor(units)
+    assert relative_error(lammps.energy * factor, reference.energy) < FLOAT64
+    assert relative_error(lammps.forces * factor, reference.forces) < FLOAT64
+    assert relative_error(lammps.virial * factor, reference.virial) < FLOAT64
+    assert relative_error(lammps.forces, per_pair.forces) < 1e-12
+    assert relative_error(lammps.virial, per_pair.virial) < 1e-12
+    assert np.abs(reference.virial).max() > 1.0
+
+
 def test_check_consistency_and_threads(models, tmp_path):
     """metatomic's own input/output checks accept what the plugin gives."""
     atoms = small_cell()
@@ -206,6 +242,12 @@ def test_float32_model(models, tmp_path):
     for name in ("energy", "energies", "virial", "sum of per-atom virials"):
         assert errors[name] < 1e-5, (name, errors[name])
     assert "dtype float32" in lammps.log
+    # without per-atom computes (pair gradients summed per atom in float64)
+    summed = lammps_global_point(
+        tmp_path / "global", atoms, models["float32"], ELEMENTS
+    )
+    assert relative_error(summed.forces, reference.forces) < 5e-5
+    assert relative_error(summed.virial, reference.virial) < 1e-5
     # float32 really was used: not bitwise the float64 model
     full = ase_single_point(atoms, models["full"])
     assert relative_error(lammps.forces, full.forces) > 1e-12

@@ -12,6 +12,7 @@ from lammps_support import (
     ase_single_point,
     export_model,
     fcc_alloy,
+    lammps_global_point,
     lammps_single_point,
     plugin_built,
     relative_error,
@@ -53,6 +54,28 @@ def test_cuda_matches_cpu(models, tmp_path, nprocs):
     assert relative_error(gpu.energies, reference.energies) < 1e-8
     assert relative_error(gpu.forces, reference.forces) < 1e-8
     assert relative_error(gpu.virial, reference.virial) < 1e-8
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_cuda_without_per_atom_computes(models, tmp_path, dtype, nprocs):
+    """No per-atom virial asked: the pair gradients are summed per atom on the GPU
+    (the path of MD runs), against ASE on the CPU."""
+    atoms = fcc_alloy((4, 4, 4), 3.6, ELEMENTS, seed=34)
+    atoms.rattle(0.05, seed=5)
+    gpu = lammps_global_point(
+        tmp_path,
+        atoms,
+        models[dtype],
+        ELEMENTS,
+        nprocs=nprocs,
+        pair_options="device cuda",
+    )
+    reference = ase_single_point(atoms, models[dtype])
+    tolerance = {"float64": (1e-8, 1e-8), "float32": (1e-5, 5e-5)}[dtype]
+    assert relative_error(gpu.energy, reference.energy) < tolerance[0]
+    assert relative_error(gpu.virial, reference.virial) < tolerance[0]
+    assert relative_error(gpu.forces, reference.forces) < tolerance[1]
 
 
 def test_cuda_float32(models, tmp_path):
