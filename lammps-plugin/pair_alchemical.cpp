@@ -522,11 +522,16 @@ void PairAlchemical::select_pairs(ModelList &model_list)
   const bool half = !model_list.full_list;
 
   std::swap(model_list.selected, model_list.previous_selected);
-  // sized for every candidate, cut to the pairs kept below (no reallocation
-  // once the list has reached its largest size)
-  model_list.selected.resize(n_candidates);
+  std::swap(model_list.n_selected, model_list.n_previous);
+  // the buffers keep the largest size they ever had (no zero-filling of a
+  // resize at every step); the first n_selected entries are this step's
+  if (model_list.selected.size() < n_candidates) model_list.selected.resize(n_candidates);
+  if (model_list.model_samples.size() < 5 * n_candidates) {
+    model_list.model_samples.resize(5 * n_candidates);
+  }
   int32_t *selected = model_list.selected.data();
-  size_t n_selected = 0;
+  int32_t *samples = model_list.model_samples.data();
+  size_t n = 0;
   for (size_t c = 0; c < n_candidates; c++) {
     const int32_t i = candidate_first_[c];
     const int32_t j = candidate_second_[c];
@@ -537,28 +542,40 @@ void PairAlchemical::select_pairs(ModelList &model_list)
     const double dy = x[j][1] - x[i][1];
     const double dz = x[j][2] - x[i][2];
     if (dx * dx + dy * dy + dz * dz >= cutoff2) continue;
-    selected[n_selected++] = static_cast<int32_t>(c);
+    selected[n] = static_cast<int32_t>(c);
+    int32_t *row = samples + 5 * n;
+    row[0] = model_index_[i];
+    row[1] = model_index_[j];
+    row[2] = 0;
+    row[3] = 0;
+    row[4] = 0;
+    n++;
   }
-  model_list.selected.resize(n_selected);
+  model_list.n_selected = n;
+}
+
+bool PairAlchemical::ModelList::selection_changed() const
+{
+  return n_selected != n_previous ||
+         !std::equal(selected.begin(), selected.begin() + n_selected, previous_selected.begin());
 }
 
 /* ----------------------------------------------------------------------
-   number the atoms given to the model: owned atoms keep their index, ghosts
-   in a pair follow in LAMMPS order; gather their positions and elements
+   number the atoms given to the model, when LAMMPS rebuilds its list: owned
+   atoms keep their index, the ghosts in a candidate pair follow in LAMMPS
+   order. Between rebuilds the model gets the same atoms (a ghost whose pairs
+   are all beyond the cutoff at some step is an atom without pairs there: it
+   changes no energy), so the numbering is not redone at every step.
 ------------------------------------------------------------------------- */
 
-void PairAlchemical::compact_atoms()
+void PairAlchemical::number_atoms()
 {
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
   const int32_t needed = -2;
   model_index_.assign(nall, -1);
-  for (const auto &model_list : lists_) {
-    for (const int32_t c : model_list.selected) {
-      model_index_[candidate_first_[c]] = needed;
-      model_index_[candidate_second_[c]] = needed;
-    }
-  }
+  for (const int32_t i : candidate_first_) model_index_[i] = needed;
+  for (const int32_t j : candidate_second_) model_index_[j] = needed;
   model_atoms_.resize(nlocal);
   for (int i = 0; i < nlocal; i++) {
     model_index_[i] = i;
@@ -570,7 +587,12 @@ void PairAlchemical::compact_atoms()
       model_atoms_.push_back(i);
     }
   }
+}
 
+/* positions and elements of the model's atoms, at every step */
+
+void PairAlchemical::gather_atoms()
+{
   double **x = atom->x;
   const int *type = atom->type;
   const auto n_atoms = model_atoms_.size();
@@ -582,20 +604,6 @@ void PairAlchemical::compact_atoms()
     positions_[3 * a + 1] = x[i][1];
     positions_[3 * a + 2] = x[i][2];
     types_[a] = type_to_z_[type[i]];
-  }
-
-  for (auto &model_list : lists_) {
-    const auto n_pairs = model_list.selected.size();
-    model_list.model_samples.resize(5 * n_pairs);
-    int32_t *model_samples = model_list.model_samples.data();
-    for (size_t p = 0; p < n_pairs; p++) {
-      const int32_t c = model_list.selected[p];
-      model_samples[5 * p] = model_index_[candidate_first_[c]];
-      model_samples[5 * p + 1] = model_index_[candidate_second_[c]];
-      model_samples[5 * p + 2] = 0;
-      model_samples[5 * p + 3] = 0;
-      model_samples[5 * p + 4] = 0;
-    }
   }
 }
 
@@ -619,6 +627,7 @@ void PairAlchemical::compute(int eflag, int vflag)
   bool rebuilt = false;
   if (neighbor->ncalls != last_build_ || nall != last_nall_) {
     build_candidates();
+    number_atoms();
     last_build_ = neighbor->ncalls;
     last_nall_ = nall;
     rebuilt = true;
@@ -634,10 +643,10 @@ void PairAlchemical::compute(int eflag, int vflag)
   bool changed = rebuilt;
   for (auto &model_list : lists_) {
     select_pairs(model_list);
-    changed = changed || model_list.selected != model_list.previous_selected;
+    changed = changed || model_list.selection_changed();
   }
   for (auto &pairs : input.pairs) pairs.samples_changed = changed;
-  compact_atoms();
+  gather_atoms();
 
   input.n_local = nlocal;
   input.n_total = static_cast<int64_t>(model_atoms_.size());
@@ -652,7 +661,7 @@ void PairAlchemical::compute(int eflag, int vflag)
   input.chunk = chunk_;
   for (size_t k = 0; k < lists_.size(); k++) {
     auto &pairs = input.pairs[k];
-    pairs.n_pairs = static_cast<int64_t>(lists_[k].selected.size());
+    pairs.n_pairs = static_cast<int64_t>(lists_[k].n_selected);
     pairs.samples = lists_[k].model_samples.data();
   }
 
@@ -752,7 +761,7 @@ void PairAlchemical::accumulate(const alchem::EvaluationOutput &output)
     const double *gradient = output.pair_gradients[k];
     if (gradient == nullptr) continue;
     const auto &model_list = lists_[k];
-    const auto n_pairs = model_list.selected.size();
+    const auto n_pairs = model_list.n_selected;
     for (size_t p = 0; p < n_pairs; p++) {
       const int32_t c = model_list.selected[p];
       const int i = candidate_first_[c];

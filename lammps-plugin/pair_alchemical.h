@@ -48,15 +48,21 @@ class PairAlchemical : public Pair {
     double cutoff = 0.0;
     double cutoff2 = 0.0;
     bool full_list = true;
+    // the first n_selected entries are this step's (the buffers keep their
+    // largest size)
     std::vector<int32_t> selected;             // candidate ids inside the cutoff
     std::vector<int32_t> previous_selected;    // same, at the previous step
     std::vector<int32_t> model_samples;        // n x 5: first, second, 0, 0, 0 (model atoms)
+    size_t n_selected = 0;
+    size_t n_previous = 0;
+    bool selection_changed() const;
   };
 
   void allocate();
   void select_pairs(ModelList &);
   void build_candidates();
-  void compact_atoms();
+  void number_atoms();
+  void gather_atoms();
   void accumulate(const alchem::EvaluationOutput &);
 
   std::unique_ptr<alchem::AlchemicalModel> model_;
@@ -68,8 +74,9 @@ class PairAlchemical : public Pair {
   std::vector<int32_t> type_to_z_;    // LAMMPS type -> atomic number
 
   // the atoms given to the model: all owned atoms (same indices as in LAMMPS)
-  // then the ghosts that are in at least one pair; the others can not change
-  // the energy of owned atoms
+  // then the ghosts that are in at least one candidate pair (numbered when
+  // LAMMPS rebuilds its list); the others can not change the energy of owned
+  // atoms
   std::vector<int32_t> model_index_;    // LAMMPS index -> model index, or -1
   std::vector<int32_t> model_atoms_;    // model index -> LAMMPS index
   std::vector<double> positions_;       // model atoms x 3
