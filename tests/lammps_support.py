@@ -548,6 +548,23 @@ def read_result(directory: str | os.PathLike, units: str = "metal") -> LammpsRes
     )
 
 
+def _write_structure(
+    directory: str | os.PathLike,
+    atoms: ase.Atoms,
+    numbers: list[int],
+    types: list[int] | None = None,
+) -> tuple[Path, str]:
+    """``directory/structure.data`` and the LAMMPS ``boundary`` of ``atoms``: p for
+    periodic directions, s (all free) or f (mixed) for the others."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_data(directory / "structure.data", atoms, numbers, types)
+    boundary = " ".join("p" if p else "s" for p in atoms.pbc)
+    if atoms.pbc.any() and not atoms.pbc.all():
+        boundary = " ".join("p" if p else "f" for p in atoms.pbc)
+    return directory, boundary
+
+
 def lammps_single_point(
     directory: str | os.PathLike,
     atoms: ase.Atoms,
@@ -565,12 +582,7 @@ def lammps_single_point(
 
     ``pair`` replaces the pair_style/pair_coeff lines (to run another potential).
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_data(directory / "structure.data", atoms, numbers, types)
-    boundary = " ".join("p" if p else "s" for p in atoms.pbc)
-    if atoms.pbc.any() and not atoms.pbc.all():
-        boundary = " ".join("p" if p else "f" for p in atoms.pbc)
+    directory, boundary = _write_structure(directory, atoms, numbers, types)
     script = single_point_script(
         "structure.data",
         str(model),
@@ -605,12 +617,7 @@ def lammps_global_point(
     """Energy, forces and global virial with no per-atom energy or virial asked:
     the plugin then folds the pair gradients into atom gradients on the model
     device and takes the virial as sum_i x_i (x) F_i over owned and ghost atoms."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_data(directory / "structure.data", atoms, numbers)
-    boundary = " ".join("p" if p else "s" for p in atoms.pbc)
-    if atoms.pbc.any() and not atoms.pbc.all():
-        boundary = " ".join("p" if p else "f" for p in atoms.pbc)
+    directory, boundary = _write_structure(directory, atoms, numbers)
     columns = "step pe vol " + " ".join(f"c_virial[{k}]" for k in range(1, 7))
     script = f"""
 units {units}
