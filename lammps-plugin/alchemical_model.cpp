@@ -114,6 +114,10 @@ struct ModelData {
   std::vector<NeighborListCache> neighbors;
   std::string length_unit;
   bool check_consistency = false;
+  // pair vectors and per-atom gradient sums as plain loops (CPU device); the
+  // environment variable ALCHEM_PAIR_TORCH_OPS makes the CPU take the torch
+  // operations of the GPU path instead, so that the tests run them without a GPU
+  bool pair_loops = true;
 
   torch::Device device = torch::kCPU;
   torch::Dtype dtype = torch::kFloat64;
@@ -309,6 +313,7 @@ void AlchemicalModel::set_device(const std::string &requested, int local_rank)
   d.selected_atoms.clear();
   d.selected_atoms_count = -1;
   for (auto &cache : d.neighbors) cache.samples = {};
+  d.pair_loops = d.device.is_cpu() && std::getenv("ALCHEM_PAIR_TORCH_OPS") == nullptr;
   d.device_set = true;
 }
 
@@ -438,14 +443,14 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
                                                    "cell_shift_b", "cell_shift_c"},
                           values, metatensor::assume_unique{})
                           ->to(d.device);
-      if (!d.device.is_cpu()) {
+      if (!d.pair_loops) {
         const auto atoms = cache.samples->values();
         cache.first = atoms.select(1, 0).to(torch::kInt64).contiguous();
         cache.second = atoms.select(1, 1).to(torch::kInt64).contiguous();
       }
     }
 
-    if (d.device.is_cpu()) {
+    if (d.pair_loops) {
       cache.vectors = torch::empty({n_pairs, 3, 1}, torch::TensorOptions().dtype(d.dtype));
       if (d.dtype == torch::kFloat32) {
         pair_differences(input.positions, pairs.samples, n_pairs, cache.vectors.data_ptr<float>());
@@ -587,7 +592,7 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
       } else {
         position_gradient = position_gradient.to(torch::kFloat64).contiguous();
       }
-      if (d.device.is_cpu()) {
+      if (d.pair_loops) {
         const auto gradient = pair_gradients[k].contiguous();
         const auto &pairs = input.pairs[k];
         auto *sums = position_gradient.data_ptr<double>();

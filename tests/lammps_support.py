@@ -613,6 +613,7 @@ def lammps_global_point(
     units: str = "metal",
     nprocs: int = 1,
     pair_options: str = "",
+    env: dict[str, str] | None = None,
 ) -> GlobalResult:
     """Energy, forces and global virial with no per-atom energy or virial asked:
     the plugin then folds the pair gradients into atom gradients on the model
@@ -633,7 +634,7 @@ dump atoms all custom 1 atoms.dump id fx fy fz
 dump_modify atoms format float %.17g sort id
 run 0
 """
-    run_lammps(directory, script, nprocs=nprocs)
+    run_lammps(directory, script, nprocs=nprocs, env=env)
     log = (directory / "log.lammps").read_text()
     row = read_thermo(log, columns)[-1]
     virial = _voigt_to_matrix(row[3:9]) * row[2] / NKTV2P[units]

@@ -163,6 +163,27 @@ def test_global_virial_without_per_atom_computes(model, name, nprocs, models, tm
     assert np.abs(reference.virial).max() > 1.0
 
 
+@pytest.mark.parametrize("model", ["full", "float32", "two-layers"])
+def test_gpu_pair_operations_on_the_cpu(model, models, tmp_path):
+    """On a GPU the pair vectors and the per-atom sums of pair gradients are torch
+    operations (index_select, index_add_), on the CPU plain loops;
+    ALCHEM_PAIR_TORCH_OPS makes the CPU run the GPU's operations, so that they are
+    tested without a GPU: the same numbers as the loops, 2 ranks."""
+    atoms = skewed_triclinic()
+    runs = {
+        name: lammps_global_point(
+            tmp_path / name, atoms, models[model], ELEMENTS, nprocs=2, env=env
+        )
+        for name, env in [("loops", None), ("torch", {"ALCHEM_PAIR_TORCH_OPS": "1"})]
+    }
+    loops, torch_ops = runs["loops"], runs["torch"]
+    assert relative_error(torch_ops.forces, loops.forces) < 1e-12
+    assert relative_error(torch_ops.virial, loops.virial) < 1e-12
+    reference = ase_single_point(atoms, models[model])
+    tolerance = 5e-5 if model == "float32" else FLOAT64
+    assert relative_error(torch_ops.forces, reference.forces) < tolerance
+
+
 def test_check_consistency_and_threads(models, tmp_path):
     """metatomic's own input/output checks accept what the plugin gives."""
     atoms = small_cell()
