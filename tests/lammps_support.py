@@ -603,6 +603,7 @@ class GlobalResult:
     energy: float
     forces: np.ndarray
     virial: np.ndarray  # 3x3, energy unit
+    log: str
 
 
 def lammps_global_point(
@@ -641,7 +642,7 @@ run 0
     lines = (directory / "atoms.dump").read_text().splitlines()
     start = next(i for i, x in enumerate(lines) if x.startswith("ITEM: ATOMS")) + 1
     table = np.array([[float(v) for v in x.split()] for x in lines[start:]])
-    return GlobalResult(energy=row[1], forces=table[:, 1:4], virial=virial)
+    return GlobalResult(energy=row[1], forces=table[:, 1:4], virial=virial, log=log)
 
 
 # ---------------------------------------------------------------------------- ASE

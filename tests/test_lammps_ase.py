@@ -184,6 +184,18 @@ def test_gpu_pair_operations_on_the_cpu(model, models, tmp_path):
     assert relative_error(torch_ops.forces, reference.forces) < tolerance
 
 
+@pytest.mark.parametrize(("omp", "threads"), [(None, 1), ("2", 2)])
+def test_torch_threads_follow_lammps(omp, threads, models, tmp_path):
+    """torch has its own OpenMP runtime in the plugin: without `threads`, it runs as
+    many threads per rank as LAMMPS' OpenMP (OMP_NUM_THREADS, 1 when unset), not
+    torch's default of every core under every MPI rank."""
+    env = {"OMP_NUM_THREADS": omp} if omp else None
+    result = lammps_global_point(
+        tmp_path, small_cell(), models["full"], [28, 29], env=env
+    )
+    assert f"{threads} torch thread(s) per rank" in result.log
+
+
 def test_check_consistency_and_threads(models, tmp_path):
     """metatomic's own input/output checks accept what the plugin gives."""
     atoms = small_cell()
