@@ -15,6 +15,7 @@ import ase.units
 import numpy as np
 import pytest
 import torch
+from alchem import ops
 from alchem.architectures import get_architecture
 from alchem.architectures.alchemical_model import basis
 from alchem.data import DatasetInfo, collate, structure_from_atoms
@@ -690,3 +691,85 @@ def test_inference_cache_follows_the_parameters(data_file, alloy):
     fresh = evaluate(model, alloy)
     np.testing.assert_allclose(cached["energy"], fresh["energy"], rtol=1e-13)
     assert abs(fresh["energy"][0] - training["energy"][0]) > 1e-6
+
+
+# ------------------------------------------------------------ the inference kernel
+# alchem::power_spectrum (python/alchem/ops/alchemical_ops.cpp) runs in eval mode on
+# CPU; the same model with ``use_kernel = False`` runs the torch operations checked
+# above against the spec's equations. Energies, forces and virials must agree for
+# every variant, in float64 and float32, with atoms without neighbours and edges at
+# the cutoff.
+
+needs_kernel = pytest.mark.skipif(
+    not ops.load(), reason="libalchem_ops.so is not built (make plugin)"
+)
+
+
+def run_kernel(model, atoms, use_kernel, dtype):
+    model.architecture.use_kernel = use_kernel
+    batch = collate([structure_from_atoms(atoms, model.cutoff)]).to("cpu", dtype)
+    out = predict(model, batch, forces=True, virial=bool(np.all(atoms.pbc)))
+    return {k: v.detach().double().numpy() for k, v in out.items()}
+
+
+def compare_kernel(model, atoms, dtype, rtol):
+    model.eval()
+    assert model.architecture.cached and model.architecture.use_kernel
+    kernel = run_kernel(model, atoms, True, dtype)
+    torch_ops = run_kernel(model, atoms, False, dtype)
+    model.architecture.use_kernel = True
+    for key, value in torch_ops.items():
+        scale = max(np.abs(value).max(), 1e-300)
+        np.testing.assert_allclose(kernel[key], value, rtol=0, atol=rtol * scale)
+    return kernel
+
+
+@needs_kernel
+@pytest.mark.parametrize("hypers", VARIANTS)
+def test_kernel_matches_the_torch_operations(data_file, alloy, hypers):
+    model = make(data_file, variant(*hypers))
+    with torch.no_grad():  # LayerNorm affine away from its initial values
+        model.architecture.layernorm_weight.uniform_(0.5, 1.5)
+        model.architecture.layernorm_bias.uniform_(-0.2, 0.2)
+    model.architecture.refresh_cache()
+    out = compare_kernel(model, alloy, torch.float64, 1e-12)
+    assert np.abs(out["forces"]).max() > 1e-3  # forces are not trivially zero
+
+
+@needs_kernel
+@pytest.mark.parametrize("hypers", VARIANTS[:2])
+def test_kernel_float32(data_file, alloy, hypers):
+    model = make(data_file, variant(*hypers), precision=32)
+    compare_kernel(model, alloy, torch.float32, 2e-5)
+
+
+@needs_kernel
+def test_kernel_default_basis_sizes(data_file, alloy):
+    """l up to 13 and 12 radial functions per l (the physical basis at 400)."""
+    model = make(data_file, small(basis_cutoff_power_spectrum=400))
+    assert model.architecture.max_angular == 13
+    compare_kernel(model, alloy, torch.float64, 1e-12)
+
+
+@needs_kernel
+def test_kernel_lonely_atoms_and_cutoff_edges(data_file):
+    model = make(data_file)
+    cutoff = model.cutoff
+    atoms = ase.Atoms(
+        "CuNiPtCu",
+        positions=[[0, 0, 0], [cutoff, 0, 0], [0, 2.1, 0.4], [30, 0, 0]],
+        pbc=False,
+    )
+    out = compare_kernel(model, atoms, torch.float64, 1e-12)
+    assert np.all(out["forces"][3] == 0.0)
+
+
+@needs_kernel
+def test_kernel_has_no_second_derivatives(data_file, alloy):
+    """Training needs them: the kernel refuses rather than return wrong ones."""
+    model = make(data_file).eval()
+    batch = collate([structure_from_atoms(alloy, model.cutoff)]).to(
+        "cpu", torch.float64
+    )
+    with pytest.raises(RuntimeError, match="no second derivatives"):
+        predict(model, batch, forces=True, virial=False, create_graph=True)

@@ -38,6 +38,7 @@ import math
 import numpy as np
 import torch
 
+from ... import ops
 from ...data import DatasetInfo
 from ...features import neighbor_slots
 from ...harmonics import SphericalHarmonics
@@ -83,6 +84,56 @@ class GroupedLinear(torch.nn.Module):
 
 def _refresh_after_load(module, incompatible_keys) -> None:
     module.refresh_cache()
+
+
+class PowerSpectrumKernel(torch.nn.Module):
+    """Calls ``alchem::power_spectrum`` (python/alchem/ops): steps 1-3 and the
+    LayerNorm sums in one CPU kernel, with the gradient to the edge vectors.
+    Attached only where the operator is registered, so that TorchScript compiles
+    the call only then."""
+
+    def forward(
+        self,
+        vectors: torch.Tensor,
+        elements: torch.Tensor,
+        centers: torch.Tensor,
+        n_atoms: int,
+        table: torch.Tensor,
+        column_sizes: list[int],
+        grid: list[float],
+        nodes: list[int],
+    ) -> list[torch.Tensor]:
+        return torch.ops.alchem.power_spectrum(
+            vectors,
+            elements,
+            centers,
+            n_atoms,
+            table,
+            column_sizes,
+            grid[0],
+            grid[1],
+            grid[2],
+            grid[3],
+            nodes[0],
+            nodes[1],
+        )
+
+
+class NoKernel(torch.nn.Module):
+    """Stands in for PowerSpectrumKernel where the operator is not available."""
+
+    def forward(
+        self,
+        vectors: torch.Tensor,
+        elements: torch.Tensor,
+        centers: torch.Tensor,
+        n_atoms: int,
+        table: torch.Tensor,
+        column_sizes: list[int],
+        grid: list[float],
+        nodes: list[int],
+    ) -> list[torch.Tensor]:
+        raise RuntimeError("alchem::power_spectrum is not loaded")
 
 
 class AlchemicalModel(torch.nn.Module):
@@ -262,6 +313,14 @@ class AlchemicalModel(torch.nn.Module):
         # after load_state_dict) instead of on every call; train() drops them.
         # Not persistent: never part of a checkpoint.
         self.cached = False
+        # The CPU kernel (python/alchem/ops) replaces steps 1-3 in eval mode, where
+        # the spline table is a constant; training (parameter gradients, double
+        # backward) and other devices use the torch operations.
+        self.use_kernel = ops.kernel_enabled()
+        self.kernel = PowerSpectrumKernel() if self.use_kernel else NoKernel()
+        self.kernel_grid = [self.cutoff, self.onset, self.step_below, self.step_above]
+        self.kernel_nodes = [self.n_below, self.n_nodes]
+        self.register_buffer("cache_table", torch.zeros(0), persistent=False)
         for name in ("cache_c0", "cache_c1", "cache_c2", "cache_c3"):
             self.register_buffer(name, torch.zeros(0), persistent=False)
         for name in ("cache_weight", "cache_bias"):
@@ -278,13 +337,15 @@ class AlchemicalModel(torch.nn.Module):
         """Recompute (eval mode) or drop (training mode) the inference cache."""
         if self.training:
             self.cached = False
-            for name in ("c0", "c1", "c2", "c3", "weight", "bias"):
+            for name in ("c0", "c1", "c2", "c3", "weight", "bias", "table"):
                 setattr(self, f"cache_{name}", getattr(self, f"cache_{name}")[:0])
             return
         with torch.no_grad():
             c = self.spline_coefficients()
             weight, bias = self.first_layer()
         self.cache_c0, self.cache_c1, self.cache_c2, self.cache_c3 = c
+        # the kernel reads the 4 coefficients of a row together: [rows, 4, C]
+        self.cache_table = torch.stack(c, dim=1).contiguous()
         self.cache_weight, self.cache_bias = weight, bias
         self.cached = True
 
@@ -396,6 +457,18 @@ class AlchemicalModel(torch.nn.Module):
         products, which keeps every tensor small and the backward passes free
         of full-size zero fills."""
         n_atoms = n_centers  # features only for the centres
+        if self.use_kernel and self.cached and edge_vectors.device.type == "cpu":
+            triangles, total, squares = self.kernel(
+                edge_vectors,
+                species.index_select(0, neighbors),
+                centers,
+                n_atoms,
+                self.cache_table,
+                self.column_sizes,
+                self.kernel_grid,
+                self.kernel_nodes,
+            )
+            return [triangles], total, squares
         n_edges = centers.shape[0]
         # Neighbour slots: edge e goes to slot centers[e] * M + (its rank among the
         # edges of centers[e]), M the largest neighbour count. Empty slots hold a
@@ -488,7 +561,11 @@ class AlchemicalModel(torch.nn.Module):
             weight, bias = self.cache_weight, self.cache_bias
         else:
             weight, bias = self.first_layer()
-        weights = weight.split(self.triangle_sizes, dim=0)
+        # one block: the kernel's triangles of every l, side by side
+        if len(blocks) == 1:
+            weights = [weight]
+        else:
+            weights = weight.split(self.triangle_sizes, dim=0)
         size = self.first_size
         column_sum = weight.sum(dim=0)
         if self.normalize:

@@ -1,0 +1,38 @@
+"""The project's TorchScript extension: ``alchem::power_spectrum``.
+
+``alchemical_ops.cpp`` (next to this file) computes the Alchemical Model's features
+and their gradient with respect to the pair vectors in one CPU kernel; the build of
+the LAMMPS plugin (CMakeLists.txt) compiles it into ``alchem/lib/libalchem_ops.so``.
+The pair style links that library, so LAMMPS always has the operator; in Python
+``load()`` registers it. Without the library (a pip install without the CMake build)
+models use their torch operations, which give the same numbers.
+
+``ALCHEM_NO_KERNEL=1`` in the environment keeps new models (and exports) on the
+torch operations, for comparisons.
+"""
+
+import os
+
+import torch
+
+LIBRARY = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "lib", "libalchem_ops.so"
+)
+
+_loaded: bool | None = None
+
+
+def load() -> bool:
+    """Register ``torch.ops.alchem.*`` once; False where the library is not built."""
+    global _loaded
+    if _loaded is None:
+        _loaded = False
+        if os.path.isfile(LIBRARY):
+            torch.ops.load_library(LIBRARY)
+            _loaded = True
+    return _loaded
+
+
+def kernel_enabled() -> bool:
+    """Whether models built now use the kernel (library present, not disabled)."""
+    return os.environ.get("ALCHEM_NO_KERNEL", "") in ("", "0") and load()
