@@ -28,6 +28,10 @@ def load_calculator(
         pass
     from metatomic_ase import MetatomicCalculator
 
+    from . import ops
+
+    ops.load()  # alchem::power_spectrum, which Alchemical Models call on the CPU
+
     class Calculator(MetatomicCalculator):
         """Runs the model with TorchScript's plain executor, as the LAMMPS plugin
         does: the profiling executor re-specialises (and on GPU recompiles fused
