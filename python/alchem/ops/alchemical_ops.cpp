@@ -38,27 +38,36 @@ namespace {
 #define ALCHEM_CLONES
 #endif
 
-// Sizes of the model's blocks, from the K n_l channels per l.
+// Sizes of the model's blocks, from the K n_l channels per l. Inside the kernel
+// the channels of every l are padded to a multiple of `pad` (the lanes of a
+// vector) so that the small matrix products below need no remainder loops.
 struct Layout {
   int64_t max_angular = 0;
-  std::vector<int64_t> channels;      // n = K n_l per l
-  std::vector<int64_t> columns;       // first radial column of l
-  std::vector<int64_t> density;       // first entry of C_l [(2l + 1) x n]
-  std::vector<int64_t> triangle;      // first entry of the upper triangle of P_l
-  int64_t n_columns = 0, density_size = 0, triangle_size = 0, max_channels = 0;
+  std::vector<int64_t> channels;        // n = K n_l per l
+  std::vector<int64_t> columns;         // first radial column of l
+  std::vector<int64_t> padded;          // npad, n rounded up to `pad`
+  std::vector<int64_t> padded_offsets;  // sum of npad over the l before
+  std::vector<int64_t> density;         // first entry of C_l [(2l + 1) x npad]
+  std::vector<int64_t> triangle;        // first entry of the upper triangle of P_l
+  int64_t n_columns = 0, padded_columns = 0, density_size = 0, triangle_size = 0;
+  int64_t max_padded = 0;
 
-  explicit Layout(const std::vector<int64_t> &column_sizes) : channels(column_sizes)
+  Layout(const std::vector<int64_t> &column_sizes, int64_t pad) : channels(column_sizes)
   {
     max_angular = static_cast<int64_t>(channels.size()) - 1;
     for (int64_t l = 0; l <= max_angular; l++) {
       int64_t n = channels[l];
+      int64_t npad = (n + pad - 1) / pad * pad;
       columns.push_back(n_columns);
+      padded.push_back(npad);
+      padded_offsets.push_back(padded_columns);
       density.push_back(density_size);
       triangle.push_back(triangle_size);
       n_columns += n;
-      density_size += (2 * l + 1) * n;
+      padded_columns += npad;
+      density_size += (2 * l + 1) * npad;
       triangle_size += n * (n + 1) / 2;
-      max_channels = std::max(max_channels, n);
+      max_padded = std::max(max_padded, npad);
     }
   }
 };
@@ -101,6 +110,19 @@ template <typename T> std::vector<T> harmonics_factors(int64_t max_angular)
 
 inline int64_t packed(int64_t l, int64_t m) { return l * (l + 1) / 2 + m; }
 
+// (2l - 1) / (l - m) and (l + m - 1) / (l - m) of the recurrence, packed (m <= l - 2)
+template <typename T> std::vector<T> recurrence_coefficients(int64_t max_angular, bool first)
+{
+  std::vector<T> values(packed(max_angular + 1, 0), T(0));
+  for (int64_t l = 2; l <= max_angular; l++) {
+    for (int64_t m = 0; m + 2 <= l; m++) {
+      double value = first ? (2.0 * l - 1.0) / (l - m) : (l + m - 1.0) / (l - m);
+      values[packed(l, m)] = static_cast<T>(value);
+    }
+  }
+  return values;
+}
+
 // Q_l^m (packed), c_m + i s_m = (x + i y)^m and Y_lm (index l^2 + l + m) at the
 // unit vector (x, y, z).
 template <typename T> struct Harmonics {
@@ -108,9 +130,12 @@ template <typename T> struct Harmonics {
   const T *factors;
   std::vector<T> q, c, s, y;
 
-  Harmonics(int64_t max_angular, const T *f)
+  // the recurrence's (2l - 1) / (l - m) and (l + m - 1) / (l - m), packed
+  const T *a, *b;
+
+  Harmonics(int64_t max_angular, const T *f, const T *ca, const T *cb)
       : L(max_angular), factors(f), q(packed(max_angular + 1, 0)), c(max_angular + 1),
-        s(max_angular + 1), y((max_angular + 1) * (max_angular + 1))
+        s(max_angular + 1), y((max_angular + 1) * (max_angular + 1)), a(ca), b(cb)
   {
   }
 
@@ -124,13 +149,14 @@ template <typename T> struct Harmonics {
     }
     q[0] = 1;
     for (int64_t l = 1; l <= L; l++) {
-      q[packed(l, l)] = -static_cast<T>(2 * l - 1) * q[packed(l - 1, l - 1)];
-      q[packed(l, l - 1)] = -z * q[packed(l, l)];
-      for (int64_t m = 0; m + 2 <= l; m++) {
-        q[packed(l, m)] = (static_cast<T>(2 * l - 1) * z * q[packed(l - 1, m)] -
-                           static_cast<T>(l + m - 1) * q[packed(l - 2, m)]) /
-                          static_cast<T>(l - m);
-      }
+      T *ql = q.data() + packed(l, 0);
+      const T *q1 = q.data() + packed(l - 1, 0);
+      const T *q2 = l >= 2 ? q.data() + packed(l - 2, 0) : nullptr;
+      const T *al = a + packed(l, 0);
+      const T *bl = b + packed(l, 0);
+      ql[l] = -static_cast<T>(2 * l - 1) * q1[l - 1];
+      ql[l - 1] = -z * ql[l];
+      for (int64_t m = 0; m + 2 <= l; m++) ql[m] = al[m] * z * q1[m] - bl[m] * q2[m];
     }
     for (int64_t l = 0; l <= L; l++) {
       T *yl = y.data() + l * l + l;
@@ -188,12 +214,13 @@ template <typename T> struct Harmonics {
   }
 };
 
-// values (and d/dt) of every radial column at t, from the row's 4 coefficients
+// values (and d/dt) of n radial columns at t, from a table row whose 4
+// coefficient vectors are `stride` apart
 template <typename T>
-ALCHEM_CLONES void spline(const T *__restrict row, int64_t n, T t, T *__restrict value,
-                          T *__restrict slope)
+ALCHEM_CLONES void spline(const T *__restrict row, int64_t stride, int64_t n, T t,
+                          T *__restrict value, T *__restrict slope)
 {
-  const T *c0 = row, *c1 = row + n, *c2 = row + 2 * n, *c3 = row + 3 * n;
+  const T *c0 = row, *c1 = row + stride, *c2 = row + 2 * stride, *c3 = row + 3 * stride;
   for (int64_t i = 0; i < n; i++) {
     value[i] = ((c3[i] * t + c2[i]) * t + c1[i]) * t + c0[i];
   }
@@ -204,137 +231,129 @@ ALCHEM_CLONES void spline(const T *__restrict row, int64_t n, T t, T *__restrict
   }
 }
 
-// out[i] += a * x[i]
+// S [n x npad] (padding 0) from the gradients on the triangle of P_l (see
+// backward_kernel): the upper rows are contiguous, then mirrored
 template <typename T>
-ALCHEM_CLONES inline void axpy(int64_t n, T a, const T *__restrict x, T *__restrict out)
+ALCHEM_CLONES void symmetric_gradient(int64_t n, int64_t npad, const T *__restrict grad,
+                                      const T *__restrict p, T grad_total, T grad_squares,
+                                      T *__restrict s)
 {
-  for (int64_t i = 0; i < n; i++) out[i] += a * x[i];
+  T shift = 2 * grad_total, factor = 4 * grad_squares;
+  for (int64_t a = 0; a < n; a++) {
+    T *row = s + a * npad;
+    int64_t width = n - a;
+    for (int64_t i = 0; i < width; i++) row[a + i] = grad[i] + shift + factor * p[i];
+    row[a] += grad[0];
+    for (int64_t i = n; i < npad; i++) row[i] = 0;
+    grad += width;
+    p += width;
+  }
+  for (int64_t a = 1; a < n; a++) {
+    for (int64_t b = 0; b < a; b++) s[a * npad + b] = s[b * npad + a];
+  }
+}
+
+// ---- small matrix products, blocked for registers ----
+//
+// out[r, i] = sum_k A[k lda_k + r lda_r] B[k ldb + i], for r < rows and i < cols
+// (cols a multiple of W, the lanes of an AVX2 vector; the buffers are padded).
+// Every product of the kernel is of this form, with operands of 4-48 columns: an
+// RB x IB block of `out` stays in registers while k runs, so that each loaded
+// vector of B feeds RB fused multiply-adds. Accumulation order is k ascending.
+template <typename T> constexpr int64_t lanes() { return 32 / static_cast<int64_t>(sizeof(T)); }
+
+// GCC vector extensions: 32-byte vectors (one AVX2 register in the x86-64-v3
+// clone, two SSE registers in the baseline one)
+template <typename T> struct Vector {
+  typedef T type __attribute__((vector_size(32)));
+  typedef T unaligned __attribute__((vector_size(32), aligned(sizeof(T))));
+};
+
+template <typename T, int RB, int NV>
+__attribute__((always_inline)) inline void block(const T *__restrict a, int64_t lda_k,
+                                                 int64_t lda_r, const T *__restrict b,
+                                                 int64_t ldb, int64_t depth, T *__restrict out,
+                                                 int64_t ldo)
+{
+  using V = typename Vector<T>::type;
+  using U = typename Vector<T>::unaligned;
+  constexpr int W = static_cast<int>(lanes<T>());
+  V acc[RB][NV];
+  for (int r = 0; r < RB; r++) {
+    for (int j = 0; j < NV; j++) acc[r][j] = V{};
+  }
+  for (int64_t k = 0; k < depth; k++) {
+    const T *bk = b + k * ldb;
+    const T *ak = a + k * lda_k;
+    V bv[NV];
+    for (int j = 0; j < NV; j++) bv[j] = *reinterpret_cast<const U *>(bk + j * W);
+    for (int r = 0; r < RB; r++) {
+      T ar = ak[r * lda_r];
+      for (int j = 0; j < NV; j++) acc[r][j] += ar * bv[j];
+    }
+  }
+  for (int r = 0; r < RB; r++) {
+    for (int j = 0; j < NV; j++) *reinterpret_cast<U *>(out + r * ldo + j * W) = acc[r][j];
+  }
 }
 
 template <typename T>
-ALCHEM_CLONES inline T dot(int64_t n, const T *__restrict x, const T *__restrict y)
+ALCHEM_CLONES void gemm(const T *__restrict a, int64_t lda_k, int64_t lda_r, int64_t rows,
+                        const T *__restrict b, int64_t ldb, int64_t depth, T *__restrict out,
+                        int64_t ldo, int64_t cols)
+{
+  constexpr int W = static_cast<int>(lanes<T>());
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    int64_t i = 0;
+    for (; i + 2 * W <= cols; i += 2 * W) {
+      block<T, 4, 2>(a + r * lda_r, lda_k, lda_r, b + i, ldb, depth, out + r * ldo + i, ldo);
+    }
+    for (; i < cols; i += W) {
+      block<T, 4, 1>(a + r * lda_r, lda_k, lda_r, b + i, ldb, depth, out + r * ldo + i, ldo);
+    }
+  }
+  for (; r < rows; r++) {
+    int64_t i = 0;
+    for (; i + 2 * W <= cols; i += 2 * W) {
+      block<T, 1, 2>(a + r * lda_r, lda_k, lda_r, b + i, ldb, depth, out + r * ldo + i, ldo);
+    }
+    for (; i < cols; i += W) {
+      block<T, 1, 1>(a + r * lda_r, lda_k, lda_r, b + i, ldb, depth, out + r * ldo + i, ldo);
+    }
+  }
+}
+
+template <typename T>
+ALCHEM_CLONES T dot(int64_t n, const T *__restrict x, const T *__restrict y)
 {
   T sum = 0;
   for (int64_t i = 0; i < n; i++) sum += x[i] * y[i];
   return sum;
 }
 
-// C_l [(2l + 1) x n] += Y_l (x) g_l for every l
-template <typename T>
-ALCHEM_CLONES void accumulate_density(const Layout &layout, const T *__restrict y,
-                                      const T *__restrict g, T *__restrict density)
+inline int64_t round_up(int64_t value, int64_t multiple)
 {
-  for (int64_t l = 0; l <= layout.max_angular; l++) {
-    int64_t n = layout.channels[l];
-    const T *gl = g + layout.columns[l];
-    T *cl = density + layout.density[l];
-    for (int64_t m = 0; m < 2 * l + 1; m++) {
-      T a = y[l * l + m];
-      T *row = cl + m * n;
-      for (int64_t i = 0; i < n; i++) row[i] += a * gl[i];
-    }
-  }
+  return (value + multiple - 1) / multiple * multiple;
 }
 
-// upper triangles of C_l^T C_l, and the sums of the full P and of P^2
+// upper triangle of the full square P_l [n x npad] (row-major, the model's order),
+// and the sums of the full P and of P^2
 template <typename T>
-ALCHEM_CLONES void power(const Layout &layout, const T *__restrict density, T *__restrict out,
-                         T &total, T &squares)
+void extract_triangle(int64_t n, int64_t npad, const T *p, T *out, T &total, T &squares)
 {
-  total = 0;
-  squares = 0;
-  for (int64_t l = 0; l <= layout.max_angular; l++) {
-    int64_t n = layout.channels[l];
-    const T *cl = density + layout.density[l];
-    T *p = out + layout.triangle[l];
-    for (int64_t a = 0; a < n; a++) {
-      T *row = p;  // P[a, a..n-1]
-      int64_t width = n - a;
-      for (int64_t i = 0; i < width; i++) row[i] = 0;
-      for (int64_t m = 0; m < 2 * l + 1; m++) {
-        const T *cm = cl + m * n;
-        T ca = cm[a];
-        for (int64_t i = 0; i < width; i++) row[i] += ca * cm[a + i];
-      }
-      T diagonal = row[0];
-      T sum = 0, sum2 = 0;
-      for (int64_t i = 1; i < width; i++) {
-        sum += row[i];
-        sum2 += row[i] * row[i];
-      }
-      total += diagonal + 2 * sum;
-      squares += diagonal * diagonal + 2 * sum2;
-      p += width;
+  for (int64_t a = 0; a < n; a++) {
+    const T *row = p + a * npad;
+    T diagonal = row[a], sum = 0, sum2 = 0;
+    *out++ = diagonal;
+    for (int64_t b = a + 1; b < n; b++) {
+      sum += row[b];
+      sum2 += row[b] * row[b];
+      *out++ = row[b];
     }
+    total += diagonal + 2 * sum;
+    squares += diagonal * diagonal + 2 * sum2;
   }
-}
-
-// dL/dC_l = C_l S_l with S_l the symmetric matrix of the gradients on the full P
-// (see the derivation in `backward_atom`); `scratch` holds S_l [n x n]
-template <typename T>
-ALCHEM_CLONES void density_gradient(const Layout &layout, const T *__restrict density,
-                                    const T *__restrict triangles, const T *__restrict grad,
-                                    T grad_total, T grad_squares, T *__restrict scratch,
-                                    T *__restrict out)
-{
-  for (int64_t l = 0; l <= layout.max_angular; l++) {
-    int64_t n = layout.channels[l];
-    const T *p = triangles + layout.triangle[l];
-    const T *gp = grad + layout.triangle[l];
-    for (int64_t a = 0; a < n; a++) {
-      for (int64_t b = a; b < n; b++) {
-        T value = *gp + 2 * grad_total + 4 * grad_squares * (*p);
-        if (a == b) value += *gp;
-        scratch[a * n + b] = value;
-        scratch[b * n + a] = value;
-        gp++;
-        p++;
-      }
-    }
-    const T *cl = density + layout.density[l];
-    T *dl = out + layout.density[l];
-    for (int64_t m = 0; m < 2 * l + 1; m++) {
-      const T *cm = cl + m * n;
-      T *dm = dl + m * n;
-      for (int64_t i = 0; i < n; i++) dm[i] = 0;
-      for (int64_t b = 0; b < n; b++) {
-        T cb = cm[b];
-        const T *sb = scratch + b * n;
-        for (int64_t i = 0; i < n; i++) dm[i] += cb * sb[i];
-      }
-    }
-  }
-}
-
-// per edge: dL/dY_lm = sum_a dC_l[m, a] g_a and dL/dr = sum_a (sum_m dC_l[m, a] Y_lm) g'_a
-template <typename T>
-ALCHEM_CLONES T edge_gradient(const Layout &layout, const T *__restrict d_density,
-                              const T *__restrict y, const T *__restrict g,
-                              const T *__restrict slope, T *__restrict grad_y,
-                              T *__restrict scratch)
-{
-  T d_t = 0;
-  for (int64_t l = 0; l <= layout.max_angular; l++) {
-    int64_t n = layout.channels[l];
-    const T *gl = g + layout.columns[l];
-    const T *sl = slope + layout.columns[l];
-    const T *dl = d_density + layout.density[l];
-    for (int64_t i = 0; i < n; i++) scratch[i] = 0;
-    for (int64_t m = 0; m < 2 * l + 1; m++) {
-      const T *dm = dl + m * n;
-      T sum = 0;
-      T a = y[l * l + m];
-      for (int64_t i = 0; i < n; i++) {
-        sum += dm[i] * gl[i];
-        scratch[i] += a * dm[i];
-      }
-      grad_y[l * l + m] = sum;
-    }
-    T sum = 0;
-    for (int64_t i = 0; i < n; i++) sum += scratch[i] * sl[i];
-    d_t += sum;
-  }
-  return d_t;
 }
 
 struct Inputs {
@@ -346,7 +365,8 @@ struct Inputs {
 Inputs sort_edges(const torch::Tensor &vectors, const torch::Tensor &elements,
                   const torch::Tensor &centers, int64_t n_atoms)
 {
-  TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == 3, "alchem::power_spectrum: vectors must be [n_edges, 3]");
+  TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == 3,
+              "alchem::power_spectrum: vectors must be [n_edges, 3]");
   TORCH_CHECK(vectors.device().is_cpu(), "alchem::power_spectrum runs on the CPU only");
   int64_t n_edges = vectors.size(0);
   TORCH_CHECK(elements.size(0) == n_edges && centers.size(0) == n_edges,
@@ -368,6 +388,35 @@ Inputs sort_edges(const torch::Tensor &vectors, const torch::Tensor &elements,
   return {vectors.contiguous(), elements.to(torch::kInt64).contiguous(), counts, order, n_atoms};
 }
 
+int64_t max_edges(const Inputs &in)
+{
+  const int64_t *offsets = in.offsets.data_ptr<int64_t>();
+  int64_t most = 0;
+  for (int64_t i = 0; i < in.n_atoms; i++) most = std::max(most, offsets[i + 1] - offsets[i]);
+  return most;
+}
+
+// One edge's geometry and spline row; false for edges that contribute nothing
+// (at or beyond the cutoff, or of length zero).
+template <typename T> struct Edge {
+  T x, y, z, r, t, dt_dr;
+  int64_t row;
+
+  bool load(const T *v, const int64_t *elements, int64_t e, const Grid &grid, int64_t rows)
+  {
+    x = v[3 * e];
+    y = v[3 * e + 1];
+    z = v[3 * e + 2];
+    r = std::sqrt(x * x + y * y + z * z);
+    if (!(r < static_cast<T>(grid.cutoff)) || r == T(0)) return false;
+    int64_t interval;
+    grid.locate(r, interval, t, dt_dr);
+    row = elements[e] * (grid.n_nodes - 1) + interval;
+    TORCH_CHECK(row >= 0 && row < rows, "alchem::power_spectrum: element out of range");
+    return true;
+  }
+};
+
 template <typename T>
 void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
                     const Grid &grid, torch::Tensor &triangles, torch::Tensor &total,
@@ -383,30 +432,55 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
   T *out_squares = squares.data_ptr<T>();
   T *out_density = densities.data_ptr<T>();
   auto factors = harmonics_factors<T>(layout.max_angular);
+  auto ca = recurrence_coefficients<T>(layout.max_angular, true);
+  auto cb = recurrence_coefficients<T>(layout.max_angular, false);
   const int64_t C = layout.n_columns;
+  const int64_t H = (layout.max_angular + 1) * (layout.max_angular + 1);
   const int64_t rows = coefficients.size(0);
+  const int64_t capacity = std::max(max_edges(in), int64_t(1));
 
   at::parallel_for(0, in.n_atoms, 1, [&](int64_t begin, int64_t end) {
-    Harmonics<T> harmonics(layout.max_angular, factors.data());
-    std::vector<T> g(C);
+    Harmonics<T> harmonics(layout.max_angular, factors.data(), ca.data(), cb.data());
+    std::vector<T> y(capacity * H);
+    // radial values of every edge, l by l: [edges x npad_l] (padding stays 0)
+    std::vector<T> radial(capacity * layout.padded_columns, T(0));
+    std::vector<T> square(layout.max_padded * layout.max_padded);
     for (int64_t i = begin; i < end; i++) {
-      T *density = out_density + i * layout.density_size;
-      std::fill(density, density + layout.density_size, T(0));
-      for (int64_t k = offsets[i]; k < offsets[i + 1]; k++) {
-        int64_t e = order[k];
-        T x = v[3 * e], y = v[3 * e + 1], z = v[3 * e + 2];
-        T r = std::sqrt(x * x + y * y + z * z);
-        if (!(r < static_cast<T>(grid.cutoff)) || r == T(0)) continue;
-        int64_t interval;
-        T t, dt_dr;
-        grid.locate(r, interval, t, dt_dr);
-        int64_t row = el[e] * (grid.n_nodes - 1) + interval;
-        TORCH_CHECK(row >= 0 && row < rows, "alchem::power_spectrum: element out of range");
-        spline<T>(table + row * 4 * C, C, t, g.data(), nullptr);
-        harmonics.compute(x / r, y / r, z / r);
-        accumulate_density<T>(layout, harmonics.y.data(), g.data(), density);
+      int64_t first = offsets[i], n_edges = offsets[i + 1] - first;
+      for (int64_t k = 0; k < n_edges; k++) {
+        Edge<T> edge;
+        T *yk = y.data() + k * H;
+        if (!edge.load(v, el, order[first + k], grid, rows)) {
+          std::fill(yk, yk + H, T(0));
+          for (int64_t l = 0; l <= layout.max_angular; l++) {
+            T *rk = radial.data() + capacity * layout.padded_offsets[l] + k * layout.padded[l];
+            std::fill(rk, rk + layout.channels[l], T(0));
+          }
+          continue;
+        }
+        const T *row = table + edge.row * 4 * C;
+        for (int64_t l = 0; l <= layout.max_angular; l++) {
+          T *rk = radial.data() + capacity * layout.padded_offsets[l] + k * layout.padded[l];
+          spline<T>(row + layout.columns[l], C, layout.channels[l], edge.t, rk, nullptr);
+        }
+        harmonics.compute(edge.x / edge.r, edge.y / edge.r, edge.z / edge.r);
+        std::copy_n(harmonics.y.data(), H, yk);
       }
-      power<T>(layout, density, out + i * layout.triangle_size, out_total[i], out_squares[i]);
+      T *density = out_density + i * layout.density_size;
+      T *tri = out + i * layout.triangle_size;
+      T sum = 0, sum2 = 0;
+      for (int64_t l = 0; l <= layout.max_angular; l++) {
+        int64_t n = layout.channels[l], npad = layout.padded[l], M = 2 * l + 1;
+        T *cl = density + layout.density[l];
+        const T *rl = radial.data() + capacity * layout.padded_offsets[l];
+        // C_l [M x npad] = Y_l^T G_l: sum over the edges
+        gemm<T>(y.data() + l * l, H, 1, M, rl, npad, n_edges, cl, npad, npad);
+        // P_l = C_l^T C_l, full square, then its upper triangle
+        gemm<T>(cl, npad, 1, n, cl, npad, M, square.data(), npad, npad);
+        extract_triangle<T>(n, npad, square.data(), tri + layout.triangle[l], sum, sum2);
+      }
+      out_total[i] = sum;
+      out_squares[i] = sum2;
     }
   });
 }
@@ -430,45 +504,112 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
   const T *g_squares = grad_squares.data_ptr<T>();
   T *out = grad_vectors.data_ptr<T>();
   auto factors = harmonics_factors<T>(layout.max_angular);
+  auto ca = recurrence_coefficients<T>(layout.max_angular, true);
+  auto cb = recurrence_coefficients<T>(layout.max_angular, false);
   const int64_t C = layout.n_columns;
   const int64_t H = (layout.max_angular + 1) * (layout.max_angular + 1);
+  const int64_t rows = coefficients.size(0);
+  const int64_t capacity = std::max(max_edges(in), int64_t(1));
+  const int64_t W = lanes<T>();
+
+  // dL/dY per edge, l by l: [edges x Mpad_l], Mpad_l = 2l + 1 rounded up to W
+  std::vector<int64_t> y_offsets{0};
+  for (int64_t l = 0; l <= layout.max_angular; l++) {
+    y_offsets.push_back(y_offsets.back() + round_up(2 * l + 1, W));
+  }
+  const int64_t y_padded = y_offsets.back();
 
   at::parallel_for(0, in.n_atoms, 1, [&](int64_t begin, int64_t end) {
-    Harmonics<T> harmonics(layout.max_angular, factors.data());
-    std::vector<T> g(C), slope(C), d_density(layout.density_size), grad_y(H);
-    std::vector<T> scratch(std::max(layout.max_channels * layout.max_channels, C));
+    // every edge's harmonics and recurrence values, kept for the last loop
+    std::vector<Harmonics<T>> harmonics(
+        capacity, Harmonics<T>(layout.max_angular, factors.data(), ca.data(), cb.data()));
+    std::vector<T> y(capacity * H), grad_y(H), d_t(capacity);
+    // radial values and their t-derivatives [edges x npad_l], l by l (padding 0)
+    std::vector<T> values(capacity * layout.padded_columns, T(0));
+    std::vector<T> slopes(capacity * layout.padded_columns, T(0));
+    std::vector<T> d_density(layout.density_size), s(layout.max_padded * layout.max_padded);
+    std::vector<T> d_density_t(layout.max_padded * round_up(2 * layout.max_angular + 1, W), T(0));
+    std::vector<T> d_y(capacity * y_padded), a(capacity * layout.max_padded);
+    std::vector<Edge<T>> edges(capacity);
+    std::vector<char> valid(capacity);
     for (int64_t i = begin; i < end; i++) {
-      if (offsets[i] == offsets[i + 1]) continue;
-      // The loss depends on the full symmetric P_l through the triangle t
-      // (t_ab = P_ab, a <= b), total = sum_ab P_ab and squares = sum_ab P_ab^2.
-      // With H_ab = dL/dP_ab symmetrised, dL/dC = 2 C H =: C S, where
-      // S_ab = g_ab (a < b), 2 g_aa (a = b), + 2 g_total + 4 g_squares P_ab.
-      density_gradient<T>(layout, dens + i * layout.density_size, tri + i * layout.triangle_size,
-                          g_tri + i * layout.triangle_size, g_total[i], g_squares[i],
-                          scratch.data(), d_density.data());
-      for (int64_t k = offsets[i]; k < offsets[i + 1]; k++) {
-        int64_t e = order[k];
-        T x = v[3 * e], y = v[3 * e + 1], z = v[3 * e + 2];
-        T r = std::sqrt(x * x + y * y + z * z);
-        if (!(r < static_cast<T>(grid.cutoff)) || r == T(0)) continue;
-        int64_t interval;
-        T t, dt_dr;
-        grid.locate(r, interval, t, dt_dr);
-        int64_t row = el[e] * (grid.n_nodes - 1) + interval;
-        spline<T>(table + row * 4 * C, C, t, g.data(), slope.data());
-        T ux = x / r, uy = y / r, uz = z / r;
-        harmonics.compute(ux, uy, uz);
-        T d_t = edge_gradient<T>(layout, d_density.data(), harmonics.y.data(), g.data(),
-                                 slope.data(), grad_y.data(), scratch.data());
+      int64_t first = offsets[i], n_edges = offsets[i + 1] - first;
+      if (n_edges == 0) continue;
+      for (int64_t k = 0; k < n_edges; k++) {
+        Edge<T> &edge = edges[k];
+        T *yk = y.data() + k * H;
+        valid[k] = edge.load(v, el, order[first + k], grid, rows);
+        if (valid[k]) {
+          harmonics[k].compute(edge.x / edge.r, edge.y / edge.r, edge.z / edge.r);
+          std::copy_n(harmonics[k].y.data(), H, yk);
+        } else {
+          std::fill(yk, yk + H, T(0));
+        }
+        const T *row = valid[k] ? table + edge.row * 4 * C : nullptr;
+        for (int64_t l = 0; l <= layout.max_angular; l++) {
+          int64_t n = layout.channels[l], npad = layout.padded[l];
+          int64_t at = capacity * layout.padded_offsets[l] + k * npad;
+          if (row != nullptr) {
+            spline<T>(row + layout.columns[l], C, n, edge.t, values.data() + at, slopes.data() + at);
+          } else {
+            std::fill_n(values.data() + at, n, T(0));
+            std::fill_n(slopes.data() + at, n, T(0));
+          }
+        }
+      }
+      std::fill(d_t.begin(), d_t.begin() + n_edges, T(0));
+      const T *density = dens + i * layout.density_size;
+      for (int64_t l = 0; l <= layout.max_angular; l++) {
+        int64_t n = layout.channels[l], npad = layout.padded[l], M = 2 * l + 1;
+        int64_t mpad = round_up(M, W);
+        // The loss depends on the full symmetric P_l through the triangle t
+        // (t_ab = P_ab, a <= b), total = sum_ab P_ab and squares = sum_ab P_ab^2.
+        // With H_ab = dL/dP_ab symmetrised, dL/dC = 2 C H =: C S, where
+        // S_ab = g_ab (a < b), 2 g_aa (a = b), + 2 g_total + 4 g_squares P_ab.
+        symmetric_gradient<T>(n, npad, g_tri + i * layout.triangle_size + layout.triangle[l],
+                              tri + i * layout.triangle_size + layout.triangle[l], g_total[i],
+                              g_squares[i], s.data());
+        const T *cl = density + layout.density[l];
+        T *dl = d_density.data() + layout.density[l];
+        // dC_l [M x npad] = C_l S_l
+        gemm<T>(cl, 1, npad, M, s.data(), npad, n, dl, npad, npad);
+        // dL/dY_lm per edge [edges x mpad] = G_l dC_l^T (dC_l^T [npad x mpad])
+        for (int64_t m = 0; m < M; m++) {
+          for (int64_t c = 0; c < n; c++) d_density_t[c * mpad + m] = dl[m * npad + c];
+        }
+        const T *gl = values.data() + capacity * layout.padded_offsets[l];
+        gemm<T>(gl, 1, npad, n_edges, d_density_t.data(), mpad, n, d_y.data() + y_offsets[l],
+                y_padded, mpad);
+        // sum_m Y_lm dC_l[m, :] per edge [edges x npad], then dotted with the slopes
+        gemm<T>(y.data() + l * l, 1, H, n_edges, dl, npad, M, a.data(), npad, npad);
+        const T *sl = slopes.data() + capacity * layout.padded_offsets[l];
+        for (int64_t k = 0; k < n_edges; k++) {
+          d_t[k] += dot<T>(n, a.data() + k * npad, sl + k * npad);
+        }
+      }
+      for (int64_t k = 0; k < n_edges; k++) {
+        if (!valid[k]) continue;
+        const Edge<T> &edge = edges[k];
+        const T *dyk = d_y.data() + k * y_padded;
+        for (int64_t l = 0; l <= layout.max_angular; l++) {
+          std::copy_n(dyk + y_offsets[l], 2 * l + 1, grad_y.data() + l * l);
+        }
+        T ux = edge.x / edge.r, uy = edge.y / edge.r, uz = edge.z / edge.r;
         T gradient[3];
-        harmonics.backward(grad_y.data(), ux, uy, uz, r, gradient);
-        T d_r = d_t * dt_dr;
+        harmonics[k].backward(grad_y.data(), ux, uy, uz, edge.r, gradient);
+        T d_r = d_t[k] * edge.dt_dr;
+        int64_t e = order[first + k];
         out[3 * e] = gradient[0] + d_r * ux;
         out[3 * e + 1] = gradient[1] + d_r * uy;
         out[3 * e + 2] = gradient[2] + d_r * uz;
       }
     }
   });
+}
+
+int64_t padding(torch::ScalarType dtype)
+{
+  return dtype == torch::kFloat ? lanes<float>() : lanes<double>();
 }
 
 using torch::autograd::AutogradContext;
@@ -482,7 +623,7 @@ public:
                                double cutoff, double onset, double step_below, double step_above,
                                int64_t n_below, int64_t n_nodes)
   {
-    Layout layout(column_sizes);
+    Layout layout(column_sizes, padding(vectors.scalar_type()));
     TORCH_CHECK(coefficients.dim() == 3 && coefficients.size(1) == 4 &&
                     coefficients.size(2) == layout.n_columns,
                 "alchem::power_spectrum: coefficients must be [rows, 4, ", layout.n_columns, "]");
@@ -517,7 +658,8 @@ public:
                 "training mode (its torch operations), not through this inference kernel");
     auto saved = ctx->get_saved_variables();
     Inputs inputs{saved[0], saved[1], saved[2], saved[3], ctx->saved_data["n_atoms"].toInt()};
-    Layout layout(ctx->saved_data["column_sizes"].toIntVector());
+    Layout layout(ctx->saved_data["column_sizes"].toIntVector(),
+                  padding(saved[0].scalar_type()));
     auto g = ctx->saved_data["grid"].toDoubleVector();
     auto nodes = ctx->saved_data["nodes"].toIntVector();
     Grid grid{g[0], g[1], g[2], g[3], nodes[0], nodes[1], layout.n_columns};
