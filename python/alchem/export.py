@@ -23,7 +23,6 @@ from metatomic.torch import (
     System,
 )
 
-from . import ops
 from .model import EnergyModel
 
 REFERENCES = {
@@ -306,17 +305,10 @@ def _without_training_libraries():
     """metatomic records every TorchScript library loaded in the process as an
     extension the saved model needs. Training loads sphericart-torch's (the
     harmonics in eager mode, python/alchem/harmonics.py), which the scripted model
-    never calls; the project's own kernel library (alchem.ops) is linked by the
-    LAMMPS pair style and loaded by ``alchem.calculator``, so a copy beside the
-    model would only be a second copy of the same operators. Both are hidden
-    while saving: the model needs no extensions/ folder."""
+    never calls: hidden while saving, the model needs no extensions/ folder
+    (alchem.ops keeps the project's own kernel library out of that list)."""
     loaded = torch.ops.loaded_libraries
-    hidden = {
-        path
-        for path in loaded
-        if "sphericart" in os.path.basename(path)
-        or os.path.basename(path) == os.path.basename(ops.LIBRARY)
-    }
+    hidden = {path for path in loaded if "sphericart" in os.path.basename(path)}
     loaded.difference_update(hidden)
     try:
         yield

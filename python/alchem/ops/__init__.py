@@ -29,6 +29,15 @@ def load() -> bool:
         _loaded = False
         if os.path.isfile(LIBRARY):
             torch.ops.load_library(LIBRARY)
+            # metatomic's save(collect_extensions=...) copies every library in
+            # this set next to the model it saves, whatever the model calls; the
+            # pair style links this one and alchem.calculator loads it, so no
+            # model needs a copy (and metatomic refuses to copy a library that
+            # lives outside site-packages)
+            loaded = torch.ops.loaded_libraries
+            loaded.difference_update(
+                {p for p in loaded if os.path.realpath(p) == LIBRARY}
+            )
             _loaded = True
     return _loaded
 
