@@ -5,9 +5,12 @@ extensions (sphericart-torch) loaded from the `extensions/` folder beside model.
 
 import os
 import shutil
+import subprocess
+import zipfile
 
 import ase
 import pytest
+from conftest import BIN
 from lammps_support import (
     ase_single_point,
     energy_factor,
@@ -99,3 +102,44 @@ def test_extensions_keyword(trained, tmp_path):
     )
     assert f"extensions from {_extensions(trained)}" in lammps.log
     _check(lammps, ase_single_point(atoms, trained["model"], _extensions(trained)))
+
+
+def test_alchemical_kernel_in_lammps(trained, tmp_path):
+    """The exported Alchemical Model calls alchem::power_spectrum (the CPU
+    kernel the pair style links), so every test above runs it; the same
+    checkpoint exported on the model's torch operations (ALCHEM_NO_KERNEL=1)
+    gives the same energies, forces and virials in LAMMPS, on 1 and 2 ranks."""
+    if trained["architecture"] != "alchemical_model":
+        pytest.skip("only the Alchemical Model has a kernel")
+    assert "ops.alchem.power_spectrum" in _code(trained["model"])
+    torch_ops = str(tmp_path / "torch-ops.pt")
+    subprocess.run(
+        [os.path.join(BIN, "alchem-export"), trained["checkpoint"], "-o", torch_ops],
+        check=True,
+        capture_output=True,
+        env=dict(os.environ, ALCHEM_NO_KERNEL="1"),
+    )
+    assert "ops.alchem.power_spectrum" not in _code(torch_ops)
+    atoms = fcc_alloy((3, 3, 3), 3.6, ELEMENTS, seed=45)
+    for nprocs in (1, 2):
+        kernel = lammps_single_point(
+            tmp_path / f"kernel{nprocs}",
+            atoms,
+            trained["model"],
+            ELEMENTS,
+            nprocs=nprocs,
+        )
+        reference = lammps_single_point(
+            tmp_path / f"torch{nprocs}", atoms, torch_ops, ELEMENTS, nprocs=nprocs
+        )
+        _check(kernel, reference, tolerance=1e-10)
+
+
+def _code(model: str) -> str:
+    """The TorchScript code stored in an exported model."""
+    with zipfile.ZipFile(model) as archive:
+        return "".join(
+            archive.read(name).decode()
+            for name in archive.namelist()
+            if "/code/" in name and name.endswith(".py")
+        )
