@@ -123,35 +123,51 @@ template <typename T> std::vector<T> recurrence_coefficients(int64_t max_angular
   return values;
 }
 
+// GCC vector extensions: 32-byte vectors (one AVX2 register in the x86-64-v3
+// clone, two SSE registers in the baseline one)
+template <typename T> constexpr int64_t lanes() { return 32 / static_cast<int64_t>(sizeof(T)); }
+
+template <typename T> struct Vector {
+  typedef T type __attribute__((vector_size(32)));
+  typedef T unaligned __attribute__((vector_size(32), aligned(sizeof(T))));
+};
+
+// Spherical harmonics of lanes<T>() edges at once, one edge per vector lane:
 // Q_l^m (packed), c_m + i s_m = (x + i y)^m and Y_lm (index l^2 + l + m) at the
-// unit vector (x, y, z).
-template <typename T> struct Harmonics {
+// unit vectors (x, y, z), with sphericart's recurrence.
+template <typename T> struct HarmonicsBatch {
+  using V = typename Vector<T>::type;
+  using U = typename Vector<T>::unaligned;
   int64_t L;
   const T *factors;
-  std::vector<T> q, c, s, y;
+  const T *a, *b;  // (2l - 1) / (l - m) and (l + m - 1) / (l - m), packed
+  int64_t n_q;     // values of q per batch; c and s hold L + 1 each
 
-  // the recurrence's (2l - 1) / (l - m) and (l + m - 1) / (l - m), packed
-  const T *a, *b;
-
-  Harmonics(int64_t max_angular, const T *f, const T *ca, const T *cb)
-      : L(max_angular), factors(f), q(packed(max_angular + 1, 0)), c(max_angular + 1),
-        s(max_angular + 1), y((max_angular + 1) * (max_angular + 1)), a(ca), b(cb)
+  HarmonicsBatch(int64_t max_angular, const T *f, const T *ca, const T *cb)
+      : L(max_angular), factors(f), a(ca), b(cb), n_q(packed(max_angular + 1, 0))
   {
   }
 
-  void compute(T x, T yy, T z)
+  // Y_lm to out[(l^2 + l + m) ld + lane]; q, c, s kept for `backward`
+  // (x, y, z: lanes<T>() values each; pointers, as vectors passed by value would
+  // cross between the clones' calling conventions)
+  ALCHEM_CLONES void compute(const T *ux, const T *uy, const T *uz, U *__restrict q,
+                             U *__restrict c, U *__restrict s, T *__restrict out,
+                             int64_t ld) const
   {
-    c[0] = 1;
-    s[0] = 0;
+    V x = *reinterpret_cast<const U *>(ux), yy = *reinterpret_cast<const U *>(uy);
+    V z = *reinterpret_cast<const U *>(uz);
+    c[0] = V{} + T(1);
+    s[0] = V{};
     for (int64_t m = 1; m <= L; m++) {
       c[m] = x * c[m - 1] - yy * s[m - 1];
       s[m] = x * s[m - 1] + yy * c[m - 1];
     }
-    q[0] = 1;
+    q[0] = V{} + T(1);
     for (int64_t l = 1; l <= L; l++) {
-      T *ql = q.data() + packed(l, 0);
-      const T *q1 = q.data() + packed(l - 1, 0);
-      const T *q2 = l >= 2 ? q.data() + packed(l - 2, 0) : nullptr;
+      U *ql = q + packed(l, 0);
+      const U *q1 = q + packed(l - 1, 0);
+      const U *q2 = l >= 2 ? q + packed(l - 2, 0) : nullptr;
       const T *al = a + packed(l, 0);
       const T *bl = b + packed(l, 0);
       ql[l] = -static_cast<T>(2 * l - 1) * q1[l - 1];
@@ -159,14 +175,14 @@ template <typename T> struct Harmonics {
       for (int64_t m = 0; m + 2 <= l; m++) ql[m] = al[m] * z * q1[m] - bl[m] * q2[m];
     }
     for (int64_t l = 0; l <= L; l++) {
-      T *yl = y.data() + l * l + l;
+      T *yl = out + (l * l + l) * ld;
       const T *fl = factors + packed(l, 0);
-      const T *ql = q.data() + packed(l, 0);
-      yl[0] = fl[0] * ql[0];
+      const U *ql = q + packed(l, 0);
+      *reinterpret_cast<U *>(yl) = fl[0] * ql[0];
       for (int64_t m = 1; m <= l; m++) {
-        T fq = fl[m] * ql[m];
-        yl[m] = fq * c[m];
-        yl[-m] = fq * s[m];
+        V fq = fl[m] * ql[m];
+        *reinterpret_cast<U *>(yl + m * ld) = fq * c[m];
+        *reinterpret_cast<U *>(yl - m * ld) = fq * s[m];
       }
     }
   }
@@ -177,30 +193,34 @@ template <typename T> struct Harmonics {
   // dQ_l^m/dx = x Q_{l-1}^{m+1}, dQ_l^m/dy = y Q_{l-1}^{m+1},
   // dQ_l^m/dz = (l + m) Q_{l-1}^m, d(c_m, s_m)/dx = m (c_{m-1}, s_{m-1}),
   // d(c_m, s_m)/dy = m (-s_{m-1}, c_{m-1}).
-  void backward(const T *g, T x, T yy, T z, T r, T *gradient) const
+  ALCHEM_CLONES void backward(const U *__restrict g, const T *ux, const T *uy, const T *uz,
+                              const T *length, const U *__restrict q, const U *__restrict c,
+                              const U *__restrict s, U *__restrict gradient) const
   {
-    T gx = 0, gy = 0, gz = 0, radial = 0;
+    V x = *reinterpret_cast<const U *>(ux), yy = *reinterpret_cast<const U *>(uy);
+    V z = *reinterpret_cast<const U *>(uz), r = *reinterpret_cast<const U *>(length);
+    V gx = V{}, gy = V{}, gz = V{}, radial = V{};
     for (int64_t l = 1; l <= L; l++) {
-      const T *gl = g + l * l + l;
-      const T *yl = y.data() + l * l + l;
+      const U *gl = g + l * l + l;
       const T *fl = factors + packed(l, 0);
-      const T *ql = q.data() + packed(l, 0);
-      const T *qp = q.data() + packed(l - 1, 0);  // Q_{l-1}^m, m <= l - 1
-      T sum = gl[0] * yl[0];
+      const U *ql = q + packed(l, 0);
+      const U *qp = q + packed(l - 1, 0);  // Q_{l-1}^m, m <= l - 1
       // m = 0: S = F Q_l^0
+      V sum = gl[0] * (fl[0] * ql[0]);
       {
-        T q1 = l - 1 >= 1 ? qp[1] : T(0);
-        T f = fl[0] * gl[0];
+        V f = fl[0] * gl[0];
+        V q1 = l - 1 >= 1 ? qp[1] : V{};
         gx += f * x * q1;
         gy += f * yy * q1;
         gz += f * static_cast<T>(l) * qp[0];
       }
       for (int64_t m = 1; m <= l; m++) {
-        sum += gl[m] * yl[m] + gl[-m] * yl[-m];
-        T qn = m + 1 <= l - 1 ? qp[m + 1] : T(0);  // Q_{l-1}^{m+1}
-        T qz = m <= l - 1 ? qp[m] : T(0);           // Q_{l-1}^m
-        T fp = fl[m] * gl[m], fn = fl[m] * gl[-m];
-        T mq = static_cast<T>(m) * ql[m];
+        V fq = fl[m] * ql[m];
+        sum += gl[m] * (fq * c[m]) + gl[-m] * (fq * s[m]);
+        V qn = m + 1 <= l - 1 ? qp[m + 1] : V{};  // Q_{l-1}^{m+1}
+        V qz = m <= l - 1 ? qp[m] : V{};           // Q_{l-1}^m
+        V fp = fl[m] * gl[m], fn = fl[m] * gl[-m];
+        V mq = static_cast<T>(m) * ql[m];
         // positive m: F Q c_m; negative: F Q s_m
         gx += fp * (x * qn * c[m] + mq * c[m - 1]) + fn * (x * qn * s[m] + mq * s[m - 1]);
         gy += fp * (yy * qn * c[m] - mq * s[m - 1]) + fn * (yy * qn * s[m] + mq * c[m - 1]);
@@ -260,14 +280,6 @@ ALCHEM_CLONES void symmetric_gradient(int64_t n, int64_t npad, const T *__restri
 // Every product of the kernel is of this form, with operands of 4-48 columns: an
 // RB x IB block of `out` stays in registers while k runs, so that each loaded
 // vector of B feeds RB fused multiply-adds. Accumulation order is k ascending.
-template <typename T> constexpr int64_t lanes() { return 32 / static_cast<int64_t>(sizeof(T)); }
-
-// GCC vector extensions: 32-byte vectors (one AVX2 register in the x86-64-v3
-// clone, two SSE registers in the baseline one)
-template <typename T> struct Vector {
-  typedef T type __attribute__((vector_size(32)));
-  typedef T unaligned __attribute__((vector_size(32), aligned(sizeof(T))));
-};
 
 template <typename T, int RB, int NV>
 __attribute__((always_inline)) inline void block(const T *__restrict a, int64_t lda_k,
@@ -417,6 +429,77 @@ template <typename T> struct Edge {
   }
 };
 
+// Per-thread buffers for one atom's edges: unit vectors and lengths (padded to
+// whole vectors with harmless values), and the harmonics, Y [H x edges].
+template <typename T> struct EdgeBatch {
+  using U = typename Vector<T>::unaligned;
+  int64_t W, capacity, H;
+  std::vector<Edge<T>> edges;
+  std::vector<char> valid;
+  std::vector<T> ux, uy, uz, length, y;
+  // per batch of W edges, for the backward pass: vectors of W values, stored as
+  // T (std::vector would not honour the 32-byte alignment of a vector type)
+  std::vector<T> q, c, s;
+
+  EdgeBatch(int64_t max_edges, int64_t max_angular)
+      : W(lanes<T>()), capacity(round_up(max_edges, lanes<T>())),
+        H((max_angular + 1) * (max_angular + 1)), edges(capacity), valid(capacity),
+        ux(capacity), uy(capacity), uz(capacity), length(capacity), y(H * capacity),
+        q(capacity * packed(max_angular + 1, 0)), c(capacity * (max_angular + 1)),
+        s(capacity * (max_angular + 1))
+  {
+  }
+
+  // record edge k (valid or not) and its unit vector
+  void set(int64_t k, bool is_valid)
+  {
+    valid[k] = is_valid;
+    const Edge<T> &e = edges[k];
+    ux[k] = is_valid ? e.x / e.r : T(0);
+    uy[k] = is_valid ? e.y / e.r : T(0);
+    uz[k] = is_valid ? e.z / e.r : T(1);
+    length[k] = is_valid ? e.r : T(1);
+  }
+
+  // Y of the first n edges into y [H x stride], stride = n rounded up to W;
+  // columns of invalid edges are 0
+  int64_t harmonics(const HarmonicsBatch<T> &batch, int64_t n)
+  {
+    int64_t stride = round_up(n, W);
+    for (int64_t k = n; k < stride; k++) set_padding(k);
+    for (int64_t k0 = 0, b = 0; k0 < stride; k0 += W, b++) {
+      batch.compute(ux.data() + k0, uy.data() + k0, uz.data() + k0, q_batch(b, batch),
+                    c_batch(b, batch), s_batch(b, batch), y.data() + k0, stride);
+    }
+    for (int64_t k = 0; k < n; k++) {
+      if (!valid[k]) {
+        for (int64_t h = 0; h < H; h++) y[h * stride + k] = T(0);
+      }
+    }
+    return stride;
+  }
+
+  U *q_batch(int64_t b, const HarmonicsBatch<T> &h)
+  {
+    return reinterpret_cast<U *>(q.data() + b * W * h.n_q);
+  }
+  U *c_batch(int64_t b, const HarmonicsBatch<T> &h)
+  {
+    return reinterpret_cast<U *>(c.data() + b * W * (h.L + 1));
+  }
+  U *s_batch(int64_t b, const HarmonicsBatch<T> &h)
+  {
+    return reinterpret_cast<U *>(s.data() + b * W * (h.L + 1));
+  }
+
+  void set_padding(int64_t k)
+  {
+    valid[k] = false;
+    ux[k] = uy[k] = T(0);
+    uz[k] = length[k] = T(1);
+  }
+};
+
 template <typename T>
 void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
                     const Grid &grid, torch::Tensor &triangles, torch::Tensor &total,
@@ -434,38 +517,33 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
   auto factors = harmonics_factors<T>(layout.max_angular);
   auto ca = recurrence_coefficients<T>(layout.max_angular, true);
   auto cb = recurrence_coefficients<T>(layout.max_angular, false);
+  HarmonicsBatch<T> harmonics(layout.max_angular, factors.data(), ca.data(), cb.data());
   const int64_t C = layout.n_columns;
-  const int64_t H = (layout.max_angular + 1) * (layout.max_angular + 1);
   const int64_t rows = coefficients.size(0);
   const int64_t capacity = std::max(max_edges(in), int64_t(1));
 
   at::parallel_for(0, in.n_atoms, 1, [&](int64_t begin, int64_t end) {
-    Harmonics<T> harmonics(layout.max_angular, factors.data(), ca.data(), cb.data());
-    std::vector<T> y(capacity * H);
+    EdgeBatch<T> batch(capacity, layout.max_angular);
     // radial values of every edge, l by l: [edges x npad_l] (padding stays 0)
     std::vector<T> radial(capacity * layout.padded_columns, T(0));
     std::vector<T> square(layout.max_padded * layout.max_padded);
     for (int64_t i = begin; i < end; i++) {
       int64_t first = offsets[i], n_edges = offsets[i + 1] - first;
       for (int64_t k = 0; k < n_edges; k++) {
-        Edge<T> edge;
-        T *yk = y.data() + k * H;
-        if (!edge.load(v, el, order[first + k], grid, rows)) {
-          std::fill(yk, yk + H, T(0));
-          for (int64_t l = 0; l <= layout.max_angular; l++) {
-            T *rk = radial.data() + capacity * layout.padded_offsets[l] + k * layout.padded[l];
-            std::fill(rk, rk + layout.channels[l], T(0));
-          }
-          continue;
-        }
-        const T *row = table + edge.row * 4 * C;
+        Edge<T> &edge = batch.edges[k];
+        bool valid = edge.load(v, el, order[first + k], grid, rows);
+        batch.set(k, valid);
+        const T *row = valid ? table + edge.row * 4 * C : nullptr;
         for (int64_t l = 0; l <= layout.max_angular; l++) {
           T *rk = radial.data() + capacity * layout.padded_offsets[l] + k * layout.padded[l];
-          spline<T>(row + layout.columns[l], C, layout.channels[l], edge.t, rk, nullptr);
+          if (valid) {
+            spline<T>(row + layout.columns[l], C, layout.channels[l], edge.t, rk, nullptr);
+          } else {
+            std::fill(rk, rk + layout.channels[l], T(0));
+          }
         }
-        harmonics.compute(edge.x / edge.r, edge.y / edge.r, edge.z / edge.r);
-        std::copy_n(harmonics.y.data(), H, yk);
       }
+      int64_t stride = batch.harmonics(harmonics, n_edges);
       T *density = out_density + i * layout.density_size;
       T *tri = out + i * layout.triangle_size;
       T sum = 0, sum2 = 0;
@@ -473,8 +551,9 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
         int64_t n = layout.channels[l], npad = layout.padded[l], M = 2 * l + 1;
         T *cl = density + layout.density[l];
         const T *rl = radial.data() + capacity * layout.padded_offsets[l];
-        // C_l [M x npad] = Y_l^T G_l: sum over the edges
-        gemm<T>(y.data() + l * l, H, 1, M, rl, npad, n_edges, cl, npad, npad);
+        // C_l [M x npad] = Y_l G_l: sum over the edges
+        gemm<T>(batch.y.data() + l * l * stride, 1, stride, M, rl, npad, n_edges, cl, npad,
+                npad);
         // P_l = C_l^T C_l, full square, then its upper triangle
         gemm<T>(cl, npad, 1, n, cl, npad, M, square.data(), npad, npad);
         extract_triangle<T>(n, npad, square.data(), tri + layout.triangle[l], sum, sum2);
@@ -492,6 +571,7 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
                      const torch::Tensor &grad_total, const torch::Tensor &grad_squares,
                      torch::Tensor &grad_vectors)
 {
+  using U = typename Vector<T>::unaligned;
   const T *v = in.vectors.data_ptr<T>();
   const int64_t *el = in.elements.data_ptr<int64_t>();
   const int64_t *offsets = in.offsets.data_ptr<int64_t>();
@@ -506,6 +586,7 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
   auto factors = harmonics_factors<T>(layout.max_angular);
   auto ca = recurrence_coefficients<T>(layout.max_angular, true);
   auto cb = recurrence_coefficients<T>(layout.max_angular, false);
+  HarmonicsBatch<T> harmonics(layout.max_angular, factors.data(), ca.data(), cb.data());
   const int64_t C = layout.n_columns;
   const int64_t H = (layout.max_angular + 1) * (layout.max_angular + 1);
   const int64_t rows = coefficients.size(0);
@@ -520,36 +601,28 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
   const int64_t y_padded = y_offsets.back();
 
   at::parallel_for(0, in.n_atoms, 1, [&](int64_t begin, int64_t end) {
-    // every edge's harmonics and recurrence values, kept for the last loop
-    std::vector<Harmonics<T>> harmonics(
-        capacity, Harmonics<T>(layout.max_angular, factors.data(), ca.data(), cb.data()));
-    std::vector<T> y(capacity * H), grad_y(H), d_t(capacity);
+    EdgeBatch<T> batch(capacity, layout.max_angular);
+    std::vector<T> d_t(batch.capacity, T(0));
     // radial values and their t-derivatives [edges x npad_l], l by l (padding 0)
     std::vector<T> values(capacity * layout.padded_columns, T(0));
     std::vector<T> slopes(capacity * layout.padded_columns, T(0));
     std::vector<T> d_density(layout.density_size), s(layout.max_padded * layout.max_padded);
     std::vector<T> d_density_t(layout.max_padded * round_up(2 * layout.max_angular + 1, W), T(0));
-    std::vector<T> d_y(capacity * y_padded), a(capacity * layout.max_padded);
-    std::vector<Edge<T>> edges(capacity);
-    std::vector<char> valid(capacity);
+    std::vector<T> d_y(batch.capacity * y_padded, T(0)), a(capacity * layout.max_padded);
+    std::vector<T> grad_storage(H * W);
+    U *grad_y = reinterpret_cast<U *>(grad_storage.data());
     for (int64_t i = begin; i < end; i++) {
       int64_t first = offsets[i], n_edges = offsets[i + 1] - first;
       if (n_edges == 0) continue;
       for (int64_t k = 0; k < n_edges; k++) {
-        Edge<T> &edge = edges[k];
-        T *yk = y.data() + k * H;
-        valid[k] = edge.load(v, el, order[first + k], grid, rows);
-        if (valid[k]) {
-          harmonics[k].compute(edge.x / edge.r, edge.y / edge.r, edge.z / edge.r);
-          std::copy_n(harmonics[k].y.data(), H, yk);
-        } else {
-          std::fill(yk, yk + H, T(0));
-        }
-        const T *row = valid[k] ? table + edge.row * 4 * C : nullptr;
+        Edge<T> &edge = batch.edges[k];
+        bool valid = edge.load(v, el, order[first + k], grid, rows);
+        batch.set(k, valid);
+        const T *row = valid ? table + edge.row * 4 * C : nullptr;
         for (int64_t l = 0; l <= layout.max_angular; l++) {
           int64_t n = layout.channels[l], npad = layout.padded[l];
           int64_t at = capacity * layout.padded_offsets[l] + k * npad;
-          if (row != nullptr) {
+          if (valid) {
             spline<T>(row + layout.columns[l], C, n, edge.t, values.data() + at, slopes.data() + at);
           } else {
             std::fill_n(values.data() + at, n, T(0));
@@ -557,7 +630,8 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
           }
         }
       }
-      std::fill(d_t.begin(), d_t.begin() + n_edges, T(0));
+      int64_t stride = batch.harmonics(harmonics, n_edges);
+      std::fill(d_t.begin(), d_t.end(), T(0));
       const T *density = dens + i * layout.density_size;
       for (int64_t l = 0; l <= layout.max_angular; l++) {
         int64_t n = layout.channels[l], npad = layout.padded[l], M = 2 * l + 1;
@@ -575,33 +649,43 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
         gemm<T>(cl, 1, npad, M, s.data(), npad, n, dl, npad, npad);
         // dL/dY_lm per edge [edges x mpad] = G_l dC_l^T (dC_l^T [npad x mpad])
         for (int64_t m = 0; m < M; m++) {
-          for (int64_t c = 0; c < n; c++) d_density_t[c * mpad + m] = dl[m * npad + c];
+          for (int64_t x = 0; x < n; x++) d_density_t[x * mpad + m] = dl[m * npad + x];
         }
         const T *gl = values.data() + capacity * layout.padded_offsets[l];
         gemm<T>(gl, 1, npad, n_edges, d_density_t.data(), mpad, n, d_y.data() + y_offsets[l],
                 y_padded, mpad);
         // sum_m Y_lm dC_l[m, :] per edge [edges x npad], then dotted with the slopes
-        gemm<T>(y.data() + l * l, 1, H, n_edges, dl, npad, M, a.data(), npad, npad);
+        gemm<T>(batch.y.data() + l * l * stride, stride, 1, n_edges, dl, npad, M, a.data(), npad,
+                npad);
         const T *sl = slopes.data() + capacity * layout.padded_offsets[l];
         for (int64_t k = 0; k < n_edges; k++) {
           d_t[k] += dot<T>(n, a.data() + k * npad, sl + k * npad);
         }
       }
-      for (int64_t k = 0; k < n_edges; k++) {
-        if (!valid[k]) continue;
-        const Edge<T> &edge = edges[k];
-        const T *dyk = d_y.data() + k * y_padded;
+      // the harmonics' part, W edges at a time (lanes of padding edges: 0)
+      for (int64_t k0 = 0, b = 0; k0 < stride; k0 += W, b++) {
+        int64_t width = std::min(W, n_edges - k0);
         for (int64_t l = 0; l <= layout.max_angular; l++) {
-          std::copy_n(dyk + y_offsets[l], 2 * l + 1, grad_y.data() + l * l);
+          for (int64_t m = 0; m < 2 * l + 1; m++) {
+            U &g = grad_y[l * l + m];
+            g = U{};
+            for (int64_t j = 0; j < width; j++) g[j] = d_y[(k0 + j) * y_padded + y_offsets[l] + m];
+          }
         }
-        T ux = edge.x / edge.r, uy = edge.y / edge.r, uz = edge.z / edge.r;
-        T gradient[3];
-        harmonics[k].backward(grad_y.data(), ux, uy, uz, edge.r, gradient);
-        T d_r = d_t[k] * edge.dt_dr;
-        int64_t e = order[first + k];
-        out[3 * e] = gradient[0] + d_r * ux;
-        out[3 * e + 1] = gradient[1] + d_r * uy;
-        out[3 * e + 2] = gradient[2] + d_r * uz;
+        U gradient[3];
+        harmonics.backward(grad_y, batch.ux.data() + k0, batch.uy.data() + k0,
+                           batch.uz.data() + k0, batch.length.data() + k0,
+                           batch.q_batch(b, harmonics), batch.c_batch(b, harmonics),
+                           batch.s_batch(b, harmonics), gradient);
+        for (int64_t j = 0; j < width; j++) {
+          int64_t k = k0 + j;
+          if (!batch.valid[k]) continue;
+          T d_r = d_t[k] * batch.edges[k].dt_dr;
+          int64_t e = order[first + k];
+          out[3 * e] = gradient[0][j] + d_r * batch.ux[k];
+          out[3 * e + 1] = gradient[1][j] + d_r * batch.uy[k];
+          out[3 * e + 2] = gradient[2][j] + d_r * batch.uz[k];
+        }
       }
     }
   });
