@@ -28,7 +28,9 @@ What it does, in benchmarks/work/lammps_md/ (scratch, not committed):
    model; ``malloc_reuse on``: glibc's malloc keeps freed memory); the float32
    default models also as the plugin ran before these keywords existed
    (BEFORE, ``chunk all malloc_reuse off``: one pass over all atoms, glibc's
-   default malloc, whose large temporaries are page-faulted in at every step).
+   default malloc, whose large temporaries are page-faulted in at every step),
+   and the float32 Alchemical Model on its torch operations (TORCH_OPS, exported
+   with ``ALCHEM_NO_KERNEL=1``: without the alchem::power_spectrum CPU kernel).
 4. Times ASE MD (VelocityVerlet, 2 fs, alchem.calculator.load_calculator, one
    torch thread) of the same model.pt on the same structures (256 and 2048 atoms).
 5. Compares the forces of the float32 and float64 exports of the same weights
@@ -79,6 +81,9 @@ SNAP = "SNAP Cu (2J=8)"
 # the plugin as it ran before `chunk` and `malloc_reuse` (one evaluation of all
 # owned atoms, glibc's default malloc: see docs/benchmarks-md.md)
 BEFORE = " (chunk all, malloc_reuse off)"
+# the same Alchemical Model exported on its torch operations (ALCHEM_NO_KERNEL=1)
+# instead of the alchem::power_spectrum CPU kernel (python/alchem/ops)
+TORCH_OPS = " (torch operations)"
 # potential -> (pair file, elements of the 7 atom types, model file, environment)
 POTENTIALS = {
     "EAM Cu-Ni": ("pair.eam", None, None, {}),
@@ -91,6 +96,7 @@ POTENTIALS = {
     SB64: ("pair.alchemical", SB2_ELEMENTS, "sb2-f64.pt", {}),
     "SOAP-BPNN 7 el. float32": ("pair.alchemical", SEVEN, "sb7-f32.pt", {}),
     AM32 + BEFORE: ("pair.alchemical", SEVEN, "am-f32.pt", {}),
+    AM32 + TORCH_OPS: ("pair.alchemical", SEVEN, "am-f32-torch.pt", {}),
     SB32 + BEFORE: ("pair.alchemical", SB2_ELEMENTS, "sb2-f32.pt", {}),
     "SOAP-BPNN 2 el. small float32": (
         "pair.alchemical",
@@ -147,6 +153,7 @@ EST_US = {
     SB64: 1000.0,
     "SOAP-BPNN 7 el. float32": 1500.0,
     AM32 + BEFORE: 1500.0,
+    AM32 + TORCH_OPS: 1500.0,
     SB32 + BEFORE: 500.0,
     "SOAP-BPNN 2 el. small float32": 60.0,
     "SOAP-BPNN 2 el. small float64": 80.0,
@@ -224,16 +231,25 @@ def train(
             stderr=subprocess.STDOUT,
             check=True,
         )
-    subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--to-float32",
-            os.path.join(work, f"{name}-f64.ckpt"),
-            os.path.join(work, f"{name}-f32.pt"),
-        ],
-        check=True,
+    export(
+        os.path.join(work, f"{name}-f64.ckpt"), os.path.join(work, f"{name}-f32.pt"), 32
     )
+
+
+def export(checkpoint: str, output: str, bits: int, torch_ops: bool = False) -> None:
+    """``to_float32`` in a fresh process; ``torch_ops``: without the CPU kernel."""
+    env = dict(os.environ, ALCHEM_NO_KERNEL="1" if torch_ops else "0")
+    command = [sys.executable, __file__, "--to-float32", checkpoint, output, str(bits)]
+    subprocess.run(command, check=True, env=env)
+
+
+def torch_ops_model(work: str) -> None:
+    """am-f32-torch.pt: the Alchemical Model on its torch operations (TORCH_OPS)."""
+    checkpoint = os.path.join(work, "am-f64.ckpt")
+    output = os.path.join(work, "am-f32-torch.pt")
+    if os.path.exists(checkpoint) and not os.path.exists(output):
+        log("exporting am float32 on torch operations")
+        export(checkpoint, output, 32, torch_ops=True)
 
 
 def to_float32(checkpoint: str, output: str, bits: int = 32) -> None:
@@ -260,17 +276,11 @@ def reexport(work: str) -> None:
             continue
         for bits in (64, 32):
             log(f"exporting {name} float{bits} again")
-            subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--to-float32",
-                    checkpoint,
-                    os.path.join(work, f"{name}-f{bits}.pt"),
-                    str(bits),
-                ],
-                check=True,
-            )
+            export(checkpoint, os.path.join(work, f"{name}-f{bits}.pt"), bits)
+    torch_ops = os.path.join(work, "am-f32-torch.pt")
+    if os.path.exists(torch_ops):
+        os.remove(torch_ops)
+    torch_ops_model(work)
 
 
 def write_structures(work: str, sizes: list[int]) -> dict[int, str]:
@@ -638,7 +648,9 @@ def report(rows: list[dict], agreement: dict, ghosts: dict, args) -> str:
         "(below 100 %: kernel time, i.e. page faults, or a core shared with other "
         "jobs). Models with the plugin's defaults (`chunk 1024`, `malloc_reuse on`); "
         f"`{BEFORE.strip()}`: the same model as the plugin ran before these "
-        "keywords (one evaluation of all owned atoms, glibc's default malloc).",
+        "keywords (one evaluation of all owned atoms, glibc's default malloc). "
+        f"`{TORCH_OPS.strip()}`: the same Alchemical Model exported without its CPU "
+        "kernel (`ALCHEM_NO_KERNEL=1`).",
         "",
         "## LAMMPS",
         "",
@@ -795,6 +807,14 @@ def targets(rows: list[dict], agreement: dict) -> list[str]:
                     f"{value:.1f}",
                     value <= 1.5,
                 )
+    for n in (2048, 16384):
+        a, b = best(rows, AM32 + TORCH_OPS, n), best(rows, AM32, n)
+        if a and b:
+            value = a["us_per_atom_step"] / b["us_per_atom_step"]
+            out.append(
+                f"| {AM32}: CPU kernel against its torch operations, {n} atoms, "
+                f"1 rank (not a target) | | {value:.2f}x faster | |"
+            )
     for model in (AM32, am_malloc, AM64, SB32, sb_malloc, SB64, small32, small64):
         a, b = best(rows, model, 16384, 1), best(rows, model, 16384, 2)
         if a and b:
@@ -926,6 +946,7 @@ def main() -> None:
     train(work, "sb2", "soap_bpnn", "Cu,Ni")
     train(work, "sb7", "soap_bpnn", SEVEN.replace(" ", ","))
     train(work, "sb2-small", "soap_bpnn", "Cu,Ni", SMALL_HYPERS)
+    torch_ops_model(work)
     log(f"models ready ({time.perf_counter() - started:.0f} s)")
 
     sizes = [256, 2048] if args.quick else [256, 2048, 16384]
@@ -946,7 +967,7 @@ def main() -> None:
             heavy = "float64" in potential or "SOAP-BPNN 7" in potential
             if n > 10000 and heavy and "small" not in potential and not args.full:
                 continue
-            if BEFORE in potential and n < 1000:
+            if (BEFORE in potential or TORCH_OPS in potential) and n < 1000:
                 continue
             if potential in SCAN and (not args.chunks or n < 1000):
                 continue
