@@ -612,7 +612,7 @@ def memory_needed(potential: str, model_atoms_per_rank: int, ranks: int) -> int:
     model = POTENTIALS[potential][2]
     if model is None:
         return 0
-    name = model.rsplit("-", 1)[0]
+    name = re.sub(r"-f(32|64).*$", "", model)  # am-f32-torch.pt -> am
     per_atom = EST_MB_PER_MODEL_ATOM[name]
     return int(ranks * (400 + per_atom * model_atoms_per_rank) * 2**20)
 

@@ -773,3 +773,20 @@ def test_kernel_has_no_second_derivatives(data_file, alloy):
     )
     with pytest.raises(RuntimeError, match="no second derivatives"):
         predict(model, batch, forces=True, virial=False, create_graph=True)
+
+
+@needs_kernel
+def test_kernel_threads_give_the_same_numbers(data_file, alloy):
+    """Atoms are split between torch's threads; each atom's sums run in one
+    thread, in edge order, so the result does not depend on the thread count."""
+    model = make(data_file).eval()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run_kernel(model, alloy, True, torch.float64)
+        torch.set_num_threads(2)
+        two = run_kernel(model, alloy, True, torch.float64)
+    finally:
+        torch.set_num_threads(threads)
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key])
