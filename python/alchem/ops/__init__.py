@@ -2,10 +2,11 @@
 
 ``alchemical_ops.cpp`` (next to this file) computes the Alchemical Model's features
 and their gradient with respect to the pair vectors in one CPU kernel; the build of
-the LAMMPS plugin (CMakeLists.txt) compiles it into ``alchem/lib/libalchem_ops.so``.
-The pair style links that library, so LAMMPS always has the operator; in Python
-``load()`` registers it. Without the library (a pip install without the CMake build)
-models use their torch operations, which give the same numbers.
+the LAMMPS plugin (CMakeLists.txt) compiles it into ``libalchem_ops.so`` beside the
+plugin (``alchem/lib``, or ``$ALCHEM_PLUGIN_DIR``). The pair style links that
+library, so LAMMPS always has the operator; in Python ``load()`` registers it.
+Without the library (a pip install without the CMake build) models use their torch
+operations, which give the same numbers.
 
 ``ALCHEM_NO_KERNEL=1`` in the environment keeps new models (and exports) on the
 torch operations, for comparisons.
@@ -15,11 +16,15 @@ import os
 
 import torch
 
-LIBRARY = os.path.join(
-    os.path.dirname(os.path.dirname(__file__)), "lib", "libalchem_ops.so"
-)
+from ..lammps import plugin_directory
+
+LIBRARY_NAME = "libalchem_ops.so"
 
 _loaded: bool | None = None
+
+
+def library_path() -> str:
+    return os.path.realpath(os.path.join(plugin_directory(), LIBRARY_NAME))
 
 
 def load() -> bool:
@@ -27,17 +32,16 @@ def load() -> bool:
     global _loaded
     if _loaded is None:
         _loaded = False
-        if os.path.isfile(LIBRARY):
-            torch.ops.load_library(LIBRARY)
+        path = library_path()
+        if os.path.isfile(path):
+            torch.ops.load_library(path)
             # metatomic's save(collect_extensions=...) copies every library in
             # this set next to the model it saves, whatever the model calls; the
             # pair style links this one and alchem.calculator loads it, so no
             # model needs a copy (and metatomic refuses to copy a library that
             # lives outside site-packages)
             loaded = torch.ops.loaded_libraries
-            loaded.difference_update(
-                {p for p in loaded if os.path.realpath(p) == LIBRARY}
-            )
+            loaded.difference_update({p for p in loaded if os.path.realpath(p) == path})
             _loaded = True
     return _loaded
 

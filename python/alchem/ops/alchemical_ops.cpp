@@ -43,12 +43,12 @@ namespace {
 // vector) so that the small matrix products below need no remainder loops.
 struct Layout {
   int64_t max_angular = 0;
-  std::vector<int64_t> channels;        // n = K n_l per l
-  std::vector<int64_t> columns;         // first radial column of l
-  std::vector<int64_t> padded;          // npad, n rounded up to `pad`
-  std::vector<int64_t> padded_offsets;  // sum of npad over the l before
-  std::vector<int64_t> density;         // first entry of C_l [(2l + 1) x npad]
-  std::vector<int64_t> triangle;        // first entry of the upper triangle of P_l
+  std::vector<int64_t> channels;          // n = K n_l per l
+  std::vector<int64_t> columns;           // first radial column of l
+  std::vector<int64_t> padded;            // npad, n rounded up to `pad`
+  std::vector<int64_t> padded_offsets;    // sum of npad over the l before
+  std::vector<int64_t> density;           // first entry of C_l [(2l + 1) x npad]
+  std::vector<int64_t> triangle;          // first entry of the upper triangle of P_l
   int64_t n_columns = 0, padded_columns = 0, density_size = 0, triangle_size = 0;
   int64_t max_padded = 0;
 
@@ -98,7 +98,7 @@ template <typename T> std::vector<T> harmonics_factors(int64_t max_angular)
   std::vector<T> factors;
   for (int64_t l = 0; l <= max_angular; l++) {
     for (int64_t m = 0; m <= l; m++) {
-      double ratio = 1.0;  // (l - m)! / (l + m)!
+      double ratio = 1.0;    // (l - m)! / (l + m)!
       for (int64_t f = l - m + 1; f <= l + m; f++) ratio /= static_cast<double>(f);
       double value = ((m % 2 == 0) ? 1.0 : -1.0) * std::sqrt((2 * l + 1) / (2 * M_PI) * ratio);
       if (m == 0) value /= std::sqrt(2.0);
@@ -108,7 +108,10 @@ template <typename T> std::vector<T> harmonics_factors(int64_t max_angular)
   return factors;
 }
 
-inline int64_t packed(int64_t l, int64_t m) { return l * (l + 1) / 2 + m; }
+inline int64_t packed(int64_t l, int64_t m)
+{
+  return l * (l + 1) / 2 + m;
+}
 
 // (2l - 1) / (l - m) and (l + m - 1) / (l - m) of the recurrence, packed (m <= l - 2)
 template <typename T> std::vector<T> recurrence_coefficients(int64_t max_angular, bool first)
@@ -125,7 +128,10 @@ template <typename T> std::vector<T> recurrence_coefficients(int64_t max_angular
 
 // GCC vector extensions: 32-byte vectors (one AVX2 register in the x86-64-v3
 // clone, two SSE registers in the baseline one)
-template <typename T> constexpr int64_t lanes() { return 32 / static_cast<int64_t>(sizeof(T)); }
+template <typename T> constexpr int64_t lanes()
+{
+  return 32 / static_cast<int64_t>(sizeof(T));
+}
 
 template <typename T> struct Vector {
   typedef T type __attribute__((vector_size(32)));
@@ -140,11 +146,11 @@ template <typename T> struct HarmonicsBatch {
   using U = typename Vector<T>::unaligned;
   int64_t L;
   const T *factors;
-  const T *a, *b;  // (2l - 1) / (l - m) and (l + m - 1) / (l - m), packed
-  int64_t n_q;     // values of q per batch; c and s hold L + 1 each
+  const T *a, *b;    // (2l - 1) / (l - m) and (l + m - 1) / (l - m), packed
+  int64_t n_q;       // values of q per batch; c and s hold L + 1 each
 
-  HarmonicsBatch(int64_t max_angular, const T *f, const T *ca, const T *cb)
-      : L(max_angular), factors(f), a(ca), b(cb), n_q(packed(max_angular + 1, 0))
+  HarmonicsBatch(int64_t max_angular, const T *f, const T *ca, const T *cb) :
+      L(max_angular), factors(f), a(ca), b(cb), n_q(packed(max_angular + 1, 0))
   {
   }
 
@@ -152,8 +158,7 @@ template <typename T> struct HarmonicsBatch {
   // (x, y, z: lanes<T>() values each; pointers, as vectors passed by value would
   // cross between the clones' calling conventions)
   ALCHEM_CLONES void compute(const T *ux, const T *uy, const T *uz, U *__restrict q,
-                             U *__restrict c, U *__restrict s, T *__restrict out,
-                             int64_t ld) const
+                             U *__restrict c, U *__restrict s, T *__restrict out, int64_t ld) const
   {
     V x = *reinterpret_cast<const U *>(ux), yy = *reinterpret_cast<const U *>(uy);
     V z = *reinterpret_cast<const U *>(uz);
@@ -204,7 +209,7 @@ template <typename T> struct HarmonicsBatch {
       const U *gl = g + l * l + l;
       const T *fl = factors + packed(l, 0);
       const U *ql = q + packed(l, 0);
-      const U *qp = q + packed(l - 1, 0);  // Q_{l-1}^m, m <= l - 1
+      const U *qp = q + packed(l - 1, 0);    // Q_{l-1}^m, m <= l - 1
       // m = 0: S = F Q_l^0
       V sum = gl[0] * (fl[0] * ql[0]);
       {
@@ -217,8 +222,8 @@ template <typename T> struct HarmonicsBatch {
       for (int64_t m = 1; m <= l; m++) {
         V fq = fl[m] * ql[m];
         sum += gl[m] * (fq * c[m]) + gl[-m] * (fq * s[m]);
-        V qn = m + 1 <= l - 1 ? qp[m + 1] : V{};  // Q_{l-1}^{m+1}
-        V qz = m <= l - 1 ? qp[m] : V{};           // Q_{l-1}^m
+        V qn = m + 1 <= l - 1 ? qp[m + 1] : V{};    // Q_{l-1}^{m+1}
+        V qz = m <= l - 1 ? qp[m] : V{};            // Q_{l-1}^m
         V fp = fl[m] * gl[m], fn = fl[m] * gl[-m];
         V mq = static_cast<T>(m) * ql[m];
         // positive m: F Q c_m; negative: F Q s_m
@@ -283,9 +288,8 @@ ALCHEM_CLONES void symmetric_gradient(int64_t n, int64_t npad, const T *__restri
 
 template <typename T, int RB, int NV>
 __attribute__((always_inline)) inline void block(const T *__restrict a, int64_t lda_k,
-                                                 int64_t lda_r, const T *__restrict b,
-                                                 int64_t ldb, int64_t depth, T *__restrict out,
-                                                 int64_t ldo)
+                                                 int64_t lda_r, const T *__restrict b, int64_t ldb,
+                                                 int64_t depth, T *__restrict out, int64_t ldo)
 {
   using V = typename Vector<T>::type;
   using U = typename Vector<T>::unaligned;
@@ -336,8 +340,7 @@ ALCHEM_CLONES void gemm(const T *__restrict a, int64_t lda_k, int64_t lda_r, int
   }
 }
 
-template <typename T>
-ALCHEM_CLONES T dot(int64_t n, const T *__restrict x, const T *__restrict y)
+template <typename T> ALCHEM_CLONES T dot(int64_t n, const T *__restrict x, const T *__restrict y)
 {
   T sum = 0;
   for (int64_t i = 0; i < n; i++) sum += x[i] * y[i];
@@ -369,7 +372,7 @@ void extract_triangle(int64_t n, int64_t npad, const T *p, T *out, T &total, T &
 }
 
 struct Inputs {
-  torch::Tensor vectors, elements, offsets, order;  // edges sorted by centre: order
+  torch::Tensor vectors, elements, offsets, order;    // edges sorted by centre: order
   int64_t n_atoms;
 };
 
@@ -441,12 +444,12 @@ template <typename T> struct EdgeBatch {
   // T (std::vector would not honour the 32-byte alignment of a vector type)
   std::vector<T> q, c, s;
 
-  EdgeBatch(int64_t max_edges, int64_t max_angular)
-      : W(lanes<T>()), capacity(round_up(max_edges, lanes<T>())),
-        H((max_angular + 1) * (max_angular + 1)), edges(capacity), valid(capacity),
-        ux(capacity), uy(capacity), uz(capacity), length(capacity), y(H * capacity),
-        q(capacity * packed(max_angular + 1, 0)), c(capacity * (max_angular + 1)),
-        s(capacity * (max_angular + 1))
+  EdgeBatch(int64_t max_edges, int64_t max_angular) :
+      W(lanes<T>()), capacity(round_up(max_edges, lanes<T>())),
+      H((max_angular + 1) * (max_angular + 1)), edges(capacity), valid(capacity), ux(capacity),
+      uy(capacity), uz(capacity), length(capacity), y(H * capacity),
+      q(capacity * packed(max_angular + 1, 0)), c(capacity * (max_angular + 1)),
+      s(capacity * (max_angular + 1))
   {
   }
 
@@ -552,8 +555,7 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
         T *cl = density + layout.density[l];
         const T *rl = radial.data() + capacity * layout.padded_offsets[l];
         // C_l [M x npad] = Y_l G_l: sum over the edges
-        gemm<T>(batch.y.data() + l * l * stride, 1, stride, M, rl, npad, n_edges, cl, npad,
-                npad);
+        gemm<T>(batch.y.data() + l * l * stride, 1, stride, M, rl, npad, n_edges, cl, npad, npad);
         // P_l = C_l^T C_l, full square, then its upper triangle
         gemm<T>(cl, npad, 1, n, cl, npad, M, square.data(), npad, npad);
         extract_triangle<T>(n, npad, square.data(), tri + layout.triangle[l], sum, sum2);
@@ -623,7 +625,8 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
           int64_t n = layout.channels[l], npad = layout.padded[l];
           int64_t at = capacity * layout.padded_offsets[l] + k * npad;
           if (valid) {
-            spline<T>(row + layout.columns[l], C, n, edge.t, values.data() + at, slopes.data() + at);
+            spline<T>(row + layout.columns[l], C, n, edge.t, values.data() + at,
+                      slopes.data() + at);
           } else {
             std::fill_n(values.data() + at, n, T(0));
             std::fill_n(slopes.data() + at, n, T(0));
@@ -673,10 +676,9 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
           }
         }
         U gradient[3];
-        harmonics.backward(grad_y, batch.ux.data() + k0, batch.uy.data() + k0,
-                           batch.uz.data() + k0, batch.length.data() + k0,
-                           batch.q_batch(b, harmonics), batch.c_batch(b, harmonics),
-                           batch.s_batch(b, harmonics), gradient);
+        harmonics.backward(grad_y, batch.ux.data() + k0, batch.uy.data() + k0, batch.uz.data() + k0,
+                           batch.length.data() + k0, batch.q_batch(b, harmonics),
+                           batch.c_batch(b, harmonics), batch.s_batch(b, harmonics), gradient);
         for (int64_t j = 0; j < width; j++) {
           int64_t k = k0 + j;
           if (!batch.valid[k]) continue;
@@ -700,12 +702,12 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
-public:
-  static variable_list forward(AutogradContext *ctx, torch::Tensor vectors,
-                               torch::Tensor elements, torch::Tensor centers, int64_t n_atoms,
-                               torch::Tensor coefficients, std::vector<int64_t> column_sizes,
-                               double cutoff, double onset, double step_below, double step_above,
-                               int64_t n_below, int64_t n_nodes)
+ public:
+  static variable_list forward(AutogradContext *ctx, torch::Tensor vectors, torch::Tensor elements,
+                               torch::Tensor centers, int64_t n_atoms, torch::Tensor coefficients,
+                               std::vector<int64_t> column_sizes, double cutoff, double onset,
+                               double step_below, double step_above, int64_t n_below,
+                               int64_t n_nodes)
   {
     Layout layout(column_sizes, padding(vectors.scalar_type()));
     TORCH_CHECK(coefficients.dim() == 3 && coefficients.size(1) == 4 &&
@@ -742,8 +744,7 @@ public:
                 "training mode (its torch operations), not through this inference kernel");
     auto saved = ctx->get_saved_variables();
     Inputs inputs{saved[0], saved[1], saved[2], saved[3], ctx->saved_data["n_atoms"].toInt()};
-    Layout layout(ctx->saved_data["column_sizes"].toIntVector(),
-                  padding(saved[0].scalar_type()));
+    Layout layout(ctx->saved_data["column_sizes"].toIntVector(), padding(saved[0].scalar_type()));
     auto g = ctx->saved_data["grid"].toDoubleVector();
     auto nodes = ctx->saved_data["nodes"].toIntVector();
     Grid grid{g[0], g[1], g[2], g[3], nodes[0], nodes[1], layout.n_columns};
@@ -755,13 +756,11 @@ public:
     auto grad_total = fill(grad_outputs[1], {inputs.n_atoms});
     auto grad_squares = fill(grad_outputs[2], {inputs.n_atoms});
     auto grad_vectors = torch::zeros_like(inputs.vectors);
-    AT_DISPATCH_FLOATING_TYPES(inputs.vectors.scalar_type(), "alchem::power_spectrum_backward",
-                               [&] {
-                                 backward_kernel<scalar_t>(inputs, saved[4], layout, grid,
-                                                           saved[5], saved[6], grad_triangles,
-                                                           grad_total, grad_squares,
-                                                           grad_vectors);
-                               });
+    AT_DISPATCH_FLOATING_TYPES(
+        inputs.vectors.scalar_type(), "alchem::power_spectrum_backward", [&] {
+          backward_kernel<scalar_t>(inputs, saved[4], layout, grid, saved[5], saved[6],
+                                    grad_triangles, grad_total, grad_squares, grad_vectors);
+        });
     variable_list result(12);
     result[0] = grad_vectors;
     return result;
@@ -779,7 +778,7 @@ std::vector<torch::Tensor> power_spectrum(torch::Tensor vectors, torch::Tensor e
                               cutoff, onset, step_below, step_above, n_below, n_nodes);
 }
 
-}  // namespace
+}    // namespace
 
 TORCH_LIBRARY(alchem, m)
 {
