@@ -1,0 +1,106 @@
+// Shared by the operator (alchemical_ops.cpp) and the kernel, which is compiled
+// once per instruction set (kernel.h): block sizes, the spline grid, the edges.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace alchem_ops {
+
+// Sizes of the model's blocks, from the K n_l channels per l. Inside the kernel
+// the channels of every l are padded to a multiple of `pad` (the lanes of a
+// vector) so that the small matrix products below need no remainder loops.
+struct Layout {
+  int64_t max_angular = 0;
+  std::vector<int64_t> channels;          // n = K n_l per l
+  std::vector<int64_t> columns;           // first radial column of l
+  std::vector<int64_t> padded;            // npad, n rounded up to `pad`
+  std::vector<int64_t> padded_offsets;    // sum of npad over the l before
+  std::vector<int64_t> density;           // first entry of C_l [(2l + 1) x npad]
+  std::vector<int64_t> triangle;          // first entry of the upper triangle of P_l
+  int64_t n_columns = 0, padded_columns = 0, density_size = 0, triangle_size = 0;
+  int64_t max_padded = 0;
+
+  Layout(const std::vector<int64_t> &column_sizes, int64_t pad) : channels(column_sizes)
+  {
+    max_angular = static_cast<int64_t>(channels.size()) - 1;
+    for (int64_t l = 0; l <= max_angular; l++) {
+      int64_t n = channels[l];
+      int64_t npad = (n + pad - 1) / pad * pad;
+      columns.push_back(n_columns);
+      padded.push_back(npad);
+      padded_offsets.push_back(padded_columns);
+      density.push_back(density_size);
+      triangle.push_back(triangle_size);
+      n_columns += n;
+      padded_columns += npad;
+      density_size += (2 * l + 1) * npad;
+      triangle_size += n * (n + 1) / 2;
+      max_padded = std::max(max_padded, npad);
+    }
+  }
+};
+
+// Where an edge of length r reads the spline table (model.py, `radial`).
+struct Grid {
+  double cutoff, onset, step_below, step_above;
+  int64_t n_below, n_nodes, n_columns;
+
+  // interval index, t in [0, 1] and dt/dr
+  template <typename T> void locate(T r, int64_t &interval, T &t, T &dt_dr) const
+  {
+    bool above = r >= static_cast<T>(onset);
+    T x = above ? (r - static_cast<T>(onset)) / static_cast<T>(step_above) + static_cast<T>(n_below)
+                : r / static_cast<T>(step_below);
+    dt_dr = above ? T(1) / static_cast<T>(step_above) : T(1) / static_cast<T>(step_below);
+    interval = static_cast<int64_t>(std::floor(x));
+    interval = std::min(std::max(interval, int64_t(0)), n_nodes - 2);
+    if (!above) interval = std::min(interval, std::max(n_below - 1, int64_t(0)));
+    t = x - static_cast<T>(interval);
+  }
+};
+
+// F_l^m of sphericart's real harmonics, packed l (l + 1) / 2 + m; m = 0 divided by
+// sqrt(2) (harmonics.py, `factors`).
+
+inline int64_t round_up(int64_t value, int64_t multiple)
+{
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+// upper triangle of the full square P_l [n x npad] (row-major, the model's order),
+// and the sums of the full P and of P^2
+
+struct Inputs {
+  torch::Tensor vectors, elements, offsets, order;    // edges sorted by centre: order
+  int64_t n_atoms;
+};
+
+// CSR of the edges by centre (stable, so the sums run in the caller's edge order)
+
+// One build of the kernel (kernel.h) for one instruction set; `lanes`: the
+// padding of its blocks for float and double (Layout's `pad`).
+struct Kernel {
+  const char *name;
+  int64_t float_lanes, double_lanes;
+  void (*forward)(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
+                  const Grid &grid, torch::Tensor &triangles, torch::Tensor &total,
+                  torch::Tensor &squares, torch::Tensor &densities);
+  void (*backward)(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
+                   const Grid &grid, const torch::Tensor &densities, const torch::Tensor &triangles,
+                   const torch::Tensor &grad_triangles, const torch::Tensor &grad_total,
+                   const torch::Tensor &grad_squares, torch::Tensor &grad_vectors);
+};
+
+namespace baseline {
+extern const Kernel kernel;    // any CPU: 16-byte vectors (SSE2 on x86-64, NEON on arm64)
+}
+namespace x86_64_v3 {
+extern const Kernel kernel;    // AVX2 + FMA: 32-byte vectors
+}
+
+}    // namespace alchem_ops
