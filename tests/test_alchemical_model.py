@@ -9,6 +9,9 @@ architectures).
 import copy
 import io
 import math
+import os
+import subprocess
+import sys
 
 import ase
 import ase.units
@@ -790,3 +793,33 @@ def test_kernel_threads_give_the_same_numbers(data_file, alloy):
         torch.set_num_threads(threads)
     for key in one:
         np.testing.assert_array_equal(one[key], two[key])
+
+
+@needs_kernel
+def test_kernel_baseline_build():
+    """The kernel is built for the x86-64 baseline and for x86-64-v3 (AVX2, FMA)
+    and picks one at run time; ALCHEM_KERNEL=baseline forces the build that CPUs
+    without AVX2 (and other architectures) run: the same comparisons pass."""
+    env = dict(os.environ, ALCHEM_KERNEL="baseline")
+    name = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import torch; from alchem import ops; ops.load(); "
+            "print(torch.ops.alchem.kernel_name())",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert name == "baseline"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
+        + ["-k", "kernel and not baseline_build"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout
