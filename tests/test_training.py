@@ -1,6 +1,9 @@
 """Training, checkpoints, restart, export and the ASE engine, through the real CLI."""
 
 import os
+import platform
+import subprocess
+import sys
 
 import ase.io
 import numpy as np
@@ -73,6 +76,47 @@ def test_checkpoint_keeps_baseline_and_scale(trained, tmp_path):
         atoms.calc = load_calculator(path)
         energies.append(atoms.get_potential_energy())
     assert energies[0] == energies[1]
+
+
+MEMORY_SCRIPT = """
+import sys
+import numpy as np
+from alchem.calculator import load_calculator
+
+
+def rss_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1])
+
+
+if sys.argv[2] == "1":
+    load_calculator(sys.argv[1])
+block = np.ones(2**25)  # 256 MB
+before = rss_kb()
+del block
+print(before - rss_kb())
+"""
+
+
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="malloc_reuse needs glibc's malloc"
+)
+def test_calculator_keeps_freed_memory(trained):
+    """load_calculator's malloc_reuse (default): a large block freed later stays in
+    the process for reuse; glibc's default hands it back to the kernel, to be
+    page-faulted in again (in MD, at every step)."""
+    released = {}
+    for flag in "01":
+        result = subprocess.run(
+            [sys.executable, "-c", MEMORY_SCRIPT, trained["model"], flag],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        released[flag] = int(result.stdout.split()[-1])  # KB
+    assert released["0"] > 200_000
+    assert released["1"] < 10_000
 
 
 def test_alchem_eval_reports_errors_and_writes_predictions(trained, emt_dir, tmp_path):

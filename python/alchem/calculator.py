@@ -1,5 +1,7 @@
 """ASE calculator for an exported ``model.pt`` (metatomic-ase underneath)."""
 
+import ctypes
+import ctypes.util
 import os
 
 import torch
@@ -8,7 +10,10 @@ from .errors import ConfigError
 
 
 def load_calculator(
-    model_path: str, device: str | None = None, extensions: str | None = None
+    model_path: str,
+    device: str | None = None,
+    extensions: str | None = None,
+    malloc_reuse: bool = True,
 ):
     """A ``MetatomicCalculator`` for ``model_path``, loading the extensions beside it.
 
@@ -17,7 +22,15 @@ def load_calculator(
 
     ``extensions`` defaults to the ``extensions/`` folder next to the model, where
     ``alchem-train`` and ``alchem-export`` put the libraries the model needs.
+
+    ``malloc_reuse`` (as the pair style's keyword of that name): glibc's malloc keeps
+    freed memory in this process for reuse instead of handing the model's large
+    temporaries back to the kernel and page-faulting them in again at every step
+    (ASE MD of 2048 atoms, Alchemical Model, float32: 1.3x faster). It applies to
+    the whole Python process, from this call on; ``False`` leaves malloc as it is.
     """
+    if malloc_reuse:
+        _reuse_freed_memory()
     # A model's extensions/ may hold a copy of a library also installed as a Python
     # package (sphericart-torch for models from other tools). If the copy is loaded
     # first, a later import of the package registers the same operators again and
@@ -61,3 +74,21 @@ def load_calculator(
         extensions_directory=extensions if os.path.isdir(extensions) else None,
         device=device,
     )
+
+
+def _reuse_freed_memory() -> bool:
+    """mallopt as ``malloc_reuse on`` does in the pair style: no mmap for large
+    blocks, no trimming of the heap's top, which grows in steps of 64 MB. False
+    where the C library is not glibc (nothing done)."""
+    path = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(path).mallopt if path else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return False
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
+    mallopt(M_MMAP_MAX, 0)
+    mallopt(M_TRIM_THRESHOLD, -1)  # never trim
+    mallopt(M_TOP_PAD, 64 << 20)
+    return True
