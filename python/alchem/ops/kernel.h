@@ -399,6 +399,20 @@ template <typename T> struct EdgeBatch {
   }
 };
 
+// The spline table (elements x grid intervals rows of 4 x C values, 6 KB per
+// row for the default model in float32) does not fit in L2: the row of the edge
+// PREFETCH_AHEAD places later is fetched while this one is evaluated.
+constexpr int64_t PREFETCH_AHEAD = 2;
+
+template <typename T>
+void prefetch_row(const EdgeBatch<T> &batch, int64_t k, int64_t n_edges, const T *table, int64_t C)
+{
+  if (k >= n_edges || !batch.valid[k]) return;
+  const char *row = reinterpret_cast<const char *>(table + batch.edges[k].row * 4 * C);
+  int64_t bytes = 4 * C * static_cast<int64_t>(sizeof(T));
+  for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(row + offset);
+}
+
 template <typename T>
 void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
                     const Grid &grid, torch::Tensor &triangles, torch::Tensor &total,
@@ -429,9 +443,12 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
     for (int64_t i = begin; i < end; i++) {
       int64_t first = offsets[i], n_edges = offsets[i + 1] - first;
       for (int64_t k = 0; k < n_edges; k++) {
-        Edge<T> &edge = batch.edges[k];
-        bool valid = edge.load(v, el, order[first + k], grid, rows);
-        batch.set(k, valid);
+        batch.set(k, batch.edges[k].load(v, el, order[first + k], grid, rows));
+      }
+      for (int64_t k = 0; k < n_edges; k++) {
+        const Edge<T> &edge = batch.edges[k];
+        bool valid = batch.valid[k];
+        prefetch_row(batch, k + PREFETCH_AHEAD, n_edges, table, C);
         const T *row = valid ? table + edge.row * 4 * C : nullptr;
         for (int64_t l = 0; l <= layout.max_angular; l++) {
           T *rk = radial.data() + capacity * layout.padded_offsets[l] + k * layout.padded[l];
@@ -513,9 +530,12 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
       int64_t first = offsets[i], n_edges = offsets[i + 1] - first;
       if (n_edges == 0) continue;
       for (int64_t k = 0; k < n_edges; k++) {
-        Edge<T> &edge = batch.edges[k];
-        bool valid = edge.load(v, el, order[first + k], grid, rows);
-        batch.set(k, valid);
+        batch.set(k, batch.edges[k].load(v, el, order[first + k], grid, rows));
+      }
+      for (int64_t k = 0; k < n_edges; k++) {
+        const Edge<T> &edge = batch.edges[k];
+        bool valid = batch.valid[k];
+        prefetch_row(batch, k + PREFETCH_AHEAD, n_edges, table, C);
         const T *row = valid ? table + edge.row * 4 * C : nullptr;
         for (int64_t l = 0; l <= layout.max_angular; l++) {
           int64_t n = layout.channels[l], npad = layout.padded[l];
