@@ -46,8 +46,8 @@ template <typename T> std::vector<T> recurrence_coefficients(int64_t max_angular
   return values;
 }
 
-// GCC vector extensions: 32-byte vectors (one AVX2 register in the x86-64-v3
-// clone, two SSE registers in the baseline one)
+// GCC vector extensions, one hardware register wide: 32 bytes where the build
+// has AVX (kernel_x86_64_v3.cpp), else 16 (SSE2, NEON)
 #ifdef __AVX__
 constexpr int64_t VECTOR_BYTES = 32;
 #else
@@ -81,8 +81,7 @@ template <typename T> struct HarmonicsBatch {
   }
 
   // Y_lm to out[(l^2 + l + m) ld + lane]; q, c, s kept for `backward`
-  // (x, y, z: lanes<T>() values each; pointers, as vectors passed by value would
-  // cross between the clones' calling conventions)
+  // (x, y, z: lanes<T>() values each)
   void compute(const T *ux, const T *uy, const T *uz, U *__restrict q, U *__restrict c,
                U *__restrict s, T *__restrict out, int64_t ld) const
   {
@@ -206,9 +205,9 @@ void symmetric_gradient(int64_t n, int64_t npad, const T *__restrict grad, const
 // ---- small matrix products, blocked for registers ----
 //
 // out[r, i] = sum_k A[k lda_k + r lda_r] B[k ldb + i], for r < rows and i < cols
-// (cols a multiple of W, the lanes of an AVX2 vector; the buffers are padded).
+// (cols a multiple of W, the lanes of a vector; the buffers are padded).
 // Every product of the kernel is of this form, with operands of 4-48 columns: an
-// RB x IB block of `out` stays in registers while k runs, so that each loaded
+// block of RB rows x NV vectors of `out` stays in registers while k runs, so that each loaded
 // vector of B feeds RB fused multiply-adds. Accumulation order is k ascending.
 
 template <typename T, int RB, int NV>
