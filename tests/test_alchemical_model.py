@@ -823,3 +823,20 @@ def test_kernel_baseline_build():
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert " passed" in result.stdout
+
+
+def test_unloadable_kernel_library_falls_back(tmp_path):
+    """A libalchem_ops.so that does not load (say, built against another torch)
+    gives a warning and models on their torch operations, not a failure."""
+    (tmp_path / "libalchem_ops.so").write_text("not a library")
+    script = "from alchem import ops; print('enabled', ops.kernel_enabled())"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=dict(os.environ, ALCHEM_PLUGIN_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "enabled False" in result.stdout
+    assert "could not be loaded" in result.stderr
+    assert "make plugin" in result.stderr

@@ -13,6 +13,7 @@ torch operations, for comparisons.
 """
 
 import os
+import warnings
 
 import torch
 
@@ -34,7 +35,16 @@ def load() -> bool:
         _loaded = False
         path = library_path()
         if os.path.isfile(path):
-            torch.ops.load_library(path)
+            try:
+                torch.ops.load_library(path)
+            except (OSError, RuntimeError) as error:
+                # e.g. built against another torch than the one installed now
+                warnings.warn(
+                    f"{path} could not be loaded ({error}); the Alchemical Model "
+                    "runs on its torch operations. Rebuild it with `make plugin`.",
+                    stacklevel=2,
+                )
+                return False
             # metatomic's save(collect_extensions=...) copies every library in
             # this set next to the model it saves, whatever the model calls; the
             # pair style links this one and alchem.calculator loads it, so no
