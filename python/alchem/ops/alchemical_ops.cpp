@@ -32,6 +32,7 @@
 
 namespace {
 
+using alchem_ops::Features;
 using alchem_ops::Grid;
 using alchem_ops::Inputs;
 using alchem_ops::Kernel;
@@ -89,6 +90,49 @@ int64_t padding(torch::ScalarType dtype)
   return dtype == torch::kFloat ? kernel().float_lanes : kernel().double_lanes;
 }
 
+// smooth: [width, rate, scale, exponent] of Features (width <= 0: no factor)
+void set_smooth(Features &features, const std::vector<double> &smooth)
+{
+  TORCH_CHECK(smooth.size() == 4,
+              "alchem::power_spectrum: smooth must be [width, rate, scale, exponent]");
+  features.smooth_width = smooth[0];
+  features.rate = smooth[1];
+  features.scale = smooth[2];
+  features.exponent = smooth[3];
+}
+
+Features make_features(const torch::Tensor &total_weights, const torch::Tensor &square_weights,
+                       const torch::Tensor &center_species, const torch::Tensor &center_density,
+                       const std::vector<double> &smooth, const torch::Tensor &vectors,
+                       const Layout &layout, int64_t n_atoms)
+{
+  Features features;
+  for (const auto *weights : {&total_weights, &square_weights}) {
+    TORCH_CHECK(weights->dim() == 1 && weights->size(0) == layout.triangle_size &&
+                    weights->scalar_type() == vectors.scalar_type(),
+                "alchem::power_spectrum: weights must be [", layout.triangle_size,
+                "] of the vectors' dtype");
+  }
+  features.total_weights = total_weights.contiguous();
+  features.square_weights = square_weights.contiguous();
+  if (center_density.numel() > 0) {
+    TORCH_CHECK(center_density.dim() == 2 && center_density.size(1) == layout.channels[0] &&
+                    center_density.scalar_type() == vectors.scalar_type(),
+                "alchem::power_spectrum: center_density must be [species, ", layout.channels[0],
+                "]");
+    TORCH_CHECK(center_species.dim() == 1 && center_species.size(0) >= n_atoms,
+                "alchem::power_spectrum: one center_species per atom");
+    auto species = center_species.slice(0, 0, n_atoms).to(torch::kInt64).contiguous();
+    TORCH_CHECK(n_atoms == 0 || (species.min().item<int64_t>() >= 0 &&
+                                 species.max().item<int64_t>() < center_density.size(0)),
+                "alchem::power_spectrum: center_species out of range");
+    features.center_species = species;
+    features.center_density = center_density.contiguous();
+  }
+  set_smooth(features, smooth);
+  return features;
+}
+
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -98,7 +142,9 @@ class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
                                torch::Tensor centers, int64_t n_atoms, torch::Tensor coefficients,
                                std::vector<int64_t> column_sizes, double cutoff, double onset,
                                double step_below, double step_above, int64_t n_below,
-                               int64_t n_nodes)
+                               int64_t n_nodes, torch::Tensor total_weights,
+                               torch::Tensor square_weights, torch::Tensor center_species,
+                               torch::Tensor center_density, std::vector<double> smooth)
   {
     Layout layout(column_sizes, padding(vectors.scalar_type()));
     TORCH_CHECK(coefficients.dim() == 3 && coefficients.size(1) == 4 &&
@@ -110,19 +156,22 @@ class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
                 "alchem::power_spectrum gives no gradient for the spline table (inference only)");
     Grid grid{cutoff, onset, step_below, step_above, n_below, n_nodes, layout.n_columns};
     auto inputs = sort_edges(vectors, elements, centers, n_atoms);
+    auto features = make_features(total_weights, square_weights, center_species, center_density,
+                                  smooth, vectors, layout, n_atoms);
     auto table = coefficients.contiguous();
     auto options = vectors.options();
     auto triangles = torch::empty({n_atoms, layout.triangle_size}, options);
     auto total = torch::empty({n_atoms}, options);
     auto squares = torch::empty({n_atoms}, options);
     auto densities = torch::empty({n_atoms, layout.density_size}, options);
-    kernel().forward(inputs, table, layout, grid, triangles, total, squares, densities);
+    kernel().forward(inputs, table, layout, grid, features, triangles, total, squares, densities);
     ctx->save_for_backward({inputs.vectors, inputs.elements, inputs.offsets, inputs.order, table,
-                            densities, triangles});
+                            densities, triangles, features.total_weights, features.square_weights});
     ctx->saved_data["n_atoms"] = n_atoms;
     ctx->saved_data["column_sizes"] = column_sizes;
     ctx->saved_data["grid"] = std::vector<double>{cutoff, onset, step_below, step_above};
     ctx->saved_data["nodes"] = std::vector<int64_t>{n_below, n_nodes};
+    ctx->saved_data["smooth"] = smooth;
     return {triangles, total, squares};
   }
 
@@ -137,6 +186,10 @@ class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
     auto g = ctx->saved_data["grid"].toDoubleVector();
     auto nodes = ctx->saved_data["nodes"].toIntVector();
     Grid grid{g[0], g[1], g[2], g[3], nodes[0], nodes[1], layout.n_columns};
+    Features features;
+    features.total_weights = saved[7];
+    features.square_weights = saved[8];
+    set_smooth(features, ctx->saved_data["smooth"].toDoubleVector());
     auto options = inputs.vectors.options();
     auto fill = [&](const torch::Tensor &grad, at::IntArrayRef shape) {
       return grad.defined() ? grad.contiguous() : torch::zeros(shape, options);
@@ -145,23 +198,26 @@ class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
     auto grad_total = fill(grad_outputs[1], {inputs.n_atoms});
     auto grad_squares = fill(grad_outputs[2], {inputs.n_atoms});
     auto grad_vectors = torch::zeros_like(inputs.vectors);
-    kernel().backward(inputs, saved[4], layout, grid, saved[5], saved[6], grad_triangles,
+    kernel().backward(inputs, saved[4], layout, grid, features, saved[5], saved[6], grad_triangles,
                       grad_total, grad_squares, grad_vectors);
-    variable_list result(12);
+    variable_list result(17);
     result[0] = grad_vectors;
     return result;
   }
 };
 
-std::vector<torch::Tensor> power_spectrum(torch::Tensor vectors, torch::Tensor elements,
-                                          torch::Tensor centers, int64_t n_atoms,
-                                          torch::Tensor coefficients,
-                                          std::vector<int64_t> column_sizes, double cutoff,
-                                          double onset, double step_below, double step_above,
-                                          int64_t n_below, int64_t n_nodes)
+std::vector<torch::Tensor>
+power_spectrum(torch::Tensor vectors, torch::Tensor elements, torch::Tensor centers,
+               int64_t n_atoms, torch::Tensor coefficients, std::vector<int64_t> column_sizes,
+               double cutoff, double onset, double step_below, double step_above, int64_t n_below,
+               int64_t n_nodes, torch::Tensor total_weights, torch::Tensor square_weights,
+               torch::Tensor center_species, torch::Tensor center_density,
+               std::vector<double> smooth)
 {
   return PowerSpectrum::apply(vectors, elements, centers, n_atoms, coefficients, column_sizes,
-                              cutoff, onset, step_below, step_above, n_below, n_nodes);
+                              cutoff, onset, step_below, step_above, n_below, n_nodes,
+                              total_weights, square_weights, center_species, center_density,
+                              smooth);
 }
 
 }    // namespace
@@ -170,7 +226,9 @@ TORCH_LIBRARY(alchem, m)
 {
   m.def("power_spectrum(Tensor vectors, Tensor elements, Tensor centers, int n_atoms, "
         "Tensor coefficients, int[] column_sizes, float cutoff, float onset, "
-        "float step_below, float step_above, int n_below, int n_nodes) -> Tensor[]",
+        "float step_below, float step_above, int n_below, int n_nodes, Tensor total_weights, "
+        "Tensor square_weights, Tensor center_species, Tensor center_density, float[] smooth) "
+        "-> Tensor[]",
         &power_spectrum);
   m.def("kernel_name() -> str", [] { return std::string(kernel().name); });
 }

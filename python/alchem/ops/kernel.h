@@ -164,20 +164,26 @@ template <typename T> struct HarmonicsBatch {
   }
 };
 
-// values (and d/dt) of n radial columns at t, from a table row whose 4
-// coefficient vectors are `stride` apart
+// f(r) times the values of n radial columns at t, from a table row whose 4
+// coefficient vectors are `stride` apart, and (slope != nullptr) their
+// r-derivatives: f'(r) value + f(r) d/dt value dt/dr
 template <typename T>
-void spline(const T *__restrict row, int64_t stride, int64_t n, T t, T *__restrict value,
-            T *__restrict slope)
+void spline(const T *__restrict row, int64_t stride, int64_t n, T t, T factor, T d_factor, T dt_dr,
+            T *__restrict value, T *__restrict slope)
 {
   const T *c0 = row, *c1 = row + stride, *c2 = row + 2 * stride, *c3 = row + 3 * stride;
-  for (int64_t i = 0; i < n; i++) {
-    value[i] = ((c3[i] * t + c2[i]) * t + c1[i]) * t + c0[i];
-  }
-  if (slope != nullptr) {
+  if (slope == nullptr) {
     for (int64_t i = 0; i < n; i++) {
-      slope[i] = (T(3) * c3[i] * t + T(2) * c2[i]) * t + c1[i];
+      value[i] = factor * (((c3[i] * t + c2[i]) * t + c1[i]) * t + c0[i]);
     }
+    return;
+  }
+  T scaled = factor * dt_dr;
+  for (int64_t i = 0; i < n; i++) {
+    T raw = ((c3[i] * t + c2[i]) * t + c1[i]) * t + c0[i];
+    T d_raw = (T(3) * c3[i] * t + T(2) * c2[i]) * t + c1[i];
+    value[i] = factor * raw;
+    slope[i] = d_factor * raw + scaled * d_raw;
   }
 }
 
@@ -185,17 +191,22 @@ void spline(const T *__restrict row, int64_t stride, int64_t n, T t, T *__restri
 // backward_kernel): the upper rows are contiguous, then mirrored
 template <typename T>
 void symmetric_gradient(int64_t n, int64_t npad, const T *__restrict grad, const T *__restrict p,
-                        T grad_total, T grad_squares, T *__restrict s)
+                        const T *__restrict w, const T *__restrict w2, T grad_total, T grad_squares,
+                        T *__restrict s)
 {
-  T shift = 2 * grad_total, factor = 4 * grad_squares;
+  T twice = 2 * grad_squares;
   for (int64_t a = 0; a < n; a++) {
     T *row = s + a * npad;
     int64_t width = n - a;
-    for (int64_t i = 0; i < width; i++) row[a + i] = grad[i] + shift + factor * p[i];
-    row[a] += grad[0];
+    for (int64_t i = 0; i < width; i++) {
+      row[a + i] = grad[i] + grad_total * w[i] + twice * w2[i] * p[i];
+    }
+    row[a] *= 2;
     for (int64_t i = n; i < npad; i++) row[i] = 0;
     grad += width;
     p += width;
+    w += width;
+    w2 += width;
   }
   for (int64_t a = 1; a < n; a++) {
     for (int64_t b = 0; b < a; b++) s[a * npad + b] = s[b * npad + a];
@@ -281,20 +292,20 @@ template <typename T> T dot(int64_t n, const T *__restrict x, const T *__restric
   return sum;
 }
 
+// upper triangle of the full square P_l [n x npad] (row-major, the model's order),
+// and the weighted sums sum_t w_t t and sum_t w2_t t^2 over it
 template <typename T>
-void extract_triangle(int64_t n, int64_t npad, const T *p, T *out, T &total, T &squares)
+void extract_triangle(int64_t n, int64_t npad, const T *p, const T *w, const T *w2, T *out,
+                      T &total, T &squares)
 {
   for (int64_t a = 0; a < n; a++) {
     const T *row = p + a * npad;
-    T diagonal = row[a], sum = 0, sum2 = 0;
-    *out++ = diagonal;
-    for (int64_t b = a + 1; b < n; b++) {
-      sum += row[b];
-      sum2 += row[b] * row[b];
-      *out++ = row[b];
+    for (int64_t b = a; b < n; b++) {
+      T value = row[b];
+      total += *w++ * value;
+      squares += *w2++ * value * value;
+      *out++ = value;
     }
-    total += diagonal + 2 * sum;
-    squares += diagonal * diagonal + 2 * sum2;
   }
 }
 
@@ -414,9 +425,14 @@ void prefetch_row(const EdgeBatch<T> &batch, int64_t k, int64_t n_edges, const T
 
 template <typename T>
 void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
-                    const Grid &grid, torch::Tensor &triangles, torch::Tensor &total,
-                    torch::Tensor &squares, torch::Tensor &densities)
+                    const Grid &grid, const Features &features, torch::Tensor &triangles,
+                    torch::Tensor &total, torch::Tensor &squares, torch::Tensor &densities)
 {
+  const T *w = features.total_weights.data_ptr<T>();
+  const T *w2 = features.square_weights.data_ptr<T>();
+  const bool own = features.center_density.numel() > 0;
+  const int64_t *center_species = own ? features.center_species.data_ptr<int64_t>() : nullptr;
+  const T *center_density = own ? features.center_density.data_ptr<T>() : nullptr;
   const T *v = in.vectors.data_ptr<T>();
   const int64_t *el = in.elements.data_ptr<int64_t>();
   const int64_t *offsets = in.offsets.data_ptr<int64_t>();
@@ -449,10 +465,13 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
         bool valid = batch.valid[k];
         prefetch_row(batch, k + PREFETCH_AHEAD, n_edges, table, C);
         const T *row = valid ? table + edge.row * 4 * C : nullptr;
+        T factor = 1, d_factor = 0;
+        if (valid) features.factor(edge.r, grid.cutoff, factor, d_factor);
         for (int64_t l = 0; l <= layout.max_angular; l++) {
           T *rk = radial.data() + capacity * layout.padded_offsets[l] + k * layout.padded[l];
           if (valid) {
-            spline<T>(row + layout.columns[l], C, layout.channels[l], edge.t, rk, nullptr);
+            spline<T>(row + layout.columns[l], C, layout.channels[l], edge.t, factor, d_factor,
+                      edge.dt_dr, rk, nullptr);
           } else {
             std::fill(rk, rk + layout.channels[l], T(0));
           }
@@ -468,9 +487,14 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
         const T *rl = radial.data() + capacity * layout.padded_offsets[l];
         // C_l [M x npad] = Y_l G_l: sum over the edges
         gemm<T>(batch.y.data() + l * l * stride, 1, stride, M, rl, npad, n_edges, cl, npad, npad);
+        if (l == 0 && own) {
+          const T *center = center_density + center_species[i] * n;
+          for (int64_t c = 0; c < n; c++) cl[c] += center[c];
+        }
         // P_l = C_l^T C_l, full square, then its upper triangle
         gemm<T>(cl, npad, 1, n, cl, npad, M, square.data(), npad, npad);
-        extract_triangle<T>(n, npad, square.data(), tri + layout.triangle[l], sum, sum2);
+        extract_triangle<T>(n, npad, square.data(), w + layout.triangle[l], w2 + layout.triangle[l],
+                            tri + layout.triangle[l], sum, sum2);
       }
       out_total[i] = sum;
       out_squares[i] = sum2;
@@ -480,12 +504,14 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
 
 template <typename T>
 void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
-                     const Grid &grid, const torch::Tensor &densities,
+                     const Grid &grid, const Features &features, const torch::Tensor &densities,
                      const torch::Tensor &triangles, const torch::Tensor &grad_triangles,
                      const torch::Tensor &grad_total, const torch::Tensor &grad_squares,
                      torch::Tensor &grad_vectors)
 {
   using U = typename Vector<T>::unaligned;
+  const T *w = features.total_weights.data_ptr<T>();
+  const T *w2 = features.square_weights.data_ptr<T>();
   const T *v = in.vectors.data_ptr<T>();
   const int64_t *el = in.elements.data_ptr<int64_t>();
   const int64_t *offsets = in.offsets.data_ptr<int64_t>();
@@ -536,12 +562,14 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
         bool valid = batch.valid[k];
         prefetch_row(batch, k + PREFETCH_AHEAD, n_edges, table, C);
         const T *row = valid ? table + edge.row * 4 * C : nullptr;
+        T factor = 1, d_factor = 0;
+        if (valid) features.factor(edge.r, grid.cutoff, factor, d_factor);
         for (int64_t l = 0; l <= layout.max_angular; l++) {
           int64_t n = layout.channels[l], npad = layout.padded[l];
           int64_t at = capacity * layout.padded_offsets[l] + k * npad;
           if (valid) {
-            spline<T>(row + layout.columns[l], C, n, edge.t, values.data() + at,
-                      slopes.data() + at);
+            spline<T>(row + layout.columns[l], C, n, edge.t, factor, d_factor, edge.dt_dr,
+                      values.data() + at, slopes.data() + at);
           } else {
             std::fill_n(values.data() + at, n, T(0));
             std::fill_n(slopes.data() + at, n, T(0));
@@ -559,7 +587,8 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
         // With H_ab = dL/dP_ab symmetrised, dL/dC = 2 C H =: C S, where
         // S_ab = g_ab (a < b), 2 g_aa (a = b), + 2 g_total + 4 g_squares P_ab.
         symmetric_gradient<T>(n, npad, g_tri + i * layout.triangle_size + layout.triangle[l],
-                              tri + i * layout.triangle_size + layout.triangle[l], g_total[i],
+                              tri + i * layout.triangle_size + layout.triangle[l],
+                              w + layout.triangle[l], w2 + layout.triangle[l], g_total[i],
                               g_squares[i], s.data());
         const T *cl = density + layout.density[l];
         T *dl = d_density.data() + layout.density[l];
@@ -597,7 +626,7 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
         for (int64_t j = 0; j < width; j++) {
           int64_t k = k0 + j;
           if (!batch.valid[k]) continue;
-          T d_r = d_t[k] * batch.edges[k].dt_dr;
+          T d_r = d_t[k];    // the slopes are d/dr already
           int64_t e = order[first + k];
           out[3 * e] = gradient[0][j] + d_r * batch.ux[k];
           out[3 * e + 1] = gradient[1][j] + d_r * batch.uy[k];
@@ -609,22 +638,24 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
 }
 
 void forward(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
-             const Grid &grid, torch::Tensor &triangles, torch::Tensor &total,
-             torch::Tensor &squares, torch::Tensor &densities)
+             const Grid &grid, const Features &features, torch::Tensor &triangles,
+             torch::Tensor &total, torch::Tensor &squares, torch::Tensor &densities)
 {
   AT_DISPATCH_FLOATING_TYPES(in.vectors.scalar_type(), "alchem::power_spectrum", [&] {
-    forward_kernel<scalar_t>(in, coefficients, layout, grid, triangles, total, squares, densities);
+    forward_kernel<scalar_t>(in, coefficients, layout, grid, features, triangles, total, squares,
+                             densities);
   });
 }
 
 void backward(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
-              const Grid &grid, const torch::Tensor &densities, const torch::Tensor &triangles,
-              const torch::Tensor &grad_triangles, const torch::Tensor &grad_total,
-              const torch::Tensor &grad_squares, torch::Tensor &grad_vectors)
+              const Grid &grid, const Features &features, const torch::Tensor &densities,
+              const torch::Tensor &triangles, const torch::Tensor &grad_triangles,
+              const torch::Tensor &grad_total, const torch::Tensor &grad_squares,
+              torch::Tensor &grad_vectors)
 {
   AT_DISPATCH_FLOATING_TYPES(in.vectors.scalar_type(), "alchem::power_spectrum_backward", [&] {
-    backward_kernel<scalar_t>(in, coefficients, layout, grid, densities, triangles, grad_triangles,
-                              grad_total, grad_squares, grad_vectors);
+    backward_kernel<scalar_t>(in, coefficients, layout, grid, features, densities, triangles,
+                              grad_triangles, grad_total, grad_squares, grad_vectors);
   });
 }
 

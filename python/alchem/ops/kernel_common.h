@@ -82,18 +82,61 @@ struct Inputs {
 
 // CSR of the edges by centre (stable, so the sums run in the caller's edge order)
 
+// What differs between the architectures that use the kernel.
+struct Features {
+  // [triangle entries]: the LayerNorm statistics are sum_t w_t t and
+  // sum_t w2_t t^2 over the upper triangles t (how often, and with which scale,
+  // each entry appears among the model's features)
+  torch::Tensor total_weights, square_weights;
+  // the centre's own density, added to C_0: row center_species[i] of
+  // center_density [species, K n_0] (both empty: none)
+  torch::Tensor center_species, center_density;
+  // per-edge factor of every radial function, f(r) = shifted cosine (width
+  // `smooth_width`) x rate / (rate + (r / scale)^exponent); smooth_width <= 0: none,
+  // exponent 0: no second factor
+  double smooth_width = 0, rate = 1, scale = 1, exponent = 0;
+
+  template <typename T> void factor(T r, double cutoff, T &value, T &derivative) const
+  {
+    value = 1;
+    derivative = 0;
+    if (smooth_width <= 0) return;
+    T width = static_cast<T>(smooth_width);
+    T x = (r - static_cast<T>(cutoff) + width) / width;
+    if (x >= 1) {
+      value = 0;
+      return;
+    }
+    if (x > 0) {
+      value = T(0.5) * (1 + std::cos(static_cast<T>(M_PI) * x));
+      derivative = T(-0.5) * static_cast<T>(M_PI) / width * std::sin(static_cast<T>(M_PI) * x);
+    }
+    if (exponent != 0) {
+      T y = r / static_cast<T>(scale);
+      T power = std::pow(y, static_cast<T>(exponent));
+      T denominator = static_cast<T>(rate) + power;
+      T u = static_cast<T>(rate) / denominator;
+      T du = -static_cast<T>(rate * exponent) * std::pow(y, static_cast<T>(exponent - 1)) /
+             static_cast<T>(scale) / (denominator * denominator);
+      derivative = derivative * u + value * du;
+      value = value * u;
+    }
+  }
+};
+
 // One build of the kernel (kernel.h) for one instruction set; `lanes`: the
 // padding of its blocks for float and double (Layout's `pad`).
 struct Kernel {
   const char *name;
   int64_t float_lanes, double_lanes;
   void (*forward)(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
-                  const Grid &grid, torch::Tensor &triangles, torch::Tensor &total,
-                  torch::Tensor &squares, torch::Tensor &densities);
+                  const Grid &grid, const Features &features, torch::Tensor &triangles,
+                  torch::Tensor &total, torch::Tensor &squares, torch::Tensor &densities);
   void (*backward)(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
-                   const Grid &grid, const torch::Tensor &densities, const torch::Tensor &triangles,
-                   const torch::Tensor &grad_triangles, const torch::Tensor &grad_total,
-                   const torch::Tensor &grad_squares, torch::Tensor &grad_vectors);
+                   const Grid &grid, const Features &features, const torch::Tensor &densities,
+                   const torch::Tensor &triangles, const torch::Tensor &grad_triangles,
+                   const torch::Tensor &grad_total, const torch::Tensor &grad_squares,
+                   torch::Tensor &grad_vectors);
 };
 
 namespace baseline {

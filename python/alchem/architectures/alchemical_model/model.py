@@ -42,6 +42,7 @@ from ... import ops
 from ...data import DatasetInfo
 from ...features import neighbor_slots
 from ...harmonics import SphericalHarmonics
+from ...ops.modules import kernel_module
 from . import basis
 
 RADIAL_HIDDEN = 32  # width of the per-(l, k) radial MLPs (upstream: 32)
@@ -84,56 +85,6 @@ class GroupedLinear(torch.nn.Module):
 
 def _refresh_after_load(module, incompatible_keys) -> None:
     module.refresh_cache()
-
-
-class PowerSpectrumKernel(torch.nn.Module):
-    """Calls ``alchem::power_spectrum`` (python/alchem/ops): steps 1-3 and the
-    LayerNorm sums in one CPU kernel, with the gradient to the edge vectors.
-    Attached only where the operator is registered, so that TorchScript compiles
-    the call only then."""
-
-    def forward(
-        self,
-        vectors: torch.Tensor,
-        elements: torch.Tensor,
-        centers: torch.Tensor,
-        n_atoms: int,
-        table: torch.Tensor,
-        column_sizes: list[int],
-        grid: list[float],
-        nodes: list[int],
-    ) -> list[torch.Tensor]:
-        return torch.ops.alchem.power_spectrum(
-            vectors,
-            elements,
-            centers,
-            n_atoms,
-            table,
-            column_sizes,
-            grid[0],
-            grid[1],
-            grid[2],
-            grid[3],
-            nodes[0],
-            nodes[1],
-        )
-
-
-class NoKernel(torch.nn.Module):
-    """Stands in for PowerSpectrumKernel where the operator is not available."""
-
-    def forward(
-        self,
-        vectors: torch.Tensor,
-        elements: torch.Tensor,
-        centers: torch.Tensor,
-        n_atoms: int,
-        table: torch.Tensor,
-        column_sizes: list[int],
-        grid: list[float],
-        nodes: list[int],
-    ) -> list[torch.Tensor]:
-        raise RuntimeError("alchem::power_spectrum is not loaded")
 
 
 class AlchemicalModel(torch.nn.Module):
@@ -317,7 +268,15 @@ class AlchemicalModel(torch.nn.Module):
         # the spline table is a constant; training (parameter gradients, double
         # backward) and other devices use the torch operations.
         self.use_kernel = ops.kernel_enabled()
-        self.kernel = PowerSpectrumKernel() if self.use_kernel else NoKernel()
+        self.kernel = kernel_module()
+        # no centre term, no per-edge factor (both folded into the table)
+        self.register_buffer(
+            "kernel_center_species", torch.zeros(0, dtype=torch.long), persistent=False
+        )
+        self.register_buffer(
+            "kernel_center_density", torch.zeros(0, 0), persistent=False
+        )
+        self.kernel_smooth = [0.0, 1.0, 1.0, 0.0]
         self.kernel_grid = [self.cutoff, self.onset, self.step_below, self.step_above]
         self.kernel_nodes = [self.n_below, self.n_nodes]
         self.register_buffer("cache_table", torch.zeros(0), persistent=False)
@@ -467,6 +426,11 @@ class AlchemicalModel(torch.nn.Module):
                 self.column_sizes,
                 self.kernel_grid,
                 self.kernel_nodes,
+                self.multiplicity,
+                self.multiplicity,
+                self.kernel_center_species,
+                self.kernel_center_density,
+                self.kernel_smooth,
             )
             return [triangles], total, squares
         n_edges = centers.shape[0]
