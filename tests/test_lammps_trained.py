@@ -104,13 +104,11 @@ def test_extensions_keyword(trained, tmp_path):
     _check(lammps, ase_single_point(atoms, trained["model"], _extensions(trained)))
 
 
-def test_alchemical_kernel_in_lammps(trained, tmp_path):
-    """The exported Alchemical Model calls alchem::power_spectrum (the CPU
-    kernel the pair style links), so every test above runs it; the same
+def test_cpu_kernel_in_lammps(trained, tmp_path):
+    """The exported models call alchem::power_spectrum (the CPU kernel the pair
+    style links), so every test above runs it; the same
     checkpoint exported on the model's torch operations (ALCHEM_NO_KERNEL=1)
     gives the same energies, forces and virials in LAMMPS, on 1 and 2 ranks."""
-    if trained["architecture"] != "alchemical_model":
-        pytest.skip("only the Alchemical Model has a kernel")
     assert "ops.alchem.power_spectrum" in _code(trained["model"])
     torch_ops = str(tmp_path / "torch-ops.pt")
     subprocess.run(

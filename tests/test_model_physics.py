@@ -4,6 +4,7 @@ import ase
 import numpy as np
 import pytest
 import torch
+from alchem import ops
 from alchem.data import DatasetInfo, collate, structure_from_atoms
 from alchem.data.emt import generate_emt_structures
 from alchem.model import predict
@@ -167,3 +168,45 @@ def test_torchscript_gives_the_same_energies(architecture, emt_dir, alloy):
     eager = model.architecture(species, vectors, batch.centers, batch.neighbors)
     script = scripted(species, vectors, batch.centers, batch.neighbors)
     torch.testing.assert_close(script, eager, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not ops.load(), reason="libalchem_ops.so is not built")
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("layernorm", [True, False])
+def test_cpu_kernel_matches_the_torch_operations(
+    architecture, layernorm, emt_dir, alloy
+):
+    """In eval mode on the CPU both architectures compute their features with
+    alchem::power_spectrum; the same model on its torch operations (use_kernel
+    False) must give the same energies, forces and virials."""
+    key = "layernorm" if architecture == "soap_bpnn" else "normalize"
+    if architecture == "soap_bpnn":
+        model = make_model(
+            architecture,
+            emt_dir,
+            bpnn={**SMALL_HYPERS[architecture]["bpnn"], key: layernorm},
+        )
+    else:
+        model = make_model(
+            architecture,
+            emt_dir,
+            soap={**SMALL_HYPERS[architecture]["soap"], key: layernorm},
+        )
+    net = model.architecture
+    with torch.no_grad():  # LayerNorm affine away from its initial values
+        for name, parameter in net.named_parameters():
+            if "layernorm" in name and parameter.numel() > 0:
+                low, high = (0.5, 1.5) if "weight" in name else (-0.2, 0.2)
+                parameter.uniform_(low, high)
+    model.eval()
+    if hasattr(net, "refresh_cache"):
+        net.refresh_cache()
+    assert net.use_kernel
+    kernel = evaluate(model, alloy)
+    net.use_kernel = False
+    reference = evaluate(model, alloy)
+    net.use_kernel = True
+    for key, value in reference.items():
+        scale = np.abs(value).max()
+        np.testing.assert_allclose(kernel[key], value, rtol=0, atol=1e-12 * scale)
+    assert np.abs(kernel["forces"]).max() > 1e-5  # forces are not all zero

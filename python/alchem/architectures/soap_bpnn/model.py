@@ -13,6 +13,7 @@ import math
 import torch
 from spex.radial.physical import LaplacianEigenstates
 
+from ... import ops
 from ...data import DatasetInfo
 from ...features import (
     RadialScaling,
@@ -21,6 +22,7 @@ from ...features import (
     neighbor_slots,
 )
 from ...harmonics import SphericalHarmonics
+from ...ops.modules import kernel_module
 
 
 def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> torch.nn.Sequential:
@@ -103,6 +105,7 @@ class SoapBpnn(torch.nn.Module):
         self.layernorm = (
             torch.nn.LayerNorm(n_features) if bpnn["layernorm"] else torch.nn.Identity()
         )
+        self._init_kernel(spacing, table, center)
         self.networks = torch.nn.ModuleList(
             [
                 mlp(
@@ -114,6 +117,76 @@ class SoapBpnn(torch.nn.Module):
                 for _ in range(self.n_species)
             ]
         )
+
+    def _init_kernel(
+        self, spacing: torch.Tensor, table: torch.Tensor, center: torch.Tensor
+    ) -> None:
+        """The CPU kernel's form of the features (python/alchem/ops), used in eval
+        mode on the CPU: channels (species a, n) per l, with each element's radial
+        functions in its own block of the spline table (the compression of the
+        Alchemical Model with W = identity), the same cubic Hermite spline as
+        radial_basis, its cutoff and scaling as the kernel's per-edge factor, and
+        each feature mapped onto an entry of the upper triangles of P_l."""
+        S, N, L = self.n_species, self.n_radial, self.max_angular
+        self.use_kernel = ops.kernel_enabled()
+        self.kernel = kernel_module()
+        channels = S * N
+        self.kernel_column_sizes = [channels] * (L + 1)
+        # coefficients of t^0..t^3 per interval, from values and h-scaled slopes
+        v0, d0, v1, d1 = table[0], table[1], table[2], table[3]  # [G, (l, n)]
+        cubic = [v0, d0, 3.0 * (v1 - v0) - 2.0 * d0 - d1, 2.0 * (v0 - v1) + d0 + d1]
+        G = v0.shape[0]
+        rows = torch.zeros(S, G, 4, L + 1, S, N, dtype=v0.dtype)
+        for p, c in enumerate(cubic):
+            per_l = c.reshape(G, L + 1, N)
+            for a in range(S):
+                rows[a, :, p, :, a, :] = per_l
+        kernel_table = rows.reshape(S * G, 4, (L + 1) * channels)
+        self.register_buffer("kernel_table", kernel_table, persistent=False)
+        # one segment of G uniform intervals (onset at the cutoff)
+        self.kernel_grid = [self.cutoff, self.cutoff, float(spacing), 1.0]
+        self.kernel_nodes = [G, G + 1]
+        own = torch.zeros(S, channels, dtype=center.dtype)
+        for a in range(S):
+            own[a, a * N : (a + 1) * N] = center
+        self.register_buffer("kernel_center_density", own, persistent=False)
+        # features -> upper-triangle entries (i <= j of (a n, b n')), and scale
+        first, second = self.pair_first.tolist(), self.pair_second.tolist()
+        per_l = channels * (channels + 1) // 2
+        index, coefficient = [], []
+        for l in range(L + 1):
+            for a, b in zip(first, second):
+                scale = (math.sqrt(2.0) if a != b else 1.0) / math.sqrt(2 * l + 1)
+                for n in range(N):
+                    for n2 in range(N):
+                        i, j = sorted((a * N + n, b * N + n2))
+                        index.append(
+                            l * per_l + i * channels - i * (i - 1) // 2 + j - i
+                        )
+                        coefficient.append(scale)
+        index = torch.tensor(index)
+        coefficient = torch.tensor(coefficient, dtype=v0.dtype)
+        self.register_buffer("kernel_feature_entry", index, persistent=False)
+        self.register_buffer("kernel_feature_scale", coefficient, persistent=False)
+        weights = torch.zeros((L + 1) * per_l, dtype=v0.dtype)
+        self.register_buffer(
+            "kernel_total_weights",
+            weights.index_add(0, index, coefficient),
+            persistent=False,
+        )
+        self.register_buffer(
+            "kernel_square_weights",
+            weights.index_add(0, index, coefficient * coefficient),
+            persistent=False,
+        )
+        self.kernel_smooth = [self.cutoff_function.width, 1.0, 1.0, 0.0]
+        if self.use_scaling:
+            self.kernel_smooth = [
+                self.cutoff_function.width,
+                float(self.radial_scaling.rate),
+                float(self.radial_scaling.scale),
+                float(self.radial_scaling.exponent),
+            ]
 
     def radial_basis(
         self, distances: torch.Tensor, smooth: torch.Tensor
@@ -263,6 +336,10 @@ class SoapBpnn(torch.nn.Module):
         others only serve as neighbours. ``both_directions``: see feature_blocks."""
         if n_centers < 0:
             n_centers = species.shape[0]
+        if self.use_kernel and not self.training and edge_vectors.device.type == "cpu":
+            return self.kernel_energies(
+                species, edge_vectors, centers, neighbors, n_centers, both_directions
+            )
         center_species = species[:n_centers]
         # The features are built directly in centre-species order (row[i] is atom
         # i's row), so each species' MLP reads a contiguous block: no gather or
@@ -319,3 +396,79 @@ class SoapBpnn(torch.nn.Module):
                     hidden = layer(hidden)
             outputs.append(hidden.reshape(-1))
         return torch.cat(outputs).index_select(0, row)
+
+    def kernel_energies(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int,
+        both_directions: bool,
+    ) -> torch.Tensor:
+        """forward() through alchem::power_spectrum (eval mode, CPU): the kernel
+        gives the upper triangles of P_l and the LayerNorm sums of the features;
+        each first layer, LayerNorm folded in as in forward(), is mapped onto the
+        triangle entries (the features are those entries times a scale, a <= b
+        pairs once, n, n' both ways)."""
+        if both_directions:
+            centers, neighbors = (
+                torch.cat([centers, neighbors]),
+                torch.cat([neighbors, centers]),
+            )
+            edge_vectors = torch.cat([edge_vectors, -edge_vectors])
+        center_species = species[:n_centers]
+        triangles, total, squares = self.kernel(
+            edge_vectors,
+            species.index_select(0, neighbors),
+            centers,
+            n_centers,
+            self.kernel_table,
+            self.kernel_column_sizes,
+            self.kernel_grid,
+            self.kernel_nodes,
+            self.kernel_total_weights,
+            self.kernel_square_weights,
+            center_species,
+            self.kernel_center_density,
+            self.kernel_smooth,
+        )
+        norm = self.layernorm
+        if isinstance(norm, torch.nn.LayerNorm):
+            mean = total / self.n_features
+            variance = torch.clamp(squares / self.n_features - mean * mean, min=0.0)
+            inverse_std = torch.rsqrt(variance + norm.eps)
+            gain, shift = norm.weight, norm.bias
+        else:
+            mean = torch.zeros_like(total)
+            inverse_std = torch.ones_like(total)
+            gain, shift = None, None
+        energies = torch.zeros_like(total)
+        # (no `continue`: TorchScript unrolls loops over a ModuleList)
+        for index, network in enumerate(self.networks):
+            atoms = torch.nonzero(center_species == index).reshape(-1)
+            if atoms.shape[0] > 0:
+                first = network[0]
+                weight, bias = first.weight, first.bias
+                if gain is not None and shift is not None:
+                    bias = torch.addmv(bias, weight, shift)
+                    weight = weight * gain
+                folded = torch.zeros(
+                    (triangles.shape[1], weight.shape[0]),
+                    dtype=weight.dtype,
+                    device=weight.device,
+                ).index_add(
+                    0,
+                    self.kernel_feature_entry,
+                    (weight * self.kernel_feature_scale).t(),
+                )
+                hidden = triangles.index_select(0, atoms) @ folded
+                hidden = hidden - mean.index_select(0, atoms).unsqueeze(1) * weight.sum(
+                    dim=1
+                )
+                hidden = bias + hidden * inverse_std.index_select(0, atoms).unsqueeze(1)
+                for position, layer in enumerate(network):
+                    if position > 0:
+                        hidden = layer(hidden)
+                energies = energies.index_put((atoms,), hidden.reshape(-1))
+        return energies
