@@ -29,8 +29,9 @@ What it does, in benchmarks/work/lammps_md/ (scratch, not committed):
    default models also as the plugin ran before these keywords existed
    (BEFORE, ``chunk all malloc_reuse off``: one pass over all atoms, glibc's
    default malloc, whose large temporaries are page-faulted in at every step),
-   and the float32 Alchemical Model on its torch operations (TORCH_OPS, exported
-   with ``ALCHEM_NO_KERNEL=1``: without the alchem::power_spectrum CPU kernel).
+   and the float32 Alchemical Model and SOAP-BPNN 2 el. on their torch operations
+   (TORCH_OPS, exported with ``ALCHEM_NO_KERNEL=1``: without the
+   alchem::power_spectrum CPU kernel).
 4. Times ASE MD (VelocityVerlet, 2 fs, alchem.calculator.load_calculator, one
    torch thread) of the same model.pt on the same structures (256 and 2048 atoms).
 5. Compares the forces of the float32 and float64 exports of the same weights
@@ -81,8 +82,8 @@ SNAP = "SNAP Cu (2J=8)"
 # the plugin as it ran before `chunk` and `malloc_reuse` (one evaluation of all
 # owned atoms, glibc's default malloc: see docs/benchmarks-md.md)
 BEFORE = " (chunk all, malloc_reuse off)"
-# the same Alchemical Model exported on its torch operations (ALCHEM_NO_KERNEL=1)
-# instead of the alchem::power_spectrum CPU kernel (python/alchem/ops)
+# the same models exported on their torch operations (ALCHEM_NO_KERNEL=1) instead
+# of the alchem::power_spectrum CPU kernel (python/alchem/ops)
 TORCH_OPS = " (torch operations)"
 # potential -> (pair file, elements of the 7 atom types, model file, environment)
 POTENTIALS = {
@@ -97,6 +98,7 @@ POTENTIALS = {
     "SOAP-BPNN 7 el. float32": ("pair.alchemical", SEVEN, "sb7-f32.pt", {}),
     AM32 + BEFORE: ("pair.alchemical", SEVEN, "am-f32.pt", {}),
     AM32 + TORCH_OPS: ("pair.alchemical", SEVEN, "am-f32-torch.pt", {}),
+    SB32 + TORCH_OPS: ("pair.alchemical", SB2_ELEMENTS, "sb2-f32-torch.pt", {}),
     SB32 + BEFORE: ("pair.alchemical", SB2_ELEMENTS, "sb2-f32.pt", {}),
     "SOAP-BPNN 2 el. small float32": (
         "pair.alchemical",
@@ -154,6 +156,7 @@ EST_US = {
     "SOAP-BPNN 7 el. float32": 1500.0,
     AM32 + BEFORE: 1500.0,
     AM32 + TORCH_OPS: 1500.0,
+    SB32 + TORCH_OPS: 500.0,
     SB32 + BEFORE: 500.0,
     "SOAP-BPNN 2 el. small float32": 60.0,
     "SOAP-BPNN 2 el. small float64": 80.0,
@@ -244,12 +247,13 @@ def export(checkpoint: str, output: str, bits: int, torch_ops: bool = False) -> 
 
 
 def torch_ops_model(work: str) -> None:
-    """am-f32-torch.pt: the Alchemical Model on its torch operations (TORCH_OPS)."""
-    checkpoint = os.path.join(work, "am-f64.ckpt")
-    output = os.path.join(work, "am-f32-torch.pt")
-    if os.path.exists(checkpoint) and not os.path.exists(output):
-        log("exporting am float32 on torch operations")
-        export(checkpoint, output, 32, torch_ops=True)
+    """{am,sb2}-f32-torch.pt: the float32 models on their torch operations."""
+    for name in ("am", "sb2"):
+        checkpoint = os.path.join(work, f"{name}-f64.ckpt")
+        output = os.path.join(work, f"{name}-f32-torch.pt")
+        if os.path.exists(checkpoint) and not os.path.exists(output):
+            log(f"exporting {name} float32 on torch operations")
+            export(checkpoint, output, 32, torch_ops=True)
 
 
 def to_float32(checkpoint: str, output: str, bits: int = 32) -> None:
@@ -277,9 +281,10 @@ def reexport(work: str) -> None:
         for bits in (64, 32):
             log(f"exporting {name} float{bits} again")
             export(checkpoint, os.path.join(work, f"{name}-f{bits}.pt"), bits)
-    torch_ops = os.path.join(work, "am-f32-torch.pt")
-    if os.path.exists(torch_ops):
-        os.remove(torch_ops)
+    for name in ("am", "sb2"):
+        torch_ops = os.path.join(work, f"{name}-f32-torch.pt")
+        if os.path.exists(torch_ops):
+            os.remove(torch_ops)
     torch_ops_model(work)
 
 
@@ -649,8 +654,8 @@ def report(rows: list[dict], agreement: dict, ghosts: dict, args) -> str:
         "jobs). Models with the plugin's defaults (`chunk 1024`, `malloc_reuse on`); "
         f"`{BEFORE.strip()}`: the same model as the plugin ran before these "
         "keywords (one evaluation of all owned atoms, glibc's default malloc). "
-        f"`{TORCH_OPS.strip()}`: the same Alchemical Model exported without its CPU "
-        "kernel (`ALCHEM_NO_KERNEL=1`).",
+        f"`{TORCH_OPS.strip()}`: the same model exported without the CPU kernel "
+        "(`ALCHEM_NO_KERNEL=1`).",
         "",
         "## LAMMPS",
         "",
@@ -807,14 +812,15 @@ def targets(rows: list[dict], agreement: dict) -> list[str]:
                     f"{value:.1f}",
                     value <= 1.5,
                 )
-    for n in (2048, 16384):
-        a, b = best(rows, AM32 + TORCH_OPS, n), best(rows, AM32, n)
-        if a and b:
-            value = a["us_per_atom_step"] / b["us_per_atom_step"]
-            out.append(
-                f"| {AM32}: CPU kernel against its torch operations, {n} atoms, "
-                f"1 rank (not a target) | | {value:.2f}x faster | |"
-            )
+    for model in (AM32, SB32):
+        for n in (2048, 16384):
+            a, b = best(rows, model + TORCH_OPS, n), best(rows, model, n)
+            if a and b:
+                value = a["us_per_atom_step"] / b["us_per_atom_step"]
+                out.append(
+                    f"| {model}: CPU kernel against its torch operations, {n} atoms, "
+                    f"1 rank (not a target) | | {value:.2f}x faster | |"
+                )
     for model in (AM32, am_malloc, AM64, SB32, sb_malloc, SB64, small32, small64):
         a, b = best(rows, model, 16384, 1), best(rows, model, 16384, 2)
         if a and b:

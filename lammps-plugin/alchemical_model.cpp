@@ -104,6 +104,9 @@ struct NeighborListCache {
   torch::Tensor second;                // the samples (int64, model device)
   torch::Tensor vectors;               // leaf of the current evaluation
   torch::Tensor gradient;              // dE/dr on CPU, float64
+  // with chunk_pairs: each chunk's pairs [lo, hi) and their samples
+  std::vector<std::pair<int64_t, int64_t>> chunk_ranges;
+  std::vector<metatensor_torch::Labels> chunk_samples;
 };
 
 struct ModelData {
@@ -118,6 +121,13 @@ struct ModelData {
   // environment variable ALCHEM_PAIR_TORCH_OPS makes the CPU take the torch
   // operations of the GPU path instead, so that the tests run them without a GPU
   bool pair_loops = true;
+  // the model declares (metadata extra "alchem.pairs_of_selected_atoms" =
+  // "first_atom") that the energies of the selected atoms need only the pairs
+  // whose first atom is selected: each chunk then gets its own pairs, instead of
+  // all pairs and a gradient of all of them per chunk (which made the cost per
+  // atom grow with the system: 16 chunks of 1024 at 16384 atoms)
+  bool chunk_pairs = false;
+  int64_t preferred_chunk = 0;
 
   torch::Device device = torch::kCPU;
   torch::Dtype dtype = torch::kFloat64;
@@ -190,6 +200,20 @@ AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &ext
     NeighborListCache cache;
     cache.options = ivalue.get().toCustomClass<metatomic_torch::NeighborListOptionsHolder>();
     d.neighbors.push_back(std::move(cache));
+  }
+
+  auto metadata =
+      d.model.run_method("metadata").toCustomClass<metatomic_torch::ModelMetadataHolder>();
+  auto declared = metadata->extra.find("alchem.pairs_of_selected_atoms");
+  d.chunk_pairs = declared != metadata->extra.end() && declared->value() == "first_atom" &&
+                  std::getenv("ALCHEM_ALL_PAIRS_PER_CHUNK") == nullptr;
+  auto chunk = metadata->extra.find("alchem.chunk");
+  if (chunk != metadata->extra.end()) {
+    try {
+      d.preferred_chunk = std::max<int64_t>(0, std::stoll(chunk->value()));
+    } catch (const std::exception &) {
+      d.preferred_chunk = 0;
+    }
   }
 
   d.options = torch::make_intrusive<metatomic_torch::ModelEvaluationOptionsHolder>();
@@ -425,12 +449,21 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   auto types = torch::from_blob(const_cast<int32_t *>(input.types), {input.n_total}, i32)
                    .to(d.device, torch::kInt32, /*non_blocking=*/false, /*copy=*/true);
 
+  // the owned atoms, in chunks of at most `chunk` atoms (one chunk: all)
+  const int64_t chunk = input.chunk > 0 && input.chunk < input.n_local
+                            ? input.chunk
+                            : std::max<int64_t>(input.n_local, 1);
+  const int64_t n_chunks = (std::max<int64_t>(input.n_local, 1) + chunk - 1) / chunk;
+  const bool chunk_pairs = d.chunk_pairs && n_chunks > 1;
+
   for (size_t k = 0; k < d.neighbors.size(); k++) {
     auto &cache = d.neighbors[k];
     const auto &pairs = input.pairs[k];
     const int64_t n_pairs = pairs.n_pairs;
+    const bool samples_changed =
+        pairs.samples_changed || !cache.samples || cache.samples->count() != n_pairs;
 
-    if (pairs.samples_changed || !cache.samples || cache.samples->count() != n_pairs) {
+    if (samples_changed) {
       torch::Tensor values;
       if (n_pairs == 0) {
         values = torch::zeros({0, 5}, i32);
@@ -463,13 +496,38 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
               .to(d.dtype)
               .reshape({n_pairs, 3, 1});
     }
-    if (input.need_gradients) cache.vectors.requires_grad_(true);
-  }
+    if (input.need_gradients && !chunk_pairs) cache.vectors.requires_grad_(true);
 
-  // the owned atoms, in chunks of at most `chunk` atoms (one chunk: all)
-  const int64_t chunk = input.chunk > 0 && input.chunk < input.n_local
-                            ? input.chunk
-                            : std::max<int64_t>(input.n_local, 1);
+    if (chunk_pairs &&
+        (samples_changed || static_cast<int64_t>(cache.chunk_ranges.size()) != n_chunks ||
+         d.selected_atoms_chunk != chunk || d.selected_atoms_count != input.n_local)) {
+      // pairs are sorted by first atom (the pair style's numbering): the pairs of
+      // the owned atoms [a, b) are the range [lower_bound(a), lower_bound(b))
+      auto lower_bound = [&](int64_t atom) {
+        int64_t low = 0, high = n_pairs;
+        while (low < high) {
+          const int64_t middle = (low + high) / 2;
+          if (pairs.samples[5 * middle] < atom) {
+            low = middle + 1;
+          } else {
+            high = middle;
+          }
+        }
+        return low;
+      };
+      cache.chunk_ranges.clear();
+      cache.chunk_samples.clear();
+      const auto values = cache.samples->values();
+      for (int64_t c = 0; c < n_chunks; c++) {
+        const int64_t lo = lower_bound(c * chunk);
+        const int64_t hi = lower_bound(std::min((c + 1) * chunk, input.n_local));
+        cache.chunk_ranges.emplace_back(lo, hi);
+        cache.chunk_samples.push_back(torch::make_intrusive<metatensor_torch::LabelsHolder>(
+            cache.samples->names(), values.narrow(0, lo, hi - lo).contiguous(),
+            metatensor::assume_unique{}));
+      }
+    }
+  }
   if (d.selected_atoms_count != input.n_local || d.selected_atoms_chunk != chunk) {
     d.selected_atoms.clear();
     int64_t first = 0;
@@ -502,15 +560,27 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   d.position_gradient = torch::Tensor();
   for (auto &cache : d.neighbors) cache.gradient = torch::Tensor();
 
-  for (const auto &selected_atoms : d.selected_atoms) {
+  for (size_t c = 0; c < d.selected_atoms.size(); c++) {
+    const auto &selected_atoms = d.selected_atoms[c];
     start = std::chrono::steady_clock::now();
     // a new system for every evaluation (a model may attach data to it); the
-    // same leaf tensors, whose gradients of each chunk are summed below
+    // same leaf tensors, whose gradients of each chunk are summed below, or
+    // with chunk_pairs leaves of this chunk's pairs
     auto system =
         torch::make_intrusive<metatomic_torch::SystemHolder>(types, positions, d.cell, d.pbc);
+    std::vector<torch::Tensor> vectors;
     for (auto &cache : d.neighbors) {
+      auto samples = cache.samples;
+      auto values = cache.vectors;
+      if (chunk_pairs) {
+        const auto range = cache.chunk_ranges[c];
+        samples = cache.chunk_samples[c];
+        values = cache.vectors.narrow(0, range.first, range.second - range.first).detach();
+        if (input.need_gradients) values.requires_grad_(true);
+      }
+      vectors.push_back(values);
       auto block = torch::make_intrusive<metatensor_torch::TensorBlockHolder>(
-          cache.vectors, cache.samples, std::vector<metatensor_torch::Labels>{d.xyz}, d.distance);
+          values, samples, std::vector<metatensor_torch::Labels>{d.xyz}, d.distance);
       system->add_neighbor_list(cache.options, block);
     }
     d.options->set_selected_atoms(selected_atoms);
@@ -561,7 +631,7 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
     if (!input.need_gradients || !total.requires_grad()) continue;
     start = std::chrono::steady_clock::now();
     std::vector<torch::Tensor> inputs = {positions};
-    for (auto &cache : d.neighbors) inputs.push_back(cache.vectors);
+    for (const auto &values : vectors) inputs.push_back(values);
     auto gradients = torch::autograd::grad({total}, inputs, /*grad_outputs=*/{},
                                            /*retain_graph=*/false, /*create_graph=*/false,
                                            /*allow_unused=*/true);
@@ -576,7 +646,18 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
       }
     };
     add(position_gradient, gradients[0]);
-    for (size_t k = 0; k < d.neighbors.size(); k++) add(pair_gradients[k], gradients[k + 1]);
+    for (size_t k = 0; k < d.neighbors.size(); k++) {
+      if (!chunk_pairs) {
+        add(pair_gradients[k], gradients[k + 1]);
+        continue;
+      }
+      const auto &gradient = gradients[k + 1];
+      if (!gradient.defined() || gradient.numel() == 0) continue;
+      if (!pair_gradients[k].defined())
+        pair_gradients[k] = torch::zeros_like(d.neighbors[k].vectors);
+      const auto range = d.neighbors[k].chunk_ranges[c];
+      pair_gradients[k].narrow(0, range.first, range.second - range.first).add_(gradient.detach());
+    }
     output.time_backward += seconds_since(start);
   }
 
@@ -622,6 +703,11 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
 
   check_autograd_warnings(warnings.messages);
   output.warnings = std::move(warnings.messages);
+}
+
+int64_t AlchemicalModel::preferred_chunk() const
+{
+  return data_->preferred_chunk;
 }
 
 std::string metatomic_version()

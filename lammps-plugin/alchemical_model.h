@@ -105,6 +105,9 @@ class AlchemicalModel {
   std::vector<NeighborListRequest> neighbor_lists() const;
   double interaction_range() const;    // engine unit, may be inf
   bool supports_per_atom_energy() const;
+  // owned atoms per evaluation the model asks for (metadata extra
+  // "alchem.chunk"), 0 if it does not say
+  int64_t preferred_chunk() const;
   std::string dtype() const;
   std::string device() const;
   std::string energy_unit() const;    // as declared by the model

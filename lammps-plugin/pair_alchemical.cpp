@@ -300,7 +300,13 @@ void PairAlchemical::settings(int narg, char **arg)
   }
   // a GPU wants all atoms at once: chunks of 1024 atoms made the default models
   // 1.7-6.5x slower per step on an H100 (benchmarks/results/gpu_md*.csv)
-  if (!chunk_given && model_->device().rfind("cuda", 0) == 0) chunk_ = 0;
+  if (!chunk_given && model_->device().rfind("cuda", 0) == 0) {
+    chunk_ = 0;
+  } else if (!chunk_given && model_->preferred_chunk() > 0) {
+    // this project's models on the CPU kernel need little memory per atom
+    // (alchem.export): fewer, larger chunks
+    chunk_ = static_cast<int>(model_->preferred_chunk());
+  }
 
   if (model_->energy_unit().empty() && comm->me == 0) {
     error->warning(FLERR,

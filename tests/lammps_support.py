@@ -657,8 +657,10 @@ class AseResult:
 def ase_single_point(
     atoms: ase.Atoms, model: str, extensions: str | None = None
 ) -> AseResult:
+    from alchem import ops
     from metatomic_ase import MetatomicCalculator
 
+    ops.load()  # this project's models call alchem::power_spectrum on the CPU
     atoms = atoms.copy()
     atoms.calc = MetatomicCalculator(
         model, extensions_directory=extensions, check_consistency=True, device="cpu"

@@ -76,7 +76,10 @@ def test_gpu_training_follows_the_cpu_run(cpu_and_gpu):
 
 
 def test_gpu_model_through_ase_on_cpu_and_gpu(cpu_and_gpu):
+    from alchem import ops
     from metatomic_ase import MetatomicCalculator
+
+    ops.load()  # the models call alchem::power_spectrum (CPU kernel)
 
     atoms = fcc_alloy((2, 2, 2), 3.6, ELEMENTS, seed=51)
     results = {}

@@ -162,3 +162,8 @@ def test_trained_models_in_chunks(trained, tmp_path):
     _same(chunked, whole)
     _same(two, whole)
     _same(chunked, ase_single_point(atoms, trained["model"], extensions))
+    # on the CPU kernel the models ask for chunks of 4096 atoms by default
+    # (metadata extra "alchem.chunk"), and each chunk gets its own pairs
+    default = _run(tmp_path, "default", atoms, trained["model"], "")
+    assert "chunk 4096: at most 4096 owned atoms" in default.log
+    _same(default, whole)
