@@ -13,6 +13,8 @@
 namespace alchem_ops {
 namespace ALCHEM_KERNEL_VARIANT {
 
+// F_l^m of sphericart's real harmonics, packed l (l + 1) / 2 + m; m = 0 divided by
+// sqrt(2) (harmonics.py, `factors`)
 template <typename T> std::vector<T> harmonics_factors(int64_t max_angular)
 {
   std::vector<T> factors;

@@ -64,9 +64,6 @@ struct Grid {
   }
 };
 
-// F_l^m of sphericart's real harmonics, packed l (l + 1) / 2 + m; m = 0 divided by
-// sqrt(2) (harmonics.py, `factors`).
-
 inline int64_t round_up(int64_t value, int64_t multiple)
 {
   return (value + multiple - 1) / multiple * multiple;
