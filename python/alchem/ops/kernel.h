@@ -425,6 +425,43 @@ void prefetch_row(const EdgeBatch<T> &batch, int64_t k, int64_t n_edges, const T
   for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(row + offset);
 }
 
+// Loads the edges of one atom (those from `first` in the sorted order) into
+// `batch` and writes f(r) g_c(r) of every edge, l by l, to values [edges x npad_l]
+// (and d/dr of it to slopes, if not null); invalid edges get zeros.
+template <typename T>
+void stage_edges(const Inputs &in, int64_t first, int64_t n_edges, const T *table, int64_t rows,
+                 const Layout &layout, const Grid &grid, const Features &features, int64_t capacity,
+                 EdgeBatch<T> &batch, T *values, T *slopes)
+{
+  const T *v = in.vectors.data_ptr<T>();
+  const int64_t *el = in.elements.data_ptr<int64_t>();
+  const int64_t *order = in.order.data_ptr<int64_t>();
+  const int64_t C = layout.n_columns;
+  for (int64_t k = 0; k < n_edges; k++) {
+    batch.set(k, batch.edges[k].load(v, el, order[first + k], grid, rows));
+  }
+  for (int64_t k = 0; k < n_edges; k++) {
+    const Edge<T> &edge = batch.edges[k];
+    const bool valid = batch.valid[k];
+    prefetch_row(batch, k + PREFETCH_AHEAD, n_edges, table, C);
+    const T *row = valid ? table + edge.row * 4 * C : nullptr;
+    T factor = 1, d_factor = 0;
+    if (valid) features.factor(edge.r, grid.cutoff, factor, d_factor);
+    for (int64_t l = 0; l <= layout.max_angular; l++) {
+      const int64_t n = layout.channels[l];
+      const int64_t at = capacity * layout.padded_offsets[l] + k * layout.padded[l];
+      T *slope = slopes != nullptr ? slopes + at : nullptr;
+      if (valid) {
+        spline<T>(row + layout.columns[l], C, n, edge.t, factor, d_factor, edge.dt_dr, values + at,
+                  slope);
+      } else {
+        std::fill_n(values + at, n, T(0));
+        if (slope != nullptr) std::fill_n(slope, n, T(0));
+      }
+    }
+  }
+}
+
 template <typename T>
 void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
                     const Grid &grid, const Features &features, torch::Tensor &triangles,
@@ -435,10 +472,7 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
   const bool own = features.center_density.numel() > 0;
   const int64_t *center_species = own ? features.center_species.data_ptr<int64_t>() : nullptr;
   const T *center_density = own ? features.center_density.data_ptr<T>() : nullptr;
-  const T *v = in.vectors.data_ptr<T>();
-  const int64_t *el = in.elements.data_ptr<int64_t>();
   const int64_t *offsets = in.offsets.data_ptr<int64_t>();
-  const int64_t *order = in.order.data_ptr<int64_t>();
   const T *table = coefficients.data_ptr<T>();
   T *out = triangles.data_ptr<T>();
   T *out_total = total.data_ptr<T>();
@@ -448,7 +482,6 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
   auto ca = recurrence_coefficients<T>(layout.max_angular, true);
   auto cb = recurrence_coefficients<T>(layout.max_angular, false);
   HarmonicsBatch<T> harmonics(layout.max_angular, factors.data(), ca.data(), cb.data());
-  const int64_t C = layout.n_columns;
   const int64_t rows = coefficients.size(0);
   const int64_t capacity = std::max(max_edges(in), int64_t(1));
 
@@ -459,26 +492,8 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
     std::vector<T> square(layout.max_padded * layout.max_padded);
     for (int64_t i = begin; i < end; i++) {
       int64_t first = offsets[i], n_edges = offsets[i + 1] - first;
-      for (int64_t k = 0; k < n_edges; k++) {
-        batch.set(k, batch.edges[k].load(v, el, order[first + k], grid, rows));
-      }
-      for (int64_t k = 0; k < n_edges; k++) {
-        const Edge<T> &edge = batch.edges[k];
-        bool valid = batch.valid[k];
-        prefetch_row(batch, k + PREFETCH_AHEAD, n_edges, table, C);
-        const T *row = valid ? table + edge.row * 4 * C : nullptr;
-        T factor = 1, d_factor = 0;
-        if (valid) features.factor(edge.r, grid.cutoff, factor, d_factor);
-        for (int64_t l = 0; l <= layout.max_angular; l++) {
-          T *rk = radial.data() + capacity * layout.padded_offsets[l] + k * layout.padded[l];
-          if (valid) {
-            spline<T>(row + layout.columns[l], C, layout.channels[l], edge.t, factor, d_factor,
-                      edge.dt_dr, rk, nullptr);
-          } else {
-            std::fill(rk, rk + layout.channels[l], T(0));
-          }
-        }
-      }
+      stage_edges<T>(in, first, n_edges, table, rows, layout, grid, features, capacity, batch,
+                     radial.data(), nullptr);
       int64_t stride = batch.harmonics(harmonics, n_edges);
       T *density = out_density + i * layout.density_size;
       T *tri = out + i * layout.triangle_size;
@@ -514,10 +529,7 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
   using U = typename Vector<T>::unaligned;
   const T *w = features.total_weights.data_ptr<T>();
   const T *w2 = features.square_weights.data_ptr<T>();
-  const T *v = in.vectors.data_ptr<T>();
-  const int64_t *el = in.elements.data_ptr<int64_t>();
   const int64_t *offsets = in.offsets.data_ptr<int64_t>();
-  const int64_t *order = in.order.data_ptr<int64_t>();
   const T *table = coefficients.data_ptr<T>();
   const T *dens = densities.data_ptr<T>();
   const T *tri = triangles.data_ptr<T>();
@@ -529,7 +541,7 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
   auto ca = recurrence_coefficients<T>(layout.max_angular, true);
   auto cb = recurrence_coefficients<T>(layout.max_angular, false);
   HarmonicsBatch<T> harmonics(layout.max_angular, factors.data(), ca.data(), cb.data());
-  const int64_t C = layout.n_columns;
+  const int64_t *order = in.order.data_ptr<int64_t>();
   const int64_t H = (layout.max_angular + 1) * (layout.max_angular + 1);
   const int64_t rows = coefficients.size(0);
   const int64_t capacity = std::max(max_edges(in), int64_t(1));
@@ -556,28 +568,8 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
     for (int64_t i = begin; i < end; i++) {
       int64_t first = offsets[i], n_edges = offsets[i + 1] - first;
       if (n_edges == 0) continue;
-      for (int64_t k = 0; k < n_edges; k++) {
-        batch.set(k, batch.edges[k].load(v, el, order[first + k], grid, rows));
-      }
-      for (int64_t k = 0; k < n_edges; k++) {
-        const Edge<T> &edge = batch.edges[k];
-        bool valid = batch.valid[k];
-        prefetch_row(batch, k + PREFETCH_AHEAD, n_edges, table, C);
-        const T *row = valid ? table + edge.row * 4 * C : nullptr;
-        T factor = 1, d_factor = 0;
-        if (valid) features.factor(edge.r, grid.cutoff, factor, d_factor);
-        for (int64_t l = 0; l <= layout.max_angular; l++) {
-          int64_t n = layout.channels[l], npad = layout.padded[l];
-          int64_t at = capacity * layout.padded_offsets[l] + k * npad;
-          if (valid) {
-            spline<T>(row + layout.columns[l], C, n, edge.t, factor, d_factor, edge.dt_dr,
-                      values.data() + at, slopes.data() + at);
-          } else {
-            std::fill_n(values.data() + at, n, T(0));
-            std::fill_n(slopes.data() + at, n, T(0));
-          }
-        }
-      }
+      stage_edges<T>(in, first, n_edges, table, rows, layout, grid, features, capacity, batch,
+                     values.data(), slopes.data());
       int64_t stride = batch.harmonics(harmonics, n_edges);
       std::fill(d_t.begin(), d_t.end(), T(0));
       const T *density = dens + i * layout.density_size;
