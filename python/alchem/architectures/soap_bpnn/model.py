@@ -367,9 +367,7 @@ class SoapBpnn(torch.nn.Module):
             for block in blocks[1:]:
                 total = total + block.sum(dim=1, keepdim=True)
                 squares = squares + block.pow(2).sum(dim=1, keepdim=True)
-            mean = total / self.n_features
-            variance = torch.clamp(squares / self.n_features - mean * mean, min=0.0)
-            inverse_std = torch.rsqrt(variance + norm.eps)
+            mean, inverse_std = self.normalization(total, squares, norm.eps)
             gain, shift = norm.weight, norm.bias
         else:
             mean = torch.zeros_like(blocks[0][:, :1])
@@ -396,6 +394,15 @@ class SoapBpnn(torch.nn.Module):
                     hidden = layer(hidden)
             outputs.append(hidden.reshape(-1))
         return torch.cat(outputs).index_select(0, row)
+
+    def normalization(
+        self, total: torch.Tensor, squares: torch.Tensor, eps: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """LayerNorm's mean and 1 / std from the sums of the features and of their
+        squares per atom."""
+        mean = total / self.n_features
+        variance = torch.clamp(squares / self.n_features - mean * mean, min=0.0)
+        return mean, torch.rsqrt(variance + eps)
 
     def kernel_energies(
         self,
@@ -435,9 +442,7 @@ class SoapBpnn(torch.nn.Module):
         )
         norm = self.layernorm
         if isinstance(norm, torch.nn.LayerNorm):
-            mean = total / self.n_features
-            variance = torch.clamp(squares / self.n_features - mean * mean, min=0.0)
-            inverse_std = torch.rsqrt(variance + norm.eps)
+            mean, inverse_std = self.normalization(total, squares, norm.eps)
             gain, shift = norm.weight, norm.bias
         else:
             mean = torch.zeros_like(total)
