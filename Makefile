@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 plugin: $(PLUGIN)
 
-$(PLUGIN): $(STAMP) CMakeLists.txt $(wildcard cmake/*) $(wildcard lammps-plugin/*) $(wildcard python/alchem/ops/*.cpp)
+$(PLUGIN): $(STAMP) CMakeLists.txt $(wildcard cmake/*) $(wildcard lammps-plugin/*) $(wildcard python/alchem/ops/*.cpp) $(wildcard python/alchem/ops/*.h)
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=$(abspath $(PY)) > build.log 2>&1 || (cat build.log; exit 1)
 	cmake --build build --parallel $(JOBS) >> build.log 2>&1 || (tail -50 build.log; exit 1)
 	cmake --install build >> build.log 2>&1 || (tail -20 build.log; exit 1)

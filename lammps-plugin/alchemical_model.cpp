@@ -205,8 +205,7 @@ AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &ext
   auto metadata =
       d.model.run_method("metadata").toCustomClass<metatomic_torch::ModelMetadataHolder>();
   auto declared = metadata->extra.find("alchem.pairs_of_selected_atoms");
-  d.chunk_pairs = declared != metadata->extra.end() && declared->value() == "first_atom" &&
-                  std::getenv("ALCHEM_ALL_PAIRS_PER_CHUNK") == nullptr;
+  d.chunk_pairs = declared != metadata->extra.end() && declared->value() == "first_atom";
   auto chunk = metadata->extra.find("alchem.chunk");
   if (chunk != metadata->extra.end()) {
     try {

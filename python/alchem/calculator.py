@@ -43,7 +43,7 @@ def load_calculator(
 
     from . import ops
 
-    ops.load()  # alchem::power_spectrum, which Alchemical Models call on the CPU
+    ops.load()  # alchem::power_spectrum, which both architectures call on the CPU
 
     class Calculator(MetatomicCalculator):
         """Runs the model with TorchScript's plain executor, as the LAMMPS plugin

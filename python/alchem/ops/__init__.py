@@ -1,7 +1,7 @@
 """The project's TorchScript extension: ``alchem::power_spectrum``.
 
-``alchemical_ops.cpp`` (next to this file) computes the Alchemical Model's features
-and their gradient with respect to the pair vectors in one CPU kernel; the build of
+``alchemical_ops.cpp`` and ``kernel.h`` (next to this file) compute the features of
+both architectures and their gradient with respect to the pair vectors in one CPU kernel; the build of
 the LAMMPS plugin (CMakeLists.txt) compiles it into ``libalchem_ops.so`` beside the
 plugin (``alchem/lib``, or ``$ALCHEM_PLUGIN_DIR``). The pair style links that
 library, so LAMMPS always has the operator; in Python ``load()`` registers it.

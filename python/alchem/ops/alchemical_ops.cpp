@@ -1,4 +1,5 @@
-// alchem::power_spectrum, the Alchemical Model's features in one CPU kernel.
+// alchem::power_spectrum, the features of both architectures in one CPU kernel
+// (SOAP-BPNN: channels (element, n), see soap_bpnn/model.py, `_init_kernel`).
 //
 // For every centre atom i, from its edges (vector r_ij, neighbour element a_j):
 //   radial   g_c(r)  = cubic Hermite spline of the tabulated radial functions, with
@@ -8,8 +9,8 @@
 //                      normalisation, the same as python/alchem/harmonics.py);
 //   density  C_l[m, a] = sum_j Y_lm(r_ij) g_{l,a}(r_ij), a = (k, n);
 //   output   the upper triangle of P_l = C_l^T C_l for every l, in the model's
-//            order (row-major, l by l), and per atom the sum of the full P and of
-//            its squares (the LayerNorm statistics).
+//            order (row-major, l by l), and per atom the weighted sums of its
+//            entries and of their squares (the LayerNorm statistics, Features).
 // The backward pass gives the gradient with respect to the edge vectors only: the
 // op serves inference (MD forces and virials), where the spline table is a
 // constant. Training keeps the model's torch operations (parameter gradients,
@@ -154,7 +155,7 @@ class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
                 "alchem::power_spectrum: vectors and coefficients must have the same dtype");
     TORCH_CHECK(!coefficients.requires_grad(),
                 "alchem::power_spectrum gives no gradient for the spline table (inference only)");
-    Grid grid{cutoff, onset, step_below, step_above, n_below, n_nodes, layout.n_columns};
+    Grid grid{cutoff, onset, step_below, step_above, n_below, n_nodes};
     auto inputs = sort_edges(vectors, elements, centers, n_atoms);
     auto features = make_features(total_weights, square_weights, center_species, center_density,
                                   smooth, vectors, layout, n_atoms);
@@ -185,7 +186,7 @@ class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
     Layout layout(ctx->saved_data["column_sizes"].toIntVector(), padding(saved[0].scalar_type()));
     auto g = ctx->saved_data["grid"].toDoubleVector();
     auto nodes = ctx->saved_data["nodes"].toIntVector();
-    Grid grid{g[0], g[1], g[2], g[3], nodes[0], nodes[1], layout.n_columns};
+    Grid grid{g[0], g[1], g[2], g[3], nodes[0], nodes[1]};
     Features features;
     features.total_weights = saved[7];
     features.square_weights = saved[8];

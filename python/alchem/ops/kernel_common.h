@@ -11,6 +11,11 @@
 
 namespace alchem_ops {
 
+inline int64_t round_up(int64_t value, int64_t multiple)
+{
+  return (value + multiple - 1) / multiple * multiple;
+}
+
 // Sizes of the model's blocks, from the K n_l channels per l. Inside the kernel
 // the channels of every l are padded to a multiple of `pad` (the lanes of a
 // vector) so that the small matrix products below need no remainder loops.
@@ -30,7 +35,7 @@ struct Layout {
     max_angular = static_cast<int64_t>(channels.size()) - 1;
     for (int64_t l = 0; l <= max_angular; l++) {
       int64_t n = channels[l];
-      int64_t npad = (n + pad - 1) / pad * pad;
+      int64_t npad = round_up(n, pad);
       columns.push_back(n_columns);
       padded.push_back(npad);
       padded_offsets.push_back(padded_columns);
@@ -48,7 +53,7 @@ struct Layout {
 // Where an edge of length r reads the spline table (model.py, `radial`).
 struct Grid {
   double cutoff, onset, step_below, step_above;
-  int64_t n_below, n_nodes, n_columns;
+  int64_t n_below, n_nodes;
 
   // interval index, t in [0, 1] and dt/dr
   template <typename T> void locate(T r, int64_t &interval, T &t, T &dt_dr) const
@@ -63,11 +68,6 @@ struct Grid {
     t = x - static_cast<T>(interval);
   }
 };
-
-inline int64_t round_up(int64_t value, int64_t multiple)
-{
-  return (value + multiple - 1) / multiple * multiple;
-}
 
 // upper triangle of the full square P_l [n x npad] (row-major, the model's order),
 // and the sums of the full P and of P^2
