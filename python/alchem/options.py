@@ -8,6 +8,7 @@ name), wrong types, values out of range, missing files. Every problem is one
 import copy
 import difflib
 import os
+import re
 from typing import Any
 
 import yaml
@@ -34,11 +35,31 @@ TARGET_DEFAULTS: dict[str, Any] = {
     "virial": False,
 }
 
+GRADIENTS = ("forces", "stress", "virial")
+
 SYSTEMS_DEFAULTS: dict[str, Any] = {
     "read_from": None,
     "reader": None,
     "length_unit": "angstrom",
 }
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with numbers as people write them: PyYAML follows YAML 1.1, where a float
+    needs a dot (``1.0e-3``) and ``1e-3`` is a string. This loader also reads
+    ``1e-3``, ``5E-4`` and ``+2e1`` as floats (as YAML 1.2 does), for every key."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML with 1e-3-style floats (see ``_Loader``)."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: no arbitrary objects
 
 
 def load_yaml(path: str) -> dict:
@@ -47,7 +68,7 @@ def load_yaml(path: str) -> dict:
         raise ConfigError(f"{path}: options file not found")
     try:
         with open(path) as handle:
-            data = yaml.safe_load(handle)
+            data = parse_yaml(handle)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if data is None:
@@ -79,8 +100,14 @@ def expand_options(user: dict, source: str, base_dir: str = ".") -> dict:
     options["device"] = _check_device(options["device"], source)
     options["architecture"] = _expand_architecture(options["architecture"], source)
 
+    # validation and test sets without their own 'targets' read the same keys and
+    # units as the training set
+    user_training = options["training_set"]
+    training_targets = (
+        user_training.get("targets") if isinstance(user_training, dict) else None
+    )
     options["training_set"] = _expand_dataset(
-        options["training_set"], source, "training_set", base_dir
+        user_training, source, "training_set", base_dir
     )
     if options["validation_set"] is None:
         options["validation_set"] = 0.1
@@ -100,7 +127,9 @@ def expand_options(user: dict, source: str, base_dir: str = ".") -> dict:
                 )
             options[name] = float(value)
         else:
-            options[name] = _expand_dataset(value, source, name, base_dir)
+            options[name] = _expand_dataset(
+                value, source, name, base_dir, inherit=training_targets
+            )
     fractions = [
         options[n]
         for n in ("validation_set", "test_set")
@@ -179,7 +208,12 @@ def check_training_hypers(training: dict, where: str) -> None:
             )
 
 
-def _expand_dataset(section: Any, source: str, name: str, base_dir: str) -> dict:
+def _expand_dataset(
+    section: Any, source: str, name: str, base_dir: str, inherit: Any = None
+) -> dict:
+    """Expand a dataset section. ``inherit``: the training set's ``targets`` as the
+    user wrote them, used when this section has none (its explicit keys are then
+    not required here: a validation file of slabs has no stress)."""
     if isinstance(section, str):
         section = {"systems": section}
     if not isinstance(section, dict):
@@ -208,7 +242,9 @@ def _expand_dataset(section: Any, source: str, name: str, base_dir: str) -> dict
     systems["read_from"] = path
     length_factor(systems["length_unit"], f"{source}: {name}.systems.length_unit")
 
-    targets = section.get("targets") or {"energy": {}}
+    inherited = section.get("targets") is None and inherit is not None
+    targets = inherit if inherited else section.get("targets")
+    targets = targets or {"energy": {}}
     if not isinstance(targets, dict):
         raise ConfigError(f"{source}: {name}.targets must be a section")
     for key in targets:
@@ -223,7 +259,7 @@ def _expand_dataset(section: Any, source: str, name: str, base_dir: str) -> dict
         raise ConfigError(
             f"{source}: {name}.targets.energy must be a section or a key name"
         )
-    explicit = {k for k in ("forces", "stress", "virial") if k in energy}
+    explicit = set() if inherited else {k for k in GRADIENTS if k in energy}
     energy = _merge_known(
         energy,
         {**TARGET_DEFAULTS, "forces": None, "stress": None, "virial": None},

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import torch
 
 from .architectures import get_architecture
-from .data import DatasetInfo, Structure, collate, dataset_info, read_structures
+from .data import (
+    DatasetInfo,
+    Structure,
+    collate,
+    count_targets,
+    dataset_info,
+    read_structures,
+)
 from .errors import ConfigError
 from .io import atomic_write, atomic_write_text
 from .model import EnergyModel, fit_composition_and_scale, predict
@@ -88,7 +95,6 @@ def load_datasets(options: dict, source: str) -> Datasets:
     """Read training, validation and test sets; split fractions off the training set."""
     cutoff = model_cutoff(options)
     train = read_structures(options["training_set"], cutoff, f"{source}: training_set")
-    present = options["training_set"]["targets"]["energy"]["present"]
     generator = torch.Generator().manual_seed(options["seed"])
     order = torch.randperm(len(train), generator=generator).tolist()
     shuffled = [train[i] for i in order]
@@ -121,18 +127,57 @@ def load_datasets(options: dict, source: str) -> Datasets:
                 f"{source}: {name} contains elements absent from the training set: "
                 f"{symbols}"
             )
+    counts = {
+        "training_set": count_targets(train),
+        "validation_set": count_targets(splits["validation_set"]),
+        "test_set": count_targets(splits["test_set"]),
+    }
+    for name, count in counts.items():
+        if count["structures"]:
+            LOG.info("%s: %s", name, describe_counts(count))
+    # a target is trained when any training structure has it; each structure then
+    # contributes the labels it has (loss_function, metrics)
     targets = {
         "energy": True,
-        "forces": present["forces"],
-        "virial": present["stress"] or present["virial"],
+        "forces": counts["training_set"]["forces"] > 0,
+        "virial": counts["training_set"]["virial"] > 0,
     }
+    options["data_summary"] = {
+        name: {**count, "elements": _elements(structures)}
+        for (name, count), structures in zip(
+            counts.items(), (train, splits["validation_set"], splits["test_set"])
+        )
+    }
+    options["data_summary"]["training_set"]["file"] = options["training_set"][
+        "systems"
+    ]["read_from"]
     return Datasets(train, splits["validation_set"], splits["test_set"], targets)
+
+
+def describe_counts(count: dict[str, int]) -> str:
+    """'44 structures; energy 44, forces 44, stress 30' (stress: stress or virial)."""
+    n = count["structures"]
+    return (
+        f"{n} structures; energy {count['energy']}, forces {count['forces']}, "
+        f"stress {count['virial']}"
+    )
+
+
+def _elements(structures: list[Structure]) -> list[str]:
+    from ase.data import chemical_symbols
+
+    numbers = sorted({int(z) for s in structures for z in s.numbers.tolist()})
+    return [chemical_symbols[z] for z in numbers]
 
 
 def loss_function(
     prediction: dict, batch, targets: dict, weights: dict, per_structure_energy: bool
 ) -> torch.Tensor:
-    """Weighted MSE; ``batch`` is a Batch or References (same attribute names)."""
+    """Weighted MSE; ``batch`` is a Batch or References (same attribute names).
+
+    Each term averages over the structures (and their components) that have that
+    label: a batch of slabs without stress adds no stress term.
+    """
     n_atoms = batch.n_atoms.to(prediction["energy"].dtype)
     if per_structure_energy:
         loss = weights["energy"] * _mse(prediction["energy"], batch.energy)
@@ -140,17 +185,25 @@ def loss_function(
         loss = weights["energy"] * _mse(
             prediction["energy"] / n_atoms, batch.energy / n_atoms
         )
-    if targets["forces"]:
-        loss = loss + weights["forces"] * _mse(prediction["forces"], batch.forces)
-    if targets["virial"]:
+    if targets["forces"] and batch.forces is not None:
+        atoms_with_forces = torch.repeat_interleave(batch.has_forces, batch.n_atoms)
+        loss = loss + weights["forces"] * _mse(
+            prediction["forces"], batch.forces, atoms_with_forces
+        )
+    if targets["virial"] and batch.virial is not None:
         per_atom = n_atoms.reshape(-1, 1, 1)
         loss = loss + weights["stress"] * _mse(
-            prediction["virial"] / per_atom, batch.virial / per_atom
+            prediction["virial"] / per_atom, batch.virial / per_atom, batch.has_virial
         )
     return loss
 
 
-def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _mse(
+    a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error over the rows selected by ``rows`` (bool), or all rows."""
+    if rows is not None and not bool(rows.all()):
+        a, b = a[rows], b[rows]
     return (a - b).pow(2).mean()
 
 
@@ -161,8 +214,10 @@ class References:
     energy: torch.Tensor  # [n_structures]
     n_atoms: torch.Tensor  # [n_structures]
     volumes: torch.Tensor  # [n_structures] (nan without a periodic cell)
-    forces: torch.Tensor | None  # [n_atoms, 3]
-    virial: torch.Tensor | None  # [n_structures, 3, 3]
+    forces: torch.Tensor | None  # [n_atoms, 3], zeros where has_forces is False
+    virial: torch.Tensor | None  # [n_structures, 3, 3], zeros where not has_virial
+    has_forces: torch.Tensor  # [n_structures] bool
+    has_virial: torch.Tensor  # [n_structures] bool
 
     @staticmethod
     def of(structures: list[Structure]) -> "References":
@@ -179,15 +234,36 @@ class References:
             volumes=volumes.cpu(),
             forces=None if batch.forces is None else batch.forces.double().cpu(),
             virial=None if batch.virial is None else batch.virial.double().cpu(),
+            has_forces=batch.has_forces.cpu(),
+            has_virial=batch.has_virial.cpu(),
         )
 
     @staticmethod
     def cat(parts: list["References"]) -> "References":
-        def join(name: str) -> torch.Tensor | None:
+        def join(name: str, rows: list[torch.Tensor]) -> torch.Tensor | None:
             values = [getattr(p, name) for p in parts]
-            return None if any(v is None for v in values) else torch.cat(values)
+            if all(v is None for v in values):
+                return None
+            # a part without any such label: zeros, masked out by has_*
+            shape = {"forces": (3,), "virial": (3, 3)}.get(name, ())
+            return torch.cat(
+                [
+                    torch.zeros(len(r), *shape, dtype=torch.float64) if v is None else v
+                    for v, r in zip(values, rows, strict=True)
+                ]
+            )
 
-        return References(*(join(f) for f in References.__dataclass_fields__))
+        structures = [p.n_atoms for p in parts]
+        atoms = [torch.zeros(int(p.n_atoms.sum())) for p in parts]
+        return References(
+            energy=join("energy", structures),
+            n_atoms=join("n_atoms", structures),
+            volumes=join("volumes", structures),
+            forces=join("forces", atoms),
+            virial=join("virial", structures),
+            has_forces=join("has_forces", structures),
+            has_virial=join("has_virial", structures),
+        )
 
 
 def evaluate(
@@ -219,18 +295,25 @@ def _concatenate(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
 def metrics(
     predictions: dict[str, torch.Tensor], reference: References, targets: dict
 ) -> dict[str, float]:
-    """RMSE and MAE: energy in meV/atom, forces in meV/Å, stress in meV/Å^3."""
+    """RMSE and MAE: energy in meV/atom, forces in meV/Å, stress in meV/Å^3.
+
+    Forces and stress over the structures that have them; absent when none has.
+    """
     result: dict[str, float] = {}
     error = (predictions["energy"] - reference.energy) / reference.n_atoms * 1000
     result["energy_rmse"] = float(error.pow(2).mean().sqrt())
     result["energy_mae"] = float(error.abs().mean())
+    atoms_with_forces = torch.repeat_interleave(reference.has_forces, reference.n_atoms)
     if targets["forces"] and reference.forces is not None:
-        error = (predictions["forces"] - reference.forces) * 1000
+        error = (predictions["forces"] - reference.forces)[atoms_with_forces] * 1000
         result["forces_rmse"] = float(error.pow(2).mean().sqrt())
         result["forces_mae"] = float(error.abs().mean())
-    if targets["virial"] and reference.virial is not None:
+    # stress needs a volume: periodic structures with a stress (or virial) label
+    with_stress = reference.has_virial & torch.isfinite(reference.volumes)
+    if targets["virial"] and reference.virial is not None and bool(with_stress.any()):
         volumes = reference.volumes.reshape(-1, 1, 1)
         error = (predictions["virial"] - reference.virial) / volumes * 1000  # -W/V
+        error = error[with_stress]
         result["stress_rmse"] = float(error.pow(2).mean().sqrt())
         result["stress_mae"] = float(error.abs().mean())
     return result

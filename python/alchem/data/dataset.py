@@ -3,6 +3,10 @@
 Everything is converted to eV and Angstrom on reading and kept in float64. Neighbour
 lists (vesin) are computed once per structure and reused every epoch. A batch is one
 big disconnected graph, so the training step has no Python loop over atoms.
+
+Each structure carries the labels its file gives it: the energy always, forces and
+stress (or virial) where present, so bulk cells with stress, slabs and clusters
+without it train together. A batch marks which of its structures have each label.
 """
 
 from dataclasses import dataclass, field
@@ -56,8 +60,12 @@ class Batch:
     edge_structure: torch.Tensor  # [n_edges]
     n_atoms: torch.Tensor  # [n_structures]
     energy: torch.Tensor | None = None
-    forces: torch.Tensor | None = None
-    virial: torch.Tensor | None = None
+    # forces and virials of the structures that have them, zeros for the others
+    # (None when no structure of the batch has them); has_*: which have them
+    forces: torch.Tensor | None = None  # [n_atoms, 3]
+    virial: torch.Tensor | None = None  # [n_structures, 3, 3]
+    has_forces: torch.Tensor | None = None  # [n_structures] bool
+    has_virial: torch.Tensor | None = None  # [n_structures] bool
     one_way: torch.Tensor | None = None  # [n_edges] bool, see one_way_edges
     extra: dict = field(default_factory=dict)
 
@@ -122,7 +130,10 @@ def structure_from_atoms(atoms: ase.Atoms, cutoff: float) -> Structure:
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
     if np.any(pbc) and abs(np.linalg.det(cell)) < 1e-12:
-        raise ValueError("periodic structure with a degenerate cell")
+        raise ValueError(
+            f"periodic (pbc {' '.join('TF'[not p] for p in pbc)}) but its cell has "
+            "zero volume; give the cell vectors, or pbc F F F for a cluster"
+        )
     i, j, shifts = neighbor_list(positions, cell, pbc, cutoff)
     centers, neighbors = torch.from_numpy(i), torch.from_numpy(j)
     shifts = torch.from_numpy(shifts)
@@ -139,7 +150,13 @@ def structure_from_atoms(atoms: ase.Atoms, cutoff: float) -> Structure:
 
 
 def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]:
-    """Read the structures and targets named by an expanded dataset section."""
+    """Read the structures and targets named by an expanded dataset section.
+
+    Every structure needs the energy; forces, stress and virial are read from the
+    structures that have their key. A key named explicitly in the options must be
+    found in at least one structure. Non-finite values (NaN, inf) and periodic cells
+    of zero volume are errors naming the structure.
+    """
     systems = section["systems"]
     path = systems["read_from"]
     try:
@@ -155,43 +172,84 @@ def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]
     gradients = {}
     for name in ("forces", "stress", "virial"):
         spec = target[name]
-        if spec and not _has_key(frames[0], spec["key"], name):
-            if spec["required"]:
+        if spec and spec["required"]:
+            if not any(_has_key(atoms, spec["key"]) for atoms in frames):
                 raise ConfigError(
                     f"{where}.targets.energy.{name}: key {spec['key']!r} not found in "
-                    f"{path} (first structure has: {', '.join(_keys(frames[0]))})"
+                    f"any structure of {path} (first structure has: "
+                    f"{', '.join(_keys(frames[0]))})"
                 )
-            spec = False  # the default key is simply absent: no such target
         gradients[name] = spec
-    section["targets"]["energy"]["present"] = {k: bool(v) for k, v in gradients.items()}
 
     structures = []
     for index, atoms in enumerate(frames):
+        label = f"{where}: {path}, structure {index}"
+        _check_finite(atoms.positions, label, "positions")
+        _check_finite(atoms.cell.array, label, "cell")
         atoms.positions = atoms.positions * length
         atoms.cell = atoms.cell.array * length
-        structure = structure_from_atoms(atoms, cutoff)
-        label = f"{where}: {path}, structure {index}"
+        try:
+            structure = structure_from_atoms(atoms, cutoff)
+        except ValueError as error:
+            raise ConfigError(f"{label}: {error}") from None
         energy = _get(atoms, target["key"], label, "energy")
-        structure.energy = float(np.asarray(energy).reshape(-1)[0]) * energy_unit
-        if gradients["forces"]:
-            forces = _get(atoms, gradients["forces"]["key"], label, "forces")
-            structure.forces = torch.tensor(
-                np.asarray(forces, dtype=np.float64).reshape(-1, 3)
-                * energy_unit
-                / length
+        energy = _check_finite(energy, label, target["key"])
+        structure.energy = float(energy.reshape(-1)[0]) * energy_unit
+        forces_spec = gradients["forces"]
+        if forces_spec and _has_key(atoms, forces_spec["key"]):
+            forces = _check_finite(
+                _get(atoms, forces_spec["key"], label, "forces"),
+                label,
+                forces_spec["key"],
             )
-        if gradients["stress"]:
-            stress = _get(atoms, gradients["stress"]["key"], label, "stress")
+            structure.forces = torch.tensor(
+                forces.reshape(-1, 3) * energy_unit / length
+            )
+        stress_spec, virial_spec = gradients["stress"], gradients["virial"]
+        # stress needs the volume: only cells periodic in all three directions
+        if stress_spec and _has_key(atoms, stress_spec["key"]) and all(atoms.pbc):
+            stress = _check_finite(
+                _get(atoms, stress_spec["key"], label, "stress"),
+                label,
+                stress_spec["key"],
+            )
             structure.virial = _virial_from_stress(
                 stress, atoms, energy_unit, length, label
             )
-        elif gradients["virial"]:
-            virial = _get(atoms, gradients["virial"]["key"], label, "virial")
-            structure.virial = torch.tensor(
-                np.asarray(virial, dtype=np.float64).reshape(3, 3) * energy_unit
+        elif virial_spec and _has_key(atoms, virial_spec["key"]):
+            virial = _check_finite(
+                _get(atoms, virial_spec["key"], label, "virial"),
+                label,
+                virial_spec["key"],
             )
+            structure.virial = torch.tensor(virial.reshape(3, 3) * energy_unit)
         structures.append(structure)
     return structures
+
+
+def count_targets(structures: list[Structure]) -> dict[str, int]:
+    """How many structures carry each target (stress and virial both count as
+    ``virial``, the form they are trained in)."""
+    return {
+        "structures": len(structures),
+        "energy": sum(s.energy is not None for s in structures),
+        "forces": sum(s.forces is not None for s in structures),
+        "virial": sum(s.virial is not None for s in structures),
+    }
+
+
+def _check_finite(value, label: str, key: str) -> np.ndarray:
+    """``value`` as a float64 array; NaN or inf is an error naming the key."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{label}: {key} is not a number: {value!r}") from None
+    if not np.all(np.isfinite(array)):
+        bad = "NaN" if np.any(np.isnan(array)) else "inf"
+        raise ConfigError(
+            f"{label}: {key} contains {bad}; fix or remove this structure"
+        )
+    return array
 
 
 def _virial_from_stress(stress, atoms, energy_unit, length, label) -> torch.Tensor:
@@ -203,10 +261,6 @@ def _virial_from_stress(stress, atoms, energy_unit, length, label) -> torch.Tens
         stress = stress.reshape(3, 3)
     else:
         raise ConfigError(f"{label}: stress must have 6 or 9 components")
-    if not np.all(atoms.pbc):
-        raise ConfigError(
-            f"{label}: stress needs a structure periodic in all directions"
-        )
     volume = abs(np.linalg.det(atoms.cell.array))
     # stress is in energy/length^3 of the file's units; atoms were already converted
     return torch.tensor(-stress * volume * energy_unit / length**3)
@@ -221,7 +275,7 @@ def _keys(atoms: ase.Atoms) -> list[str]:
     return sorted(set(keys))
 
 
-def _has_key(atoms: ase.Atoms, key: str, kind: str) -> bool:
+def _has_key(atoms: ase.Atoms, key: str) -> bool:
     return key in _keys(atoms)
 
 
@@ -251,9 +305,25 @@ def collate(structures: list[Structure]) -> Batch:
     edge_counts = torch.tensor([len(s.centers) for s in structures])
     structure_index = torch.arange(len(structures))
     has_energy = all(s.energy is not None for s in structures)
-    has_forces = all(s.forces is not None for s in structures)
-    has_virial = all(s.virial is not None for s in structures)
+    has_forces = torch.tensor([s.forces is not None for s in structures])
+    has_virial = torch.tensor([s.virial is not None for s in structures])
     has_one_way = all(s.one_way is not None for s in structures)
+    forces = None
+    if bool(has_forces.any()):
+        forces = torch.cat(
+            [
+                torch.zeros(len(s.numbers), 3, dtype=torch.float64)
+                if s.forces is None
+                else s.forces
+                for s in structures
+            ]
+        )
+    virial = None
+    if bool(has_virial.any()):
+        zero = torch.zeros(3, 3, dtype=torch.float64)
+        virial = torch.stack(
+            [zero if s.virial is None else s.virial for s in structures]
+        )
     return Batch(
         numbers=torch.cat([s.numbers for s in structures]),
         positions=torch.cat([s.positions for s in structures]),
@@ -269,7 +339,9 @@ def collate(structures: list[Structure]) -> Batch:
         edge_structure=torch.repeat_interleave(structure_index, edge_counts),
         n_atoms=counts,
         energy=torch.tensor([s.energy for s in structures]) if has_energy else None,
-        forces=torch.cat([s.forces for s in structures]) if has_forces else None,
-        virial=torch.stack([s.virial for s in structures]) if has_virial else None,
+        forces=forces,
+        virial=virial,
+        has_forces=has_forces,
+        has_virial=has_virial,
         one_way=torch.cat([s.one_way for s in structures]) if has_one_way else None,
     )
