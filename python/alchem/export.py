@@ -23,6 +23,7 @@ from metatomic.torch import (
     System,
 )
 
+from . import contacts
 from .model import EnergyModel
 
 REFERENCES = {
@@ -289,6 +290,10 @@ def atomistic_model(model: EnergyModel, options: dict) -> AtomisticModel:
             # each chunk of atoms its own pairs (alchemical_model.cpp)
             "alchem.pairs_of_selected_atoms": "first_atom",
             **_chunk_hint(model),
+            # engines warn below 0.9 x these distances (alchem.contacts)
+            contacts.METADATA_KEY: contacts.to_metadata(
+                model.shortest_distance, model.atomic_types
+            ),
         },
     )
     wrapper = MetatomicEnergyModel(model.to("cpu").eval())

@@ -22,11 +22,17 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
     try:
         write(tmp)
+        _fsync(tmp)  # the data is on disk before the name points to it
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _fsync(path: str) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def atomic_write_text(path: str, text: str) -> None:

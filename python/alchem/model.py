@@ -23,6 +23,12 @@ class EnergyModel(torch.nn.Module):
         self.register_buffer("type_to_index", type_to_index)
         self.register_buffer("composition", torch.zeros(len(self.atomic_types)))
         self.register_buffer("energy_scale", torch.ones(()))
+        # Å, per element pair, seen in training (alchem.contacts; inf: never)
+        n_types = len(self.atomic_types)
+        self.register_buffer(
+            "shortest_distance",
+            torch.full((n_types, n_types), float("inf"), dtype=torch.float64),
+        )
 
     def atomic_energies(
         self,
