@@ -13,11 +13,13 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from .architectures import get_architecture
+from .contacts import shortest_distances
 from .data import (
     DatasetInfo,
     Structure,
@@ -27,8 +29,20 @@ from .data import (
     read_structures,
 )
 from .errors import ConfigError
+from .finetune import (
+    check_checkpoint_file,
+    check_new_elements,
+    fine_tuned_options,
+    fit_composition,
+    symbols,
+    transfer_weights,
+)
+from .interrupts import TrainingInterrupted, stop_requests
 from .io import atomic_write, atomic_write_text
 from .model import EnergyModel, fit_composition_and_scale, predict
+from .model_files import require_checkpoint
+from .plots import learning_curve
+from .progress import TrainingProgress
 
 CHECKPOINT_FORMAT = "alchem-checkpoint-1"
 LOG = logging.getLogger("alchem")
@@ -319,25 +333,6 @@ def metrics(
     return result
 
 
-class Progress:
-    """A progress bar on a terminal; nothing when output goes to a file."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.enabled = sys.stderr.isatty()
-
-    def update(self, epoch: int, text: str) -> None:
-        if self.enabled:
-            filled = int(30 * epoch / self.total)
-            bar = "#" * filled + "." * (30 - filled)
-            sys.stderr.write(f"\r[{bar}] {epoch}/{self.total} {text}   ")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-
-
 def _format(name: str, values: dict[str, float]) -> str:
     parts = [
         f"{name} E {values['energy_rmse']:.2f}/{values['energy_mae']:.2f} meV/atom"
@@ -355,10 +350,18 @@ def train(
     run_dir: str,
     checkpoint_path: str,
     restart: str | None = None,
+    fine_tune: str | None = None,
+    composition: str = "keep",
+    ready: Callable[[], None] | None = None,
 ) -> tuple[EnergyModel, dict]:
     """Train from expanded options; returns the best model and the final metrics.
 
     The metrics printed are RMSE/MAE pairs for training and validation.
+    ``fine_tune``: start from this checkpoint's best weights (alchem.finetune), with
+    its composition energies kept or refitted (``composition``). ``ready`` is called
+    once the data, options and checkpoints are checked, before any file is written.
+    A SIGINT or SIGTERM saves the state to ``checkpoint_path`` and raises
+    ``TrainingInterrupted``; a non-finite loss raises ``ConfigError``.
     """
     training = options["architecture"]["training"]
     dtype = precision(options)
@@ -366,23 +369,79 @@ def train(
     torch.manual_seed(options["seed"])
     keep_freed_memory()
 
-    data = load_datasets(options, source)
-    info = dataset_info(data.train)
     state = None
+    tuned = None
+    if restart is not None and fine_tune is not None:
+        raise ConfigError(
+            "give either --restart (go on with a run) or --fine-tune (start a new run "
+            "from trained weights), not both"
+        )
     if restart is not None:
+        check_checkpoint_file(restart, "--restart")
         state = load_checkpoint(restart)
-        info = DatasetInfo(**state["dataset_info"])
         if state["options"]["architecture"]["name"] != options["architecture"]["name"]:
             raise ConfigError(
                 f"--restart {restart}: the checkpoint is a "
                 f"{state['options']['architecture']['name']} model but the options ask "
                 f"for {options['architecture']['name']}"
             )
+        # the checkpoint's model (a fine-tuned one keeps its checkpoint's hypers)
+        options["architecture"]["model"] = copy.deepcopy(
+            state["options"]["architecture"]["model"]
+        )
+    if fine_tune is not None:
+        check_checkpoint_file(fine_tune, "--fine-tune")
+        tuned = load_checkpoint(fine_tune)
+        ignored = fine_tuned_options(options, tuned, f"--fine-tune {fine_tune}")
+        if ignored:
+            LOG.info(
+                "fine-tuning: the model hyperparameters are the checkpoint's; the "
+                "options file's %s are ignored",
+                ", ".join(f"model.{key}" for key in ignored),
+            )
+
+    data = load_datasets(options, source)
+    info = dataset_info(data.train)
+    old_types: list[int] = []
+    if state is not None:
+        info = DatasetInfo(**state["dataset_info"])
+    elif tuned is not None:
+        old_types = list(tuned["dataset_info"]["atomic_types"])
+        new_types = set(info.atomic_types) - set(old_types)
+        check_new_elements(
+            tuned,
+            new_types,
+            f"--fine-tune {fine_tune}",
+            options["architecture"]["name"],
+        )
+        info = DatasetInfo(
+            atomic_types=sorted(set(old_types) | set(info.atomic_types)),
+            mean_num_neighbors=tuned["dataset_info"]["mean_num_neighbors"],
+        )
     model = build_model(options, info)
-    if state is None:
-        fit_composition_and_scale(model, data.train)
-    else:
+    if state is not None:
         model.load_state_dict(state["model_state"])
+    elif tuned is not None:
+        transfer_weights(model, tuned["best_state"], old_types)
+        refitted = fit_composition(model, data.train, composition, old_types)
+        seen = shortest_distances(data.train, model.atomic_types)
+        model.shortest_distance.copy_(torch.minimum(model.shortest_distance, seen))
+        added = sorted(set(model.atomic_types) - set(old_types))
+        LOG.info(
+            "fine-tuning from %s (epoch %d of its run): %s%scomposition energies %s%s",
+            fine_tune,
+            tuned["best_epoch"],
+            f"new elements {symbols(added)}; " if added else "",
+            "fresh optimizer, scheduler and best loss; ",
+            "refitted for " if refitted else "kept",
+            symbols(refitted) if refitted else "",
+        )
+    else:
+        fit_composition_and_scale(model, data.train)
+        seen = shortest_distances(data.train, model.atomic_types)
+        model.shortest_distance.copy_(seen)
+    if ready is not None:
+        ready()
     model = model.to(device)
     # the loss gradient is only wanted for these: naming them lets autograd skip
     # the parts of the double backward that only lead to positions and strain
@@ -415,6 +474,7 @@ def train(
     best_loss = math.inf
     best_state = copy.deepcopy(model.state_dict())
     best_epoch = 0
+    best_metrics: dict[str, float] = {}
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -424,6 +484,7 @@ def train(
         best_loss = state["best_loss"]
         best_state = state["best_state"]
         best_epoch = state["best_epoch"]
+        best_metrics = state.get("best_metrics", {})
 
     weights = training["loss_weights"]
     validation_reference = References.of(data.validation)
@@ -458,108 +519,192 @@ def train(
             "best_loss": best_loss,
             "best_state": best_state,
             "best_epoch": best_epoch,
+            "best_metrics": best_metrics,
             "csv_lines": list(csv_lines),
             "elapsed": total_elapsed,
         }
 
+    def interrupted(partial_epoch: dict | None) -> None:
+        """Save the state (mid-epoch: up to the last batch done) and stop."""
+        snapshot = _checkpoint(
+            options, info, model, optimizer, scheduler, shuffle, loop_state()
+        )
+        if partial_epoch is not None:
+            snapshot["epoch"] = epoch - 1  # the last whole epoch
+        snapshot["partial_epoch"] = partial_epoch
+        save_checkpoint(snapshot, checkpoint_path)
+        progress.close()
+        best = None
+        if best_epoch > 0:
+            model.load_state_dict(best_state)
+            best = model.eval()
+        raise TrainingInterrupted(
+            stop_request.received, checkpoint_path, best, best_epoch
+        )
+
+    # a run interrupted mid-epoch goes on with that epoch's order and sums
+    partial = None if state is None else state.get("partial_epoch")
+    batch_size = training["batch_size"]
+    n_batches = math.ceil(len(data.train) / batch_size)
+    last_checkpoint = restart
     total_elapsed = 0.0
-    progress = Progress(training["num_epochs"])
+    progress = TrainingProgress(
+        start_epoch,
+        training["num_epochs"],
+        n_batches,
+        first_batch=partial["next"] // batch_size if partial else 0,
+    )
     epoch = start_epoch - 1
     elapsed_before = 0.0 if state is None else state.get("elapsed", 0.0)
     training_started = time.perf_counter()
-    for epoch in range(start_epoch, training["num_epochs"] + 1):
-        started = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(data.train), generator=shuffle).tolist()
-        train_loss = 0.0
-        seen_predictions: list[dict[str, torch.Tensor]] = []
-        seen_references: list[References] = []
-        for start in range(0, len(order), training["batch_size"]):
-            chunk = [
-                data.train[i] for i in order[start : start + training["batch_size"]]
-            ]
-            batch = collate(chunk).to(device, dtype)
-            optimizer.zero_grad()
-            prediction = predict(
+    with stop_requests() as stop_request, progress.logging_above():
+        for epoch in range(start_epoch, training["num_epochs"] + 1):
+            started = time.perf_counter()
+            model.train()
+            if partial is not None:
+                order, first = partial["order"], partial["next"]
+                train_loss, seconds_before = partial["train_loss"], partial["seconds"]
+                seen_predictions = partial["predictions"]
+                seen_references = partial["references"]
+                partial = None
+            else:
+                order = torch.randperm(len(data.train), generator=shuffle).tolist()
+                first, train_loss, seconds_before = 0, 0.0, 0.0
+                seen_predictions: list[dict[str, torch.Tensor]] = []
+                seen_references: list[References] = []
+            for start in range(first, len(order), batch_size):
+                chunk = [data.train[i] for i in order[start : start + batch_size]]
+                batch = collate(chunk).to(device, dtype)
+                optimizer.zero_grad()
+                prediction = predict(
+                    model,
+                    batch,
+                    data.targets["forces"],
+                    data.targets["virial"],
+                    create_graph=True,
+                )
+                loss = loss_function(
+                    prediction, batch, data.targets, weights, per_structure
+                )
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):  # before the step spoils the weights
+                    raise ConfigError(
+                        _diverged(
+                            f"the training loss is {loss_value} at epoch {epoch}, batch "
+                            f"{start // batch_size + 1} of {n_batches}",
+                            optimizer,
+                            last_checkpoint,
+                        )
+                    )
+                loss.backward(inputs=parameters)
+                optimizer.step()
+                train_loss += loss_value * len(chunk)
+                # training metrics come from this pass, not from another one
+                seen_predictions.append(_detach(prediction))
+                seen_references.append(References.of_batch(batch))
+                progress.batch(epoch, start // batch_size, loss_value)
+                if stop_request.received and start + batch_size < len(order):
+                    interrupted(
+                        {
+                            "order": order,
+                            "next": start + batch_size,
+                            "train_loss": train_loss,
+                            "seconds": seconds_before + time.perf_counter() - started,
+                            "predictions": seen_predictions,
+                            "references": seen_references,
+                        }
+                    )
+            train_loss /= len(data.train)
+            elapsed = seconds_before + time.perf_counter() - started
+
+            model.eval()
+            predictions = evaluate(
                 model,
-                batch,
-                data.targets["forces"],
-                data.targets["virial"],
-                create_graph=True,
-            )
-            loss = loss_function(
-                prediction, batch, data.targets, weights, per_structure
-            )
-            loss.backward(inputs=parameters)
-            optimizer.step()
-            train_loss += loss.item() * len(chunk)
-            # training metrics come from this pass, not from another one
-            seen_predictions.append(_detach(prediction))
-            seen_references.append(References.of_batch(batch))
-        train_loss /= len(data.train)
-        elapsed = time.perf_counter() - started
-
-        model.eval()
-        predictions = evaluate(
-            model, data.validation, data.targets, training["batch_size"], dtype, device
-        )
-        validation_loss = loss_function(
-            predictions, validation_reference, data.targets, weights, per_structure
-        ).item()
-        validation_metrics = metrics(predictions, validation_reference, data.targets)
-        scheduler.step(validation_loss)
-        if validation_loss < best_loss:
-            best_loss = validation_loss
-            best_state = copy.deepcopy(model.state_dict())
-            best_epoch = epoch
-        log_now = (
-            epoch % training["log_interval"] == 0 or epoch == training["num_epochs"]
-        )
-        train_metrics: dict[str, float] = {}
-        if log_now:
-            train_metrics = metrics(
-                _concatenate(seen_predictions),
-                References.cat(seen_references),
+                data.validation,
                 data.targets,
+                training["batch_size"],
+                dtype,
+                device,
             )
-            LOG.info(
-                "epoch %4d | lr %.2e | loss %.4e / %.4e | %s | %s | %.2f s",
-                epoch,
-                optimizer.param_groups[0]["lr"],
-                train_loss,
-                validation_loss,
-                _format("train", train_metrics),
-                _format("val", validation_metrics),
-                elapsed,
+            validation_loss = loss_function(
+                predictions, validation_reference, data.targets, weights, per_structure
+            ).item()
+            if not math.isfinite(validation_loss):
+                raise ConfigError(
+                    _diverged(
+                        f"the validation loss is {validation_loss} after epoch {epoch}",
+                        optimizer,
+                        last_checkpoint,
+                    )
+                )
+            validation_metrics = metrics(
+                predictions, validation_reference, data.targets
             )
-        total_elapsed = elapsed_before + time.perf_counter() - training_started
-        lr = optimizer.param_groups[0]["lr"]
-        row = [epoch, lr, train_loss, validation_loss, elapsed, total_elapsed]
-        row += [train_metrics.get(m, "") for m in metric_names]
-        row += [validation_metrics.get(m, "") for m in metric_names]
-        csv_lines.append(",".join(str(v) for v in row))
-        atomic_write_text(metrics_path, "\n".join(csv_lines) + "\n")
-        progress.update(epoch, f"val loss {validation_loss:.3e}")
+            scheduler.step(validation_loss)
+            if validation_loss < best_loss:
+                best_loss = validation_loss
+                best_state = copy.deepcopy(model.state_dict())
+                best_epoch = epoch
+                best_metrics = validation_metrics
+            log_now = (
+                epoch % training["log_interval"] == 0 or epoch == training["num_epochs"]
+            )
+            train_metrics: dict[str, float] = {}
+            if log_now:
+                train_metrics = metrics(
+                    _concatenate(seen_predictions),
+                    References.cat(seen_references),
+                    data.targets,
+                )
+                LOG.info(
+                    "epoch %4d | lr %.2e | loss %.4e / %.4e | %s | %s | %.2f s",
+                    epoch,
+                    optimizer.param_groups[0]["lr"],
+                    train_loss,
+                    validation_loss,
+                    _format("train", train_metrics),
+                    _format("val", validation_metrics),
+                    elapsed,
+                )
+            total_elapsed = elapsed_before + time.perf_counter() - training_started
+            lr = optimizer.param_groups[0]["lr"]
+            row = [epoch, lr, train_loss, validation_loss, elapsed, total_elapsed]
+            row += [train_metrics.get(m, "") for m in metric_names]
+            row += [validation_metrics.get(m, "") for m in metric_names]
+            csv_lines.append(",".join(str(v) for v in row))
+            atomic_write_text(metrics_path, "\n".join(csv_lines) + "\n")
+            progress.epoch(epoch, train_loss, validation_loss, logged=log_now)
 
-        stop = epoch - best_epoch > training["early_stopping_patience"]
-        if epoch % training["checkpoint_interval"] == 0 or stop:
-            snapshot = _checkpoint(
-                options, info, model, optimizer, scheduler, shuffle, loop_state()
-            )
-            save_checkpoint(snapshot, os.path.join(run_dir, f"epoch_{epoch}.ckpt"))
-        if stop:
-            LOG.info(
-                "early stopping: no improvement for %d epochs",
-                training["early_stopping_patience"],
-            )
-            break
+            stop = epoch - best_epoch > training["early_stopping_patience"]
+            if epoch % training["checkpoint_interval"] == 0 or stop:
+                snapshot = _checkpoint(
+                    options, info, model, optimizer, scheduler, shuffle, loop_state()
+                )
+                last_checkpoint = os.path.join(run_dir, f"epoch_{epoch}.ckpt")
+                save_checkpoint(snapshot, last_checkpoint)
+                learning_curve(run_dir)  # the figure follows the checkpoints
+            if stop:
+                LOG.info(
+                    "early stopping: no improvement for %d epochs",
+                    training["early_stopping_patience"],
+                )
+                break
+            if stop_request.received:  # at the end of an epoch: nothing half done
+                total_elapsed = elapsed_before + time.perf_counter() - training_started
+                interrupted(None)
     progress.close()
     total_elapsed = elapsed_before + time.perf_counter() - training_started
+    if best_epoch == 0:
+        raise ConfigError(
+            f"no epoch was trained (the checkpoint is at epoch {epoch}, num_epochs is "
+            f"{training['num_epochs']}): nothing to export; raise num_epochs"
+        )
 
     final = _checkpoint(
         options, info, model, optimizer, scheduler, shuffle, loop_state()
     )
     save_checkpoint(final, checkpoint_path)
+    learning_curve(run_dir)
     model.load_state_dict(best_state)
     model.eval()
     LOG.info("best validation loss %.4e at epoch %d", best_loss, best_epoch)
@@ -574,7 +719,29 @@ def train(
                 predictions, References.of(structures), data.targets
             )
             LOG.info("final %s", _format(name, summary[name]))
+    summary["run"] = {
+        "elapsed": total_elapsed,
+        "epochs": epoch,
+        "best_epoch": best_epoch,
+        "best_loss": best_loss,
+        "best_metrics": best_metrics,
+        "checkpoint": checkpoint_path,
+        "atomic_types": list(model.atomic_types),
+    }
     return model, summary
+
+
+def _diverged(what: str, optimizer, last_checkpoint: str | None) -> str:
+    kept = (
+        f"the last good checkpoint is {last_checkpoint}"
+        if last_checkpoint
+        else "no checkpoint was written before"
+    )
+    return (
+        f"training diverged: {what}. Try a smaller learning_rate (now "
+        f"{optimizer.param_groups[0]['lr']:g}) and look for outliers in the data "
+        f"(huge forces, wrong units); nothing was exported, {kept}"
+    )
 
 
 def _checkpoint(options, info, model, optimizer, scheduler, shuffle, loop) -> dict:
@@ -600,10 +767,15 @@ def save_checkpoint(checkpoint: dict, path: str) -> None:
 def load_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: checkpoint not found")
+    require_checkpoint(path)  # model.pt, truncated or foreign files: what to give
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise ConfigError(f"{path}: not a readable checkpoint ({error})") from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ConfigError(
+            f"{path}: not a readable checkpoint ({type(error).__name__}: "
+            f"{first_line})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: not an alchem checkpoint")
     return state

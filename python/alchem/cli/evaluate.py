@@ -1,6 +1,7 @@
 """``alchem-eval model.pt data.xyz``: errors of an exported model, and predictions."""
 
 import argparse
+import os
 
 import numpy as np
 
@@ -11,30 +12,61 @@ def evaluate_main(argv: list[str] | None = None) -> None:
         description="Evaluate an exported model on a structure file: print RMSE "
         "and MAE for every target present, write predictions as extxyz",
     )
-    parser.add_argument("model")
-    parser.add_argument("data", help="any structure file ASE reads")
-    parser.add_argument("-o", "--output", default="predictions.xyz")
-    parser.add_argument("--energy-key", default="energy")
-    parser.add_argument("--forces-key", default="forces")
-    parser.add_argument("--stress-key", default="stress")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("model", help="exported model (model.pt, not a .ckpt)")
+    parser.add_argument(
+        "data", help="structure file with reference labels, any format ASE reads"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="predictions.xyz",
+        help="extxyz with the predictions (energy, forces, stress) and the "
+        "references beside them (ref_energy, ref_forces, ref_stress) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--energy-key",
+        default="energy",
+        help="reference energy (eV) in the data file: atoms.info, arrays or "
+        "calculator results (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--forces-key",
+        default="forces",
+        help="reference forces (eV/Å) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stress-key",
+        default="stress",
+        help="reference stress (eV/Å³; 6 Voigt or 9 components), compared on "
+        "structures periodic in all directions (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda or cuda:N (default: the first the model supports that "
+        "torch sees)",
+    )
+    parser.add_argument(
+        "--per-element", action="store_true", help="print force errors per element"
+    )
     args = parser.parse_args(argv)
 
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from ..calculator import load_calculator
     from ..errors import ConfigError
+    from ..evaluation import EvaluationRecord, write_evaluation_outputs
     from ..io import atomic_write
 
-    calculator = load_calculator(args.model, device=args.device)
-    try:
-        frames = ase.io.read(args.data, index=":")
-    except Exception as error:
-        raise ConfigError(f"{args.data}: cannot read ({error})") from None
+    calculator = _load_model(args.model, args.device)
+    frames = _read_frames(args.data)
+    _check_elements(frames, calculator, args.data)
+    _warn_missing_references(frames, args)
 
     errors: dict[str, list[np.ndarray]] = {"energy": [], "forces": [], "stress": []}
     predicted_frames = []
+    record = EvaluationRecord()  # errors.csv, parity.png
     for atoms in frames:
         reference = _reference(atoms, args)
         atoms = atoms.copy()
@@ -49,6 +81,8 @@ def evaluate_main(argv: list[str] | None = None) -> None:
         for key in ("forces", "stress"):
             if key in reference and key in result:
                 errors[key].append((result[key] - reference[key]).reshape(-1))
+        record.add(atoms, reference, result)
+        _keep_references(atoms, reference, args)
         atoms.calc = SinglePointCalculator(atoms, **result)
         predicted_frames.append(atoms)
 
@@ -64,6 +98,140 @@ def evaluate_main(argv: list[str] | None = None) -> None:
         args.output, lambda tmp: ase.io.write(tmp, predicted_frames, format="extxyz")
     )
     print(f"predictions written to {args.output}")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    write_evaluation_outputs(record, folder, per_element=args.per_element)
+    if not any(errors.values()):
+        raise ConfigError(
+            f"{args.data}: nothing to compare: no structure has the reference keys "
+            f"{_wanted_keys(args)} (keys found: {_found_keys(frames)}); name them "
+            "with --energy-key, --forces-key, --stress-key"
+        )
+
+
+REFERENCE_NAMES = {
+    "energy": "ref_energy",
+    "forces": "ref_forces",
+    "stress": "ref_stress",
+}
+
+
+def _load_model(path: str, device: str | None):
+    """The ASE calculator of ``path``; every way of giving the wrong file or device
+    is one ConfigError saying what to give instead."""
+    import torch
+
+    from ..calculator import load_calculator
+    from ..errors import ConfigError
+    from ..model_files import require_exported_model
+
+    if device is not None:
+        if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
+            raise ConfigError(
+                f"--device {device}: allowed: cpu, cuda, cuda:N (or leave it out)"
+            )
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {device}: this torch sees no CUDA device; use --device cpu "
+                "or leave --device out"
+            )
+    require_exported_model(path)
+    try:
+        return load_calculator(path, device=device)
+    except Exception as error:  # TorchScript and metatomic raise many types
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"{path}: cannot load this model ({type(error).__name__}: {first_line})"
+        ) from None
+
+
+def _read_frames(path: str) -> list:
+    import ase.io
+
+    from ..errors import ConfigError
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: data file not found")
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as error:  # ASE raises many types for unreadable files
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"{path}: cannot read ({type(error).__name__}: {first_line}); is it "
+            "complete and in a format ASE knows from its extension?"
+        ) from None
+    if not frames:
+        raise ConfigError(f"{path}: holds no structures")
+    return frames
+
+
+def _check_elements(frames: list, calculator, path: str) -> None:
+    """Every element of the data must be one the model was trained on."""
+    from ase.data import chemical_symbols
+
+    from ..errors import ConfigError
+
+    known = {int(z) for z in calculator.model().capabilities().atomic_types}
+    names = " ".join(chemical_symbols[z] for z in sorted(known))
+    for index, atoms in enumerate(frames):
+        unknown = sorted({int(z) for z in atoms.numbers} - known)
+        if unknown:
+            symbols = ", ".join(chemical_symbols[z] for z in unknown)
+            which = "element" if len(unknown) == 1 else "elements"
+            verb = "is" if len(unknown) == 1 else "are"
+            raise ConfigError(
+                f"{path}, structure {index}: {which} {symbols} {verb} not in this "
+                f"model ({names})"
+            )
+
+
+def _wanted_keys(args) -> str:
+    return ", ".join(
+        repr(k) for k in (args.energy_key, args.forces_key, args.stress_key)
+    )
+
+
+def _found_keys(frames: list) -> str:
+    from ..data.dataset import available_keys
+
+    keys = sorted({key for atoms in frames for key in available_keys(atoms)})
+    return ", ".join(keys) or "none"
+
+
+def _warn_missing_references(frames: list, args) -> None:
+    """A warning for each reference key that no structure has (stress: no periodic
+    structure), naming the keys the file has and the option to use."""
+    import sys
+
+    references = [_reference(atoms, args) for atoms in frames]
+    periodic = any(all(atoms.pbc) for atoms in frames)
+    for name, key in (
+        ("energy", args.energy_key),
+        ("forces", args.forces_key),
+        ("stress", args.stress_key),
+    ):
+        if name == "stress" and not periodic:
+            continue
+        if not any(name in reference for reference in references):
+            print(
+                f"warning: {args.data}: no structure has the {name} key {key!r}, "
+                f"{name} is not compared (keys found: {_found_keys(frames)}); name "
+                f"it with --{name}-key",
+                file=sys.stderr,
+            )
+
+
+def _keep_references(atoms, reference: dict, args) -> None:
+    """Write the references under their own names (REFERENCE_NAMES) and drop the
+    original keys, so the file's energy/forces/stress are the predictions."""
+    for key in (args.energy_key, args.forces_key, args.stress_key):
+        atoms.info.pop(key, None)
+        if key not in ("numbers", "positions"):
+            atoms.arrays.pop(key, None)
+    for name, value in reference.items():
+        if name == "forces":
+            atoms.arrays[REFERENCE_NAMES[name]] = np.asarray(value)
+        else:
+            atoms.info[REFERENCE_NAMES[name]] = value
 
 
 def _reference(atoms, args) -> dict:
