@@ -4,6 +4,9 @@ import argparse
 import datetime
 import logging
 import os
+import shlex
+import sys
+import traceback
 
 from ..errors import ConfigError
 from .common import run, setup_logging
@@ -22,6 +25,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="final checkpoint (default: OUTPUT with .ckpt)",
     )
     parser.add_argument("--restart", default=None, help="resume from this checkpoint")
+    parser.add_argument(
+        "--fine-tune",
+        default=None,
+        metavar="CKPT",
+        help="start from this checkpoint's best weights with a fresh optimizer, "
+        "scheduler and best loss, on the options file's data (an Alchemical Model "
+        "also learns elements it never saw)",
+    )
+    parser.add_argument(
+        "--composition",
+        choices=("keep", "refit"),
+        default="keep",
+        help="with --fine-tune: keep the checkpoint's per-element energies (fit only "
+        "new elements', default) or refit those of every element in the new data",
+    )
     parser.add_argument(
         "--run-dir", default=None, help="run folder (default: outputs/<date>/<time>)"
     )
@@ -42,27 +60,123 @@ def train_main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"-o {args.output}: the exported model must end in .pt")
     checkpoint = args.checkpoint or args.output[: -len(".pt")] + ".ckpt"
 
+    if args.fine_tune is not None and not os.path.isfile(args.fine_tune):
+        raise ConfigError(f"--fine-tune {args.fine_tune}: checkpoint not found")
+
     now = datetime.datetime.now()
     run_dir = args.run_dir or os.path.join(
         "outputs", now.strftime("%Y-%m-%d"), now.strftime("%H-%M-%S")
     )
-    os.makedirs(run_dir, exist_ok=True)
-    setup_logging(os.path.join(run_dir, "train.log"))
-    save_options(options, os.path.join(run_dir, "options.yaml"))
+    setup_logging()  # the console only, until the inputs are checked
     log = logging.getLogger("alchem")
-    log.info("run folder: %s", run_dir)
+
+    def start_run() -> None:
+        """The inputs are fine: only now the run folder is made (no stray ones)."""
+        os.makedirs(run_dir, exist_ok=True)
+        setup_logging(os.path.join(run_dir, "train.log"))
+        save_options(options, os.path.join(run_dir, "options.yaml"))
+        log.info("run folder: %s", run_dir)
 
     from ..export import describe_extensions, export_model
+    from ..interrupts import TrainingInterrupted
     from ..training import train
 
-    model, _ = train(options, args.options, run_dir, checkpoint, restart=args.restart)
+    started = datetime.datetime.now()
+    try:
+        model, summary = train(
+            options,
+            args.options,
+            run_dir,
+            checkpoint,
+            restart=args.restart,
+            fine_tune=args.fine_tune,
+            composition=args.composition,
+            ready=start_run,
+        )
+    except TrainingInterrupted as stop:
+        _stopped(stop, args, options, run_dir, export_model)
+        sys.exit(stop.exit_status)
+    except ConfigError as error:
+        _to_log_file(f"error: {error}")
+        raise
+    except BaseException:
+        _to_log_file(traceback.format_exc().rstrip())
+        raise
     extensions = export_model(model, options, args.output)
-    log.info(
-        "exported %s (%s), checkpoint %s",
-        args.output,
-        describe_extensions(extensions),
-        checkpoint,
+    elapsed = (datetime.datetime.now() - started).total_seconds()
+    _closing_summary(summary, args, options, run_dir, checkpoint, elapsed)
+    log.info("extensions: %s", describe_extensions(extensions))
+
+
+def _to_log_file(text: str) -> None:
+    """Errors go to train.log too (once the run folder exists), not twice on screen."""
+    for handler in logging.getLogger("alchem").handlers:
+        if isinstance(handler, logging.FileHandler):
+            record = logging.LogRecord("alchem", logging.ERROR, "", 0, text, None, None)
+            handler.handle(record)
+
+
+def restart_command(args: argparse.Namespace, checkpoint: str, run_dir: str) -> str:
+    """The command line that goes on from ``checkpoint`` (same options, same files)."""
+    words = ["alchem-train", args.options, "-o", args.output]
+    if args.checkpoint is not None:
+        words += ["--checkpoint", args.checkpoint]
+    words += ["--run-dir", run_dir, "--restart", checkpoint]
+    return shlex.join(words)
+
+
+def _stopped(stop, args, options, run_dir, export_model) -> None:
+    log = logging.getLogger("alchem")
+    if stop.model is not None:
+        export_model(stop.model, options, args.output)
+        saved = f"{args.output} (best model so far, epoch {stop.best_epoch}) and "
+    else:
+        saved = f"no model (no epoch finished yet, {args.output} not written); "
+    log.warning(
+        "stopped by %s: saved %sthe state of the run in %s. To go on:\n  %s",
+        stop,
+        saved,
+        stop.checkpoint,
+        restart_command(args, stop.checkpoint, run_dir),
     )
+
+
+def _closing_summary(summary, args, options, run_dir, checkpoint, elapsed) -> None:
+    from ase.data import chemical_symbols
+
+    from ..progress import format_duration
+    from ..training import _format
+
+    log = logging.getLogger("alchem")
+    run_info = summary["run"]
+    best = run_info["best_metrics"]
+    metrics = f" ({_format('validation', best)})" if best else ""
+    elements = " ".join(chemical_symbols[z] for z in run_info["atomic_types"])
+    test = options.get("test_set")
+    data = test["systems"]["read_from"] if isinstance(test, dict) else "test.xyz"
+    data = os.path.relpath(data) if os.path.isabs(data) else data
+    lines = [
+        f"done in {format_duration(elapsed)}: {run_info['epochs']} epochs; best "
+        f"validation loss {run_info['best_loss']:.4e} at epoch "
+        f"{run_info['best_epoch']}{metrics}",
+        "files:",
+        f"  {args.output:<28} the model of the best epoch (ASE, LAMMPS)",
+        f"  {checkpoint:<28} checkpoint: --restart, --fine-tune, alchem-export",
+    ]
+    for name, what in (
+        ("train.log", "this log"),
+        ("metrics.csv", "metrics of every epoch"),
+        ("options.yaml", "every option, defaults filled in"),
+    ):
+        lines.append(f"  {os.path.join(run_dir, name):<28} {what}")
+    lines += [
+        "next:",
+        f"  alchem-eval {args.output} {shlex.quote(data)}",
+        "  in LAMMPS (units metal):",
+        f"    pair_style alchemical {args.output}",
+        f"    pair_coeff * * {elements}    # one element per atom type",
+    ]
+    log.info("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
