@@ -171,7 +171,7 @@ def _check_elements(frames: list, calculator, path: str) -> None:
     from ..errors import ConfigError
 
     known = {int(z) for z in calculator.model().capabilities().atomic_types}
-    names = " ".join(chemical_symbols[z] for z in sorted(known))
+    names = " ".join(sorted(chemical_symbols[z] for z in known))
     for index, atoms in enumerate(frames):
         unknown = sorted({int(z) for z in atoms.numbers} - known)
         if unknown:
@@ -223,6 +223,8 @@ def _warn_missing_references(frames: list, args) -> None:
 def _keep_references(atoms, reference: dict, args) -> None:
     """Write the references under their own names (REFERENCE_NAMES) and drop the
     original keys, so the file's energy/forces/stress are the predictions."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+
     for key in (args.energy_key, args.forces_key, args.stress_key):
         atoms.info.pop(key, None)
         if key not in ("numbers", "positions"):
@@ -230,6 +232,8 @@ def _keep_references(atoms, reference: dict, args) -> None:
     for name, value in reference.items():
         if name == "forces":
             atoms.arrays[REFERENCE_NAMES[name]] = np.asarray(value)
+        elif name == "stress":  # 3x3, as ASE writes the predicted stress
+            atoms.info[REFERENCE_NAMES[name]] = voigt_6_to_full_3x3_stress(value)
         else:
             atoms.info[REFERENCE_NAMES[name]] = value
 

@@ -177,7 +177,7 @@ def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]
                 raise ConfigError(
                     f"{where}.targets.energy.{name}: key {spec['key']!r} not found in "
                     f"any structure of {path} (first structure has: "
-                    f"{', '.join(_keys(frames[0]))})"
+                    f"{', '.join(available_keys(frames[0]))})"
                 )
         gradients[name] = spec
 
@@ -266,7 +266,8 @@ def _virial_from_stress(stress, atoms, energy_unit, length, label) -> torch.Tens
     return torch.tensor(-stress * volume * energy_unit / length**3)
 
 
-def _keys(atoms: ase.Atoms) -> list[str]:
+def available_keys(atoms: ase.Atoms) -> list[str]:
+    """Names of the labels a structure has: atoms.info, arrays, calculator results."""
     keys = list(atoms.info) + [
         k for k in atoms.arrays if k not in ("numbers", "positions")
     ]
@@ -276,7 +277,7 @@ def _keys(atoms: ase.Atoms) -> list[str]:
 
 
 def _has_key(atoms: ase.Atoms, key: str) -> bool:
-    return key in _keys(atoms)
+    return key in available_keys(atoms)
 
 
 def _get(atoms: ase.Atoms, key: str, label: str, kind: str):
@@ -287,7 +288,7 @@ def _get(atoms: ase.Atoms, key: str, label: str, kind: str):
     if atoms.calc is not None and key in atoms.calc.results:
         return atoms.calc.results[key]
     raise ConfigError(
-        f"{label}: {kind} key {key!r} not found (available: {', '.join(_keys(atoms))})"
+        f"{label}: {kind} key {key!r} not found (available: {', '.join(available_keys(atoms))})"
     )
 
 
