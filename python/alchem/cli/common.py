@@ -1,10 +1,23 @@
 """What every command shares: clean error messages and logging set-up."""
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
 
 from ..errors import ConfigError
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the command's name and alchem's version."""
+    from .. import __version__
+
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the version and exit",
+    )
 
 
 def run(main: Callable[[], None]) -> None:

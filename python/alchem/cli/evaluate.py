@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from .common import add_version
+
 
 def evaluate_main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
@@ -50,6 +52,7 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--per-element", action="store_true", help="print force errors per element"
     )
+    add_version(parser)
     args = parser.parse_args(argv)
 
     import ase.io

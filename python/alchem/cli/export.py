@@ -2,16 +2,33 @@
 
 import argparse
 
+from .common import add_version
+
 
 def export_main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="alchem-export", description="Export a training checkpoint as model.pt"
+        prog="alchem-export",
+        description="Export a training checkpoint as a TorchScript metatomic model "
+        "(model.pt) for ASE and LAMMPS",
     )
-    parser.add_argument("checkpoint")
-    parser.add_argument("-o", "--output", default="model.pt")
     parser.add_argument(
-        "--last", action="store_true", help="export the last model instead of the best"
+        "checkpoint",
+        help="checkpoint written by alchem-train (model.ckpt, epoch_N.ckpt)",
     )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="model.pt",
+        help="exported model, must end in .pt; extensions/ goes beside it if the "
+        "model needs any (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--last",
+        action="store_true",
+        help="export the model of the last epoch instead of the best one "
+        "(lowest validation loss)",
+    )
+    add_version(parser)
     args = parser.parse_args(argv)
 
     from ..errors import ConfigError

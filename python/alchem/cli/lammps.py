@@ -8,6 +8,8 @@ In this environment's ``lmp`` the plugin loads by itself; elsewhere use
 import argparse
 import sys
 
+from .common import add_version
+
 
 def lammps_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -25,6 +27,7 @@ def lammps_main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print the folder holding it (for LAMMPS_PLUGIN_PATH)",
     )
+    add_version(parser)
     args = parser.parse_args(argv)
 
     from ..lammps import plugin_directory, plugin_path
