@@ -22,7 +22,7 @@ PARITY_UNITS = {
 EV_PER_A3_IN_GPA = 160.21766208
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, none opened
@@ -31,9 +31,9 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path: str) -> None:
+def save_figure(figure, path: str) -> None:
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
-    _pyplot().close(figure)
+    pyplot().close(figure)
 
 
 def error_statistics(errors: np.ndarray) -> dict[str, float]:
@@ -59,7 +59,7 @@ def parity_plot(
     force points by element. Returns the RMSE and MAE written on each panel, in the
     units alchem-eval prints.
     """
-    plt = _pyplot()
+    plt = pyplot()
     names = [n for n in PARITY_UNITS if n in reference and len(reference[n]) > 0]
     statistics: dict[str, dict[str, float]] = {}
     figure, axes = plt.subplots(
@@ -105,7 +105,7 @@ def parity_plot(
             bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
         )
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
     return statistics
 
 
@@ -135,7 +135,7 @@ def learning_curve(run_dir: str) -> str | None:
     epochs = np.asarray(columns.get("epoch", []))
     if len(epochs) == 0:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     panels = [
         ("energy_rmse", "energy RMSE (meV/atom)"),
         ("forces_rmse", "force RMSE (meV/Å)"),
@@ -168,7 +168,7 @@ def learning_curve(run_dir: str) -> str | None:
     axes[-1].grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     path = os.path.join(run_dir, "learning_curve.png")
-    _save(figure, path)
+    save_figure(figure, path)
     return path
 
 
