@@ -290,6 +290,10 @@ def atomistic_model(model: EnergyModel, options: dict) -> AtomisticModel:
             # each chunk of atoms its own pairs (alchemical_model.cpp)
             "alchem.pairs_of_selected_atoms": "first_atom",
             **_chunk_hint(model),
+            # what alchem-info prints (alchem.info): structures per target and
+            # elements of each set, and the metrics of the best epoch
+            "alchem.training_data": json.dumps(options.get("data_summary", {})),
+            "alchem.metrics": json.dumps(options.get("metrics", {})),
             # engines warn below 0.9 x these distances (alchem.contacts)
             contacts.METADATA_KEY: contacts.to_metadata(
                 model.shortest_distance, model.atomic_types

@@ -172,14 +172,14 @@ def format_description(info: dict) -> list[str]:
 
 def _metric_text(values: dict) -> str:
     parts = []
-    for target, unit in (
-        ("energy", "meV/atom"),
-        ("forces", "meV/Å"),
-        ("stress", "meV/Å³"),
+    for target, unit, digits in (
+        ("energy", "meV/atom", 2),
+        ("forces", "meV/Å", 1),
+        ("stress", "meV/Å³", 3),
     ):
         if f"{target}_rmse" in values:
             parts.append(
-                f"{target} RMSE {values[f'{target}_rmse']:.3g} "
-                f"MAE {values[f'{target}_mae']:.3g} {unit}"
+                f"{target} RMSE {values[f'{target}_rmse']:.{digits}f} "
+                f"MAE {values[f'{target}_mae']:.{digits}f} {unit}"
             )
     return ", ".join(parts)

@@ -33,11 +33,14 @@ def export_main(argv: list[str] | None = None) -> None:
 
     from ..errors import ConfigError
     from ..export import describe_extensions, export_model
-    from ..training import model_from_checkpoint
+    from ..info import metrics_record
+    from ..training import load_checkpoint, model_from_checkpoint
 
     if not args.output.endswith(".pt"):
         raise ConfigError(f"-o {args.output}: the exported model must end in .pt")
     model, options = model_from_checkpoint(args.checkpoint, best=not args.last)
+    if not args.last:  # the metrics recorded are those of the best epoch
+        options["metrics"] = metrics_record(load_checkpoint(args.checkpoint))
     extensions = export_model(model, options, args.output)
     print(f"exported {args.output} ({describe_extensions(extensions)})")
 
