@@ -735,7 +735,7 @@ def _diverged(what: str, optimizer, last_checkpoint: str | None) -> str:
     kept = (
         f"the last good checkpoint is {last_checkpoint}"
         if last_checkpoint
-        else "no checkpoint was written before"
+        else "no checkpoint was due yet"
     )
     return (
         f"training diverged: {what}. Try a smaller learning_rate (now "
@@ -773,8 +773,7 @@ def load_checkpoint(path: str) -> dict:
     except Exception as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ConfigError(
-            f"{path}: not a readable checkpoint ({type(error).__name__}: "
-            f"{first_line})"
+            f"{path}: not a readable checkpoint ({type(error).__name__}: {first_line})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: not an alchem checkpoint")

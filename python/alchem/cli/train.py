@@ -3,13 +3,14 @@
 import argparse
 import datetime
 import logging
+import logging.handlers
 import os
 import shlex
 import sys
 import traceback
 
 from ..errors import ConfigError
-from .common import run, setup_logging
+from .common import add_version, run, setup_logging
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -17,14 +18,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         prog="alchem-train",
         description="Train a SOAP-BPNN or Alchemical Model and export it as model.pt",
     )
-    parser.add_argument("options", help="options file (YAML)")
-    parser.add_argument("-o", "--output", default="model.pt", help="exported model")
+    parser.add_argument(
+        "options", help="options file (YAML; every option: docs/training.md)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="model.pt",
+        help="exported model of the best epoch, must end in .pt (default: %(default)s)",
+    )
     parser.add_argument(
         "--checkpoint",
         default=None,
         help="final checkpoint (default: OUTPUT with .ckpt)",
     )
-    parser.add_argument("--restart", default=None, help="resume from this checkpoint")
+    parser.add_argument(
+        "--restart",
+        default=None,
+        metavar="CKPT",
+        help="resume from this checkpoint (model.ckpt or the run folder's "
+        "epoch_N.ckpt) with the same options file; num_epochs may be raised",
+    )
     parser.add_argument(
         "--fine-tune",
         default=None,
@@ -43,6 +57,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--run-dir", default=None, help="run folder (default: outputs/<date>/<time>)"
     )
+    add_version(parser)
     return parser.parse_args(argv)
 
 
@@ -69,11 +84,19 @@ def train_main(argv: list[str] | None = None) -> None:
     )
     setup_logging()  # the console only, until the inputs are checked
     log = logging.getLogger("alchem")
+    # what is logged before the run folder exists goes to its train.log later
+    early = logging.handlers.MemoryHandler(10**6, flushLevel=logging.CRITICAL + 1)
+    log.addHandler(early)
 
     def start_run() -> None:
         """The inputs are fine: only now the run folder is made (no stray ones)."""
         os.makedirs(run_dir, exist_ok=True)
         setup_logging(os.path.join(run_dir, "train.log"))
+        for handler in log.handlers:
+            if isinstance(handler, logging.FileHandler):
+                early.setTarget(handler)
+                early.flush()
+        early.close()
         save_options(options, os.path.join(run_dir, "options.yaml"))
         log.info("run folder: %s", run_dir)
 
@@ -102,6 +125,9 @@ def train_main(argv: list[str] | None = None) -> None:
     except BaseException:
         _to_log_file(traceback.format_exc().rstrip())
         raise
+    from ..info import metrics_record
+
+    options["metrics"] = metrics_record(summary["run"], summary)  # for alchem-info
     extensions = export_model(model, options, args.output)
     elapsed = (datetime.datetime.now() - started).total_seconds()
     _closing_summary(summary, args, options, run_dir, checkpoint, elapsed)
