@@ -25,6 +25,12 @@ def validate_main(argv: list[str] | None = None) -> None:
         "another model.pt, or a .yaml/.json of values ({system: {property: value}})",
     )
     parser.add_argument(
+        "--reference-kwargs",
+        default=None,
+        help="keyword arguments of the reference calculator, as a YAML mapping "
+        "(e.g. '{epsilon: 0.34, r0: 2.87}')",
+    )
+    parser.add_argument(
         "--elements",
         default=None,
         help="comma-separated elements (default: every element of the model)",
@@ -114,7 +120,7 @@ def validate_main(argv: list[str] | None = None) -> None:
     )
     if not os.path.isfile(args.model):
         raise ConfigError(f"{args.model}: model file not found")
-    reference = load_reference(args.reference)
+    reference = load_reference(args.reference, _kwargs(args.reference_kwargs))
     calculator = load_calculator(args.model, device=args.device)
     systems = systems_to_validate(
         calculator, args.model, args.elements, args.lattice, args.alloys
@@ -175,6 +181,25 @@ def systems_to_validate(calculator, model_path, elements, lattice, alloys) -> li
     if not systems:
         raise ConfigError("nothing to validate: give --elements or --alloys")
     return systems
+
+
+def _kwargs(text: str | None) -> dict:
+    import yaml
+
+    from ..errors import ConfigError
+
+    if text is None:
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"--reference-kwargs '{text}': expected a YAML mapping, e.g. "
+            "'{epsilon: 0.34, r0: 2.87}'"
+        )
+    return value
 
 
 def _lattices(spec: str | None, names: list[str]) -> dict[str, str]:

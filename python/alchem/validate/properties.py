@@ -18,6 +18,7 @@ from ase.eos import EquationOfState
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 
+from ..errors import ConfigError
 from .systems import IDEAL_C_OVER_A, CrystalSystem
 
 CalculatorFactory = Callable[[], object]
@@ -85,18 +86,29 @@ def equation_of_state(
         BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=1e-3, steps=200)
         a = float(atoms.cell.cellpar()[0])
         c_over_a = float(atoms.cell.cellpar()[2] / a)
-    for _ in range(2):
-        scales = np.linspace(
-            1 - settings.eos_strain, 1 + settings.eos_strain, settings.eos_points
-        )
+    scales = np.linspace(
+        1 - settings.eos_strain, 1 + settings.eos_strain, settings.eos_points
+    )
+    for _ in range(8):
         volumes, energies = [], []
         for scale in scales:
             atoms = system.cell(a * scale, c_over_a)
             energies.append(_energy(atoms, make) / len(atoms))
             volumes.append(atoms.get_volume() / len(atoms))
-        eos = EquationOfState(volumes, energies, eos="birchmurnaghan")
-        v0, e0, b0 = eos.fit()
-        a = a * (v0 / (system.cell(a, c_over_a).get_volume() / len(atoms))) ** (1 / 3)
+        lowest = int(np.argmin(energies))
+        if lowest in (0, len(scales) - 1):  # the minimum is outside: move to it
+            a *= scales[lowest]
+            continue
+        v0, e0, b0 = EquationOfState(volumes, energies, eos="birchmurnaghan").fit()
+        shift = (v0 / (system.cell(a, c_over_a).get_volume() / len(atoms))) ** (1 / 3)
+        a *= shift
+        if abs(shift - 1) < settings.eos_strain / 4:  # the fit was centred
+            break
+    else:
+        raise ConfigError(
+            f"{system.name}: no energy minimum found near a = {a:.3f} Å "
+            f"(last energies {', '.join(f'{e:.4f}' for e in energies)} eV/atom)"
+        )
     equilibrium = system.cell(a, c_over_a)
     return EquationOfStateResult(
         lattice_constant=float(a),

@@ -24,8 +24,9 @@ class Reference:
     values: dict[str, dict[str, float]]  # system -> property -> value
 
 
-def load_reference(spec: str) -> Reference:
-    """The reference named by ``spec`` (see REFERENCE_FORMS)."""
+def load_reference(spec: str, kwargs: dict | None = None) -> Reference:
+    """The reference named by ``spec`` (see REFERENCE_FORMS); ``kwargs`` go to an
+    ASE calculator's constructor."""
     if spec.endswith((".yaml", ".yml", ".json")):
         return Reference(spec, None, _read_values(spec))
     if spec.endswith(".pt"):
@@ -47,7 +48,7 @@ def load_reference(spec: str) -> Reference:
                 f"--reference {spec}: module '{module_name}' has no class "
                 f"'{class_name}'"
             )
-        return Reference(spec, factory, {})
+        return Reference(spec, lambda: factory(**(kwargs or {})), {})
     raise ConfigError(f"--reference {spec}: not understood; give {REFERENCE_FORMS}")
 
 

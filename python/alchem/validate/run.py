@@ -88,6 +88,9 @@ def validate_systems(
 ) -> dict:
     """validation.json's content: per system, each property's model value,
     reference value, error and relative error; EOS points; the MD run."""
+    if reference.make is not None:
+        for system in systems:
+            _probe(system, reference)
     results: dict = {}
     for system in systems:
         progress(f"{system.name}: model")
@@ -97,7 +100,6 @@ def validate_systems(
         eos_curves = {"model": _curve(model_eos)}
         if reference.make is not None:
             progress(f"{system.name}: reference {reference.label}")
-            _probe(system, reference)
             reference_values, reference_eos, _ = compute(
                 system, reference.make, settings, groups, with_md=False
             )
