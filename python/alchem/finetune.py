@@ -10,7 +10,6 @@ energy fitted on the new data.
 """
 
 import copy
-import zipfile
 
 import torch
 from ase.data import chemical_symbols
@@ -19,22 +18,6 @@ from .errors import ConfigError
 from .model import EnergyModel, _ridge
 
 COMPOSITION_MODES = ("keep", "refit")
-
-
-def check_checkpoint_file(path: str, flag: str) -> None:
-    """A TorchScript export (model.pt) is not a checkpoint: say which file to give."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            exported = any(
-                name.endswith("constants.pkl") for name in archive.namelist()
-            )
-    except (OSError, zipfile.BadZipFile):
-        return  # load_checkpoint says what is wrong with it
-    if exported:
-        raise ConfigError(
-            f"{flag} {path}: this is an exported model (TorchScript); give its "
-            "checkpoint instead (model.ckpt, written next to model.pt by alchem-train)"
-        )
 
 
 def symbols(types) -> str:
@@ -47,8 +30,8 @@ def fine_tuned_options(options: dict, state: dict, flag: str) -> list[str]:
     old = state["options"]["architecture"]
     if old["name"].split(".")[-1] != options["architecture"]["name"].split(".")[-1]:
         raise ConfigError(
-            f"{flag}: the checkpoint is a {old['name']} model but the options ask for "
-            f"{options['architecture']['name']}"
+            f"{flag}: the checkpoint's architecture is {old['name']} but the options "
+            f"ask for {options['architecture']['name']}"
         )
     differ = sorted(
         key

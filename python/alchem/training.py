@@ -30,7 +30,6 @@ from .data import (
 )
 from .errors import ConfigError
 from .finetune import (
-    check_checkpoint_file,
     check_new_elements,
     fine_tuned_options,
     fit_composition,
@@ -377,7 +376,6 @@ def train(
             "from trained weights), not both"
         )
     if restart is not None:
-        check_checkpoint_file(restart, "--restart")
         state = load_checkpoint(restart)
         if state["options"]["architecture"]["name"] != options["architecture"]["name"]:
             raise ConfigError(
@@ -390,7 +388,6 @@ def train(
             state["options"]["architecture"]["model"]
         )
     if fine_tune is not None:
-        check_checkpoint_file(fine_tune, "--fine-tune")
         tuned = load_checkpoint(fine_tune)
         ignored = fine_tuned_options(options, tuned, f"--fine-tune {fine_tune}")
         if ignored:
