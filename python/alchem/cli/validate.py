@@ -166,7 +166,9 @@ def systems_to_validate(calculator, model_path, elements, lattice, alloys) -> li
     from ..errors import ConfigError
     from ..validate.systems import alloy_system, element_system
 
-    known = [chemical_symbols[z] for z in calculator._model.capabilities().atomic_types]
+    known = [
+        chemical_symbols[z] for z in calculator.model().capabilities().atomic_types
+    ]
     names = known if elements is None else [e.strip() for e in elements.split(",")]
     lattices = _lattices(lattice, names)
     systems = [element_system(name, lattices.get(name)) for name in names if name]
