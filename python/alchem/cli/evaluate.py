@@ -29,17 +29,20 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--energy-key",
         default="energy",
+        metavar="KEY",
         help="reference energy (eV) in the data file: atoms.info, arrays or "
         "calculator results (default: %(default)s)",
     )
     parser.add_argument(
         "--forces-key",
         default="forces",
+        metavar="KEY",
         help="reference forces (eV/Å) (default: %(default)s)",
     )
     parser.add_argument(
         "--stress-key",
         default="stress",
+        metavar="KEY",
         help="reference stress (eV/Å³; 6 Voigt or 9 components), compared on "
         "structures periodic in all directions (default: %(default)s)",
     )

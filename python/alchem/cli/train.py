@@ -30,7 +30,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint",
         default=None,
-        help="final checkpoint (default: OUTPUT with .ckpt)",
+        metavar="CKPT",
+        help="final checkpoint, for --restart, --fine-tune and alchem-export "
+        "(default: OUTPUT with .ckpt, e.g. model.ckpt)",
     )
     parser.add_argument(
         "--restart",
@@ -55,7 +57,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "new elements', default) or refit those of every element in the new data",
     )
     parser.add_argument(
-        "--run-dir", default=None, help="run folder (default: outputs/<date>/<time>)"
+        "--run-dir",
+        default=None,
+        metavar="DIR",
+        help="run folder: train.log, metrics.csv, options.yaml, epoch_N.ckpt "
+        "(default: outputs/<date>/<time>)",
     )
     add_version(parser)
     return parser.parse_args(argv)
