@@ -322,3 +322,16 @@ def test_bad_numbers_stop_alchem_train_before_training(mixed_dir, tmp_path, case
     assert message.startswith(f"error: options.yaml: training_set: {path}, ")
     assert expected in message
     assert not os.path.exists(tmp_path / "model.pt")
+
+
+def test_stress_of_a_slab_is_not_used_and_said_so(mixed_dir, tmp_path, caplog):
+    frames = ase.io.read(mixed_dir / "mixed.xyz", ":")
+    frames[0].info["dft_stress"] = np.ones(6)  # a 'p p f' slab with a stress
+    ase.io.write(tmp_path / "mixed.xyz", frames, format="extxyz")
+    with caplog.at_level("WARNING", logger="alchem"):
+        structures = read(tmp_path, "mixed.xyz")
+    assert structures[0].virial is None and structures[1].virial is not None
+    assert (
+        "the stress of 1 structures not periodic in all directions is not used "
+        "(a stress needs the cell volume): structures 0"
+    ) in caplog.text

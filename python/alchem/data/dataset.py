@@ -9,6 +9,7 @@ stress (or virial) where present, so bulk cells with stress, slabs and clusters
 without it train together. A batch marks which of its structures have each label.
 """
 
+import logging
 from dataclasses import dataclass, field
 
 import ase.io
@@ -18,6 +19,8 @@ import vesin
 
 from ..errors import ConfigError
 from ..units import energy_factor, length_factor
+
+LOG = logging.getLogger("alchem")
 
 
 @dataclass
@@ -182,6 +185,7 @@ def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]
         gradients[name] = spec
 
     structures = []
+    stress_not_used = []  # structures with a stress but not periodic in 3D
     for index, atoms in enumerate(frames):
         label = f"{where}: {path}, structure {index}"
         _check_finite(atoms.positions, label, "positions")
@@ -207,7 +211,10 @@ def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]
             )
         stress_spec, virial_spec = gradients["stress"], gradients["virial"]
         # stress needs the volume: only cells periodic in all three directions
-        if stress_spec and _has_key(atoms, stress_spec["key"]) and all(atoms.pbc):
+        has_stress = bool(stress_spec) and _has_key(atoms, stress_spec["key"])
+        if has_stress and not all(atoms.pbc):
+            stress_not_used.append(index)
+        if has_stress and all(atoms.pbc):
             stress = _check_finite(
                 _get(atoms, stress_spec["key"], label, "stress"),
                 label,
@@ -224,6 +231,18 @@ def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]
             )
             structure.virial = torch.tensor(virial.reshape(3, 3) * energy_unit)
         structures.append(structure)
+    if stress_not_used:
+        shown = ", ".join(map(str, stress_not_used[:10]))
+        more = ", ..." if len(stress_not_used) > 10 else ""
+        LOG.warning(
+            "%s: %s: the stress of %d structures not periodic in all directions is "
+            "not used (a stress needs the cell volume): structures %s%s",
+            where,
+            path,
+            len(stress_not_used),
+            shown,
+            more,
+        )
     return structures
 
 
