@@ -128,6 +128,7 @@ struct ModelData {
   // atom grow with the system: 16 chunks of 1024 at 16384 atoms)
   bool chunk_pairs = false;
   int64_t preferred_chunk = 0;
+  double length_factor = 1.0;    // model length unit -> engine length unit
 
   torch::Device device = torch::kCPU;
   torch::Dtype dtype = torch::kFloat64;
@@ -231,7 +232,7 @@ void AlchemicalModel::set_engine_units(const std::string &length, const std::str
   const auto model_energy = this->energy_unit();
 
   try {
-    metatomic_torch::unit_conversion_factor(model_length, length);
+    d.length_factor = metatomic_torch::unit_conversion_factor(model_length, length);
   } catch (const std::exception &e) {
     throw std::runtime_error("can not convert the model's length unit '" + model_length +
                              "' to the LAMMPS length unit '" + length + "': " + e.what());
@@ -395,6 +396,19 @@ std::string AlchemicalModel::energy_unit() const
 std::string AlchemicalModel::length_unit() const
 {
   return data_->capabilities->length_unit();
+}
+
+std::string AlchemicalModel::metadata_extra(const std::string &key) const
+{
+  auto metadata =
+      data_->model.run_method("metadata").toCustomClass<metatomic_torch::ModelMetadataHolder>();
+  auto found = metadata->extra.find(key);
+  return found == metadata->extra.end() ? std::string() : found->value();
+}
+
+double AlchemicalModel::length_factor() const
+{
+  return data_->length_factor;
 }
 
 std::string AlchemicalModel::metadata() const

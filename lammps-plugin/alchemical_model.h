@@ -113,6 +113,10 @@ class AlchemicalModel {
   std::string energy_unit() const;    // as declared by the model
   std::string length_unit() const;    // as declared by the model
   std::string metadata() const;       // human-readable
+  // a value of the metadata's `extra` map, empty if the model has no such key
+  std::string metadata_extra(const std::string &key) const;
+  // model length unit -> engine length unit (after set_engine_units)
+  double length_factor() const;
   std::vector<std::string> references() const;
 
   void set_check_consistency(bool check);

@@ -18,6 +18,7 @@
 #include "comm.h"
 #include "error.h"
 #include "force.h"
+#include "json.h"
 #include "memory.h"
 #include "neigh_list.h"
 #include "neighbor.h"
@@ -92,6 +93,10 @@ double seconds_since(std::chrono::steady_clock::time_point start)
 const char *const USAGE =
     "pair_style alchemical <model.pt> [device cpu|cuda|cuda:N] [extensions <dir>|none] "
     "[check_consistency on|off] [threads <N>] [chunk <N>|all] [malloc_reuse on|off]";
+
+// close contacts: warn below this fraction of the shortest distance of a pair
+// of elements in the training data (as alchem.contacts.MARGIN)
+const double CLOSE_CONTACT_MARGIN = 0.9;
 
 // default of the chunk keyword: owned atoms per forward + backward pass of the
 // model (see docs/lammps.md for the measurements behind it)
@@ -409,6 +414,112 @@ void PairAlchemical::coeff(int narg, char **arg)
   for (int i = 1; i <= ntypes; i++) {
     for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
   }
+  setup_close_contacts();
+}
+
+/* ----------------------------------------------------------------------
+   close contacts: the model records the shortest distance of each pair of
+   elements in its training data (metadata extra "alchem.shortest_distances",
+   JSON {"Cu-Ni": 2.291, ...} in the model's length unit). Below
+   CLOSE_CONTACT_MARGIN x that distance the model extrapolates; the first step
+   with such pairs gets one warning with their count (docs/lammps.md).
+------------------------------------------------------------------------- */
+
+void PairAlchemical::setup_close_contacts()
+{
+  const int ntypes = atom->ntypes;
+  close2_.assign((ntypes + 1) * (ntypes + 1), 0.0);
+  check_close_ = false;
+  const std::string table = model_->metadata_extra("alchem.shortest_distances");
+  if (table.empty()) return;    // a model from elsewhere: nothing to compare with
+  json distances;
+  try {
+    distances = json::parse(table);
+  } catch (const std::exception &e) {
+    error->all(FLERR,
+               "pair_style alchemical: the model's alchem.shortest_distances is not JSON: {}",
+               e.what());
+  }
+  const double factor = model_->length_factor();
+  for (const auto &item : distances.items()) {
+    const std::string pair = item.key();
+    const auto dash = pair.find('-');
+    const int za = dash == std::string::npos ? 0 : atomic_number(pair.substr(0, dash));
+    const int zb = dash == std::string::npos ? 0 : atomic_number(pair.substr(dash + 1));
+    if (za == 0 || zb == 0 || !item.value().is_number()) {
+      error->all(FLERR,
+                 "pair_style alchemical: the model's alchem.shortest_distances has an entry "
+                 "'{}' that is not 'A-B': distance",
+                 pair);
+    }
+    const double limit = CLOSE_CONTACT_MARGIN * item.value().get<double>() * factor;
+    for (int a = 1; a <= ntypes; a++) {
+      for (int b = 1; b <= ntypes; b++) {
+        const int z1 = type_to_z_[a], z2 = type_to_z_[b];
+        if ((z1 == za && z2 == zb) || (z1 == zb && z2 == za)) {
+          close2_[a * (ntypes + 1) + b] = limit * limit;
+          check_close_ = true;
+        }
+      }
+    }
+  }
+}
+
+/* each pair once over all ranks: from its owned atom with the smaller tag */
+
+void PairAlchemical::check_close_contacts()
+{
+  double **x = atom->x;
+  const int *type = atom->type;
+  const tagint *tag = atom->tag_enable ? atom->tag : nullptr;
+  const int nlocal = atom->nlocal;
+  const int stride = atom->ntypes + 1;
+  bigint count = 0;
+  double worst = HUGE_VAL;                     // smallest (r / limit)^2
+  double closest[4] = {0.0, 0.0, 0.0, 0.0};    // Z_i, Z_j, r, limit
+  for (size_t c = 0; c < candidate_first_.size(); c++) {
+    const int i = candidate_first_[c];
+    const int j = candidate_second_[c];
+    if (i >= nlocal) continue;
+    if (tag ? tag[i] >= tag[j] : (j < nlocal && i > j)) continue;
+    const double limit2 = close2_[type[i] * stride + type[j]];
+    if (limit2 <= 0.0) continue;
+    const double dx = x[j][0] - x[i][0];
+    const double dy = x[j][1] - x[i][1];
+    const double dz = x[j][2] - x[i][2];
+    const double rsq = dx * dx + dy * dy + dz * dz;
+    if (rsq >= limit2) continue;
+    count++;
+    if (rsq / limit2 < worst) {
+      worst = rsq / limit2;
+      closest[0] = type_to_z_[type[i]];
+      closest[1] = type_to_z_[type[j]];
+      closest[2] = std::sqrt(rsq);
+      closest[3] = std::sqrt(limit2);
+    }
+  }
+  bigint total = 0;
+  MPI_Allreduce(&count, &total, 1, MPI_LMP_BIGINT, MPI_SUM, world);
+  if (total == 0) return;
+  struct {
+    double value;
+    int rank;
+  } mine{worst, comm->me}, lowest{};
+  MPI_Allreduce(&mine, &lowest, 1, MPI_DOUBLE_INT, MPI_MINLOC, world);
+  MPI_Bcast(closest, 4, MPI_DOUBLE, lowest.rank, world);
+  check_close_ = false;
+  if (comm->me == 0) {
+    error->warning(FLERR,
+                   "pair_style alchemical: {} atom pair(s) closer than {} x the shortest distance "
+                   "of their elements in the training data at step {} (closest: {}-{} at {:.3f}, "
+                   "trained down to {:.3f}; units {}): the model extrapolates there and its "
+                   "forces can not be trusted. For short distances see the ZBL pair_style "
+                   "hybrid/overlay in docs/lammps.md. Warned once",
+                   total, CLOSE_CONTACT_MARGIN, update->ntimestep,
+                   element_name(static_cast<int64_t>(closest[0])),
+                   element_name(static_cast<int64_t>(closest[1])), closest[2],
+                   closest[3] / CLOSE_CONTACT_MARGIN, unit_style_);
+  }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -641,6 +752,9 @@ void PairAlchemical::compute(int eflag, int vflag)
     last_nall_ = nall;
     rebuilt = true;
   }
+
+  // collective: every rank, with or without atoms
+  if (check_close_) check_close_contacts();
 
   // a domain without owned atoms has no energy and puts no force anywhere
   if (nlocal == 0) return;

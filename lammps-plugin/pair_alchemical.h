@@ -64,6 +64,8 @@ class PairAlchemical : public Pair {
   void number_atoms();
   void gather_atoms();
   void accumulate(const alchem::EvaluationOutput &);
+  void setup_close_contacts();
+  void check_close_contacts();
 
   std::unique_ptr<alchem::AlchemicalModel> model_;
   std::unique_ptr<alchem::EvaluationInput> input_;
@@ -95,6 +97,12 @@ class PairAlchemical : public Pair {
   bool per_atom_energy_ = false;
   int chunk_ = 0;                   // owned atoms per evaluation of the model, 0: all
   std::set<std::string> warned_;    // torch warnings already in the log
+
+  // close contacts: pairs nearer than CLOSE_CONTACT_MARGIN x the shortest
+  // distance of their elements in the training data (metadata extra
+  // "alchem.shortest_distances"), squared, per pair of LAMMPS types (0: no check)
+  std::vector<double> close2_;
+  bool check_close_ = false;    // until the first warning
 
   // time spent in each part of compute(), printed by finish() when the
   // environment variable ALCHEM_LAMMPS_PROFILE is set
