@@ -108,6 +108,7 @@ def test_help_describes_every_option(command, tmp_path):
             assert "default:" in description, (argument, description)
 
 
+@pytest.mark.slow
 @SOAP_BPNN
 def test_alchem_info_describes_model_and_checkpoint(trained):
     model, _ = model_from_checkpoint(trained["checkpoint"])
