@@ -135,3 +135,40 @@ run 0
         "(closest: "
     )
     assert "at 0.300, trained down to" in warned[0] and "Warned once" in warned[0]
+
+
+@pytest.mark.skipif(not plugin_built(), reason="LAMMPS plugin not built")
+def test_zbl_recipe_of_the_docs(model, tmp_path):
+    """docs/lammps.md: ZBL under the model with hybrid/overlay repels close atoms."""
+    atoms = fcc_alloy((3, 3, 3), 3.6, ELEMENTS, seed=5, rattle=0.02)
+    atoms.positions[1] = atoms.positions[0] + [0.3, 0.0, 0.0]
+    write_data(tmp_path / "close.data", atoms, ELEMENTS)
+    zbl = "\n".join(
+        f"pair_coeff {a + 1} {b + 1} zbl {ELEMENTS[a]} {ELEMENTS[b]}"
+        for a in range(3)
+        for b in range(a, 3)
+    )
+    energies = {}
+    for name, pair in (
+        ("model", f"pair_style alchemical {model}\npair_coeff * * Ni Cu Pt"),
+        (
+            "zbl",
+            f"pair_style hybrid/overlay alchemical {model} zbl 1.0 1.8\n"
+            f"pair_coeff * * alchemical Ni Cu Pt\n{zbl}",
+        ),
+    ):
+        script = f"""
+units metal
+atom_style atomic
+read_data close.data
+{pair}
+run 0
+variable e equal pe
+print "energy ${{e}}"
+"""
+        result = run_lammps(tmp_path, script)
+        line = [x for x in result.stdout.splitlines() if x.startswith("energy ")][0]
+        energies[name] = float(line.split()[1])
+    # Ni/Cu/Pt at 0.3 Å: ZBL adds thousands of eV; the model alone does not
+    assert energies["zbl"] - energies["model"] > 1000.0
+    assert abs(energies["model"]) < 1000.0
