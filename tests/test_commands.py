@@ -270,7 +270,9 @@ def test_alchem_eval_names_missing_keys_and_keeps_references(
     )
     assert "warning" not in result.stderr
     for name in ("energy", "forces", "stress"):
-        assert re.search(rf"^{name} +RMSE", result.stdout, re.M), result.stdout
+        assert re.search(rf"^{name} +RMSE.*\(3 structures\)$", result.stdout, re.M), (
+            result.stdout
+        )
     reference = ase.io.read(os.path.join(data_dir, "cuni.xyz"), ":")
     predicted = ase.io.read(tmp_path / "pred.xyz", ":")
     for ref, pred in zip(reference, predicted, strict=True):

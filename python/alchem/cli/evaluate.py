@@ -99,7 +99,10 @@ def evaluate_main(argv: list[str] | None = None) -> None:
             values = np.concatenate(chunks) * 1000
             rmse = float(np.sqrt(np.mean(values**2)))
             mae = float(np.mean(np.abs(values)))
-            print(f"{key:7s} RMSE {rmse:10.3f}  MAE {mae:10.3f}  {units[key]}")
+            print(
+                f"{key:7s} RMSE {rmse:10.3f}  MAE {mae:10.3f}  {units[key]:<8s}  "
+                f"({len(chunks)} structures)"
+            )
     atomic_write(
         args.output, lambda tmp: ase.io.write(tmp, predicted_frames, format="extxyz")
     )
