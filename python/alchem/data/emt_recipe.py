@@ -67,6 +67,16 @@ def element_structures(element: str, rng) -> list:
         atoms = _strained(vacancy, _random_strain(rng, 0.01))
         atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
         frames.append(atoms)
+    # an isolated vacancy, as alchem-validate computes it (3x3x3, 107 atoms): in
+    # the 2x2x2 cell the vacancy's neighbours also see its periodic images
+    large = cubic.repeat(3)
+    del large[0]
+    large.calc = EMT()
+    BFGS(large, logfile=None).run(fmax=0.01, steps=100)
+    frames.append(large.copy())
+    atoms = large.copy()
+    atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+    frames.append(atoms)
     for build in (fcc100, fcc111):
         slab = build(element, size=(2, 2, 5), a=a, vacuum=5.0, periodic=True)
         slab.info.pop("adsorbate_info", None)  # a dict extxyz cannot write
@@ -75,7 +85,7 @@ def element_structures(element: str, rng) -> list:
             atoms = slab.copy()
             atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
             frames.append(atoms)
-    for _ in range(12):
+    for _ in range(10):
         atoms = _strained(supercell, _random_strain(rng, 0.03))
         atoms.positions += rng.normal(0.0, 0.1, atoms.positions.shape)
         frames.append(atoms)
