@@ -177,10 +177,10 @@ def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]
         spec = target[name]
         if spec and spec["required"]:
             if not any(_has_key(atoms, spec["key"]) for atoms in frames):
+                found = sorted({k for atoms in frames for k in available_keys(atoms)})
                 raise ConfigError(
                     f"{where}.targets.energy.{name}: key {spec['key']!r} not found in "
-                    f"any structure of {path} (first structure has: "
-                    f"{', '.join(available_keys(frames[0]))})"
+                    f"any structure of {path} (keys in the file: {', '.join(found)})"
                 )
         gradients[name] = spec
 
