@@ -132,3 +132,41 @@ def test_fine_tune_refuses_what_it_can_not_do(base):
         assert result.stderr.startswith(message), (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
         assert not os.path.exists(os.path.join(base, "x.pt"))
+
+
+def test_new_element_leaves_the_known_ones_unchanged(base):
+    """Before any step, the model with Pt added predicts what the checkpoint does on
+    structures of the elements it knew: the new column of W and the new composition
+    energy touch only Pt."""
+    from alchem.data import DatasetInfo, read_structures
+    from alchem.finetune import transfer_weights
+    from alchem.training import build_model, evaluate, model_from_checkpoint
+
+    state = load_checkpoint(os.path.join(base, "base.ckpt"))
+    known, options = model_from_checkpoint(os.path.join(base, "base.ckpt"))
+    info = DatasetInfo(
+        atomic_types=[NI, CU, PT],
+        mean_num_neighbors=state["dataset_info"]["mean_num_neighbors"],
+    )
+    extended = build_model(options, info)
+    transfer_weights(
+        extended, state["best_state"], state["dataset_info"]["atomic_types"]
+    )
+    extended.eval()
+    section = {
+        "systems": {
+            "read_from": os.path.join(base, "cuni.xyz"),
+            "reader": None,
+            "length_unit": "angstrom",
+        },
+        "targets": options["training_set"]["targets"],
+    }
+    structures = read_structures(section, 4.5, "cuni.xyz")[:4]
+    targets = {"energy": True, "forces": True, "virial": False}
+    cpu = torch.device("cpu")
+    before = evaluate(known, structures, targets, 4, torch.float64, cpu)
+    after = evaluate(extended, structures, targets, 4, torch.float64, cpu)
+    for key in ("energy", "forces"):
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=0)
+    column = extended.architecture.compression[:, 2]
+    torch.testing.assert_close(column, known.architecture.compression.mean(1))
