@@ -125,6 +125,10 @@ def test_fine_tune_refuses_what_it_can_not_do(base):
             ["soap_bpnn.yaml", "--fine-tune", "soap.ckpt", "--restart", "soap.ckpt"],
             "error: give either --restart (go on with a run) or --fine-tune",
         ),
+        (
+            ["soap_bpnn.yaml", "--composition", "refit"],
+            "error: --composition refit applies to --fine-tune only",
+        ),
     ]
     for args, message in cases:
         result = run_cli("alchem-train", *args, "-o", "x.pt", cwd=base, check=False)

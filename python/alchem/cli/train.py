@@ -52,7 +52,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--composition",
         choices=("keep", "refit"),
-        default="keep",
+        default=None,
         help="with --fine-tune: keep the checkpoint's per-element energies (fit only "
         "new elements', default) or refit those of every element in the new data",
     )
@@ -83,6 +83,11 @@ def train_main(argv: list[str] | None = None) -> None:
 
     if args.fine_tune is not None and not os.path.isfile(args.fine_tune):
         raise ConfigError(f"--fine-tune {args.fine_tune}: checkpoint not found")
+    if args.composition is not None and args.fine_tune is None:
+        raise ConfigError(
+            f"--composition {args.composition} applies to --fine-tune only (a new run "
+            "fits the composition energies on its training set)"
+        )
 
     now = datetime.datetime.now()
     run_dir = args.run_dir or os.path.join(
@@ -119,7 +124,7 @@ def train_main(argv: list[str] | None = None) -> None:
             checkpoint,
             restart=args.restart,
             fine_tune=args.fine_tune,
-            composition=args.composition,
+            composition=args.composition or "keep",
             ready=start_run,
         )
     except TrainingInterrupted as stop:
@@ -161,14 +166,14 @@ def _stopped(stop, args, options, run_dir, export_model) -> None:
     log = logging.getLogger("alchem")
     if stop.model is not None:
         export_model(stop.model, options, args.output)
-        saved = f"{args.output} (best model so far, epoch {stop.best_epoch}) and "
+        model = f" and {args.output} (best model so far, epoch {stop.best_epoch})"
     else:
-        saved = f"no model (no epoch finished yet, {args.output} not written); "
+        model = f" (no epoch had ended: {args.output} not written)"
     log.warning(
-        "stopped by %s: saved %sthe state of the run in %s. To go on:\n  %s",
+        "stopped by %s: saved the state of the run in %s%s. To go on:\n  %s",
         stop,
-        saved,
         stop.checkpoint,
+        model,
         restart_command(args, stop.checkpoint, run_dir),
     )
 
