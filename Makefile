@@ -1,5 +1,7 @@
-# Convenience over the documented steps in docs/install.md.
-#   make demo   set up .venv/, build the LAMMPS plugin, run the whole story on generated data
+# Convenience over the documented steps in docs/install.md: thin wrappers over
+# pip, whose build (scikit-build-core + CMakeLists.txt) compiles the operator
+# library and the LAMMPS plugin.
+#   make demo   set up .venv/, build, run the whole story on generated data
 #   make test   same set-up, then lint and the whole test suite
 # GPU users: install your CUDA torch into .venv first, then `make test TORCH_CONSTRAINTS=`
 # (empty: keeps the torch you installed). See docs/install.md.
@@ -8,9 +10,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_CONSTRAINTS ?= constraints.txt
+CONSTRAINT := $(if $(TORCH_CONSTRAINTS),-c $(TORCH_CONSTRAINTS))
 STAMP := $(VENV)/.installed
-PLUGIN := python/alchem/lib/alchemicalplugin.so
+BUILT := $(VENV)/.built
 JOBS ?= 2
+# the build requirements of pyproject.toml, installed first: the editable build
+# below compiles against this environment's torch (--no-build-isolation)
+BUILD_REQUIRES = $(shell $(PY) cmake/build_requires.py)
 
 .PHONY: demo test install plugin lint clean
 
@@ -19,26 +25,30 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(if $(TORCH_CONSTRAINTS),-c $(TORCH_CONSTRAINTS)) -e ".[dev]"
-	touch $(STAMP)
+	$(PY) -m pip install --quiet $(CONSTRAINT) $(BUILD_REQUIRES)
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PY) -m pip install --quiet $(CONSTRAINT) \
+		--no-build-isolation -e ".[dev]" > build.log 2>&1 || (tail -50 build.log; exit 1)
+	touch $(BUILT) $(STAMP)
 
-plugin: $(PLUGIN)
+# `pip install -e .` installs the libraries into .venv's site-packages/alchem/lib;
+# this rebuilds them (incrementally, in build/<wheel tag>) when a C++ file changed
+plugin: $(BUILT)
 
-$(PLUGIN): $(STAMP) CMakeLists.txt $(wildcard cmake/*) $(wildcard lammps-plugin/*) $(wildcard python/alchem/ops/*.cpp) $(wildcard python/alchem/ops/*.h)
-	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=$(abspath $(PY)) > build.log 2>&1 || (cat build.log; exit 1)
-	cmake --build build --parallel $(JOBS) >> build.log 2>&1 || (tail -50 build.log; exit 1)
-	cmake --install build >> build.log 2>&1 || (tail -20 build.log; exit 1)
-	@echo "LAMMPS plugin: $(PLUGIN)"
+$(BUILT): $(STAMP) CMakeLists.txt $(wildcard cmake/*) $(wildcard lammps-plugin/*) $(wildcard python/alchem/ops/*.cpp) $(wildcard python/alchem/ops/*.h)
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PY) -m pip install --quiet --no-deps \
+		--no-build-isolation -e . > build.log 2>&1 || (tail -50 build.log; exit 1)
+	touch $(BUILT)
+	@echo "LAMMPS plugin: $$($(VENV)/bin/alchem-lammps --plugin-path)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-demo: $(STAMP) $(PLUGIN)
+demo: $(STAMP) $(BUILT)
 	$(PY) -m alchem.demo
 
-test: $(STAMP) $(PLUGIN) lint
+test: $(STAMP) $(BUILT) lint
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf build build.log $(PLUGIN)
+	rm -rf build build.log $(BUILT)

@@ -8,7 +8,6 @@ import torch
 
 from . import contacts
 from .contacts import CloseContactCheck
-from .errors import ConfigError
 
 
 def load_calculator(
@@ -23,7 +22,8 @@ def load_calculator(
     the first device the model supports that torch sees).
 
     ``extensions`` defaults to the ``extensions/`` folder next to the model, where
-    ``alchem-train`` and ``alchem-export`` put the libraries the model needs.
+    ``alchem-train`` and ``alchem-export`` put the libraries the model needs; the
+    installed alchem's own operator library is used first where it matches.
 
     ``malloc_reuse`` (as the pair style's keyword of that name): glibc's malloc keeps
     freed memory in this process for reuse instead of handing the model's large
@@ -44,8 +44,12 @@ def load_calculator(
     from metatomic_ase import MetatomicCalculator
 
     from . import ops
+    from .model_file import check_operator
 
-    ops.load()  # alchem::power_spectrum, which both architectures call on the CPU
+    # alchem::power_spectrum (the CPU kernel both architectures call), from the
+    # installed package: metatomic then skips the copy in extensions/
+    ops.load()
+    check_operator(model_path)
 
     class Calculator(MetatomicCalculator):
         """Runs the model with TorchScript's plain executor, as the LAMMPS plugin
@@ -77,8 +81,6 @@ def load_calculator(
             with torch.jit.optimized_execution(False):
                 return super().compute_energy(*args, **kwargs)
 
-    if not os.path.isfile(model_path):
-        raise ConfigError(f"{model_path}: model file not found")
     if extensions is None:
         extensions = os.path.join(
             os.path.dirname(os.path.abspath(model_path)), "extensions"

@@ -10,6 +10,9 @@ import contextlib
 import json
 import os
 import shutil
+import site
+import sys
+from copy import deepcopy
 from typing import Dict, List, Optional
 
 import torch
@@ -23,8 +26,10 @@ from metatomic.torch import (
     System,
 )
 
-from . import contacts
+from . import __version__, contacts, ops
+from .errors import ConfigError
 from .model import EnergyModel
+from .ops.modules import NoKernel
 
 REFERENCES = {
     "soap_bpnn": [
@@ -263,6 +268,14 @@ def _chunk_hint(model: EnergyModel) -> Dict[str, str]:
     return {}
 
 
+def _operator_schema(model: EnergyModel) -> Dict[str, str]:
+    """The signature of the operator the model calls, for loaders to compare with
+    the library they have (alchem.calculator, the pair style)."""
+    if getattr(model.architecture, "use_kernel", False):
+        return {"alchem.ops_schema": ops.schema()}
+    return {}
+
+
 def atomistic_model(model: EnergyModel, options: dict) -> AtomisticModel:
     """Wrap a trained model with its capabilities and metadata."""
     dtype = "float64" if options["base_precision"] == 64 else "float32"
@@ -289,6 +302,7 @@ def atomistic_model(model: EnergyModel, options: dict) -> AtomisticModel:
             # pairs it is the first atom of, so the LAMMPS pair style can give
             # each chunk of atoms its own pairs (alchemical_model.cpp)
             "alchem.pairs_of_selected_atoms": "first_atom",
+            "alchem.version": __version__,
             **_chunk_hint(model),
             # what alchem-info prints (alchem.info): structures per target and
             # elements of each set, and the metrics of the best epoch
@@ -298,56 +312,120 @@ def atomistic_model(model: EnergyModel, options: dict) -> AtomisticModel:
             contacts.METADATA_KEY: contacts.to_metadata(
                 model.shortest_distance, model.atomic_types
             ),
+            **_operator_schema(model),
         },
     )
     wrapper = MetatomicEnergyModel(model.to("cpu").eval())
     return AtomisticModel(wrapper.eval(), metadata, capabilities)
 
 
-def export_model(model: EnergyModel, options: dict, path: str) -> str:
-    """Write ``path`` (and ``extensions/`` beside it if needed); returns that folder.
+def export_model(
+    model: EnergyModel, options: dict, path: str, torch_only: bool = False
+) -> str:
+    """Write ``path`` and the extensions it needs in ``extensions/`` beside it;
+    returns that folder ('' if the model needs no extension).
 
-    The file is written under a temporary name and renamed, so an existing model is
-    never left half-written.
+    A model on the CPU kernel calls ``alchem::power_spectrum``: it declares
+    ``libalchem_ops.so`` as a metatomic extension, and a copy goes to
+    ``extensions/alchem/lib/`` (metatomic's layout: the path below site-packages),
+    where any metatomic engine finds it with ``extensions_directory``.
+    ``torch_only``: export the model on its torch operations instead, which needs
+    no extension at all (same numbers, slower on the CPU).
+
+    Files are written under temporary names and renamed, so an existing model or
+    extension is never left half-written.
     """
+    if torch_only:
+        model = _on_torch_operations(model)
     folder = os.path.dirname(os.path.abspath(path))
     extensions = os.path.join(folder, "extensions")
+    needed = _needed_libraries(model)
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    tmp_extensions = tmp + "-extensions"
     try:
-        with _without_training_libraries():
-            atomistic_model(model, options).save(tmp, collect_extensions=tmp_extensions)
-        if os.path.isdir(tmp_extensions) and os.listdir(tmp_extensions):
-            # merge: other models in the same folder may need other extensions
-            shutil.copytree(tmp_extensions, extensions, dirs_exist_ok=True)
+        with _declared_libraries(needed):
+            atomistic_model(model, options).save(tmp)
+        for library in needed:
+            _copy_extension(library, extensions)
         os.replace(tmp, path)
     finally:
-        for leftover in (tmp, tmp_extensions):
-            if os.path.isdir(leftover):
-                shutil.rmtree(leftover)
-            elif os.path.exists(leftover):
-                os.remove(leftover)
-    return extensions
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return extensions if needed else ""
+
+
+def _on_torch_operations(model: EnergyModel) -> EnergyModel:
+    """A copy of ``model`` that calls no custom operator."""
+    copy = deepcopy(model)
+    architecture = copy.architecture
+    if getattr(architecture, "use_kernel", False):
+        architecture.use_kernel = False
+        architecture.kernel = NoKernel()
+    return copy
+
+
+def _needed_libraries(model: EnergyModel) -> List[str]:
+    """The TorchScript libraries the exported model calls: the operator library
+    where the model runs on the kernel, else none (sphericart-torch, loaded while
+    training, is never called by the scripted model)."""
+    if getattr(model.architecture, "use_kernel", False):
+        return [ops.library_path()]
+    return []
 
 
 @contextlib.contextmanager
-def _without_training_libraries():
+def _declared_libraries(needed: List[str]):
     """metatomic records every TorchScript library loaded in the process as an
-    extension the saved model needs. Training loads sphericart-torch's (the
-    harmonics in eager mode, python/alchem/harmonics.py), which the scripted model
-    never calls: hidden while saving, the model needs no extensions/ folder
-    (alchem.ops keeps the project's own kernel library out of that list)."""
+    extension of the model it saves: make that exactly the ones it calls."""
     loaded = torch.ops.loaded_libraries
-    hidden = {path for path in loaded if "sphericart" in os.path.basename(path)}
-    loaded.difference_update(hidden)
+    saved = set(loaded)
+    loaded.clear()
+    loaded.update(needed)
     try:
         yield
     finally:
-        loaded.update(hidden)
+        loaded.clear()
+        loaded.update(saved)
+
+
+def _copy_extension(library: str, extensions: str) -> None:
+    """Copy ``library`` to ``extensions/<its path below site-packages>``, the path
+    the model records (metatomic.torch's rule); replaced atomically, so models
+    already in the folder keep a loadable copy."""
+    relative = _site_relative(library)
+    if os.path.isabs(relative):
+        raise ConfigError(
+            f"{library} is not inside an installed package, so the exported model "
+            "could not name it portably: install alchem with pip (`pip install .`, "
+            "or `make` in the source folder), or export with --torch-only"
+        )
+    target = os.path.join(extensions, relative)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    try:
+        shutil.copyfile(library, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _site_relative(library: str) -> str:
+    """The path metatomic records for a library: relative to the site-packages (or
+    Python prefix) holding it, else absolute."""
+    path = os.path.realpath(library)
+    prefixes = site.getsitepackages()
+    if site.ENABLE_USER_SITE:
+        prefixes.append(site.getusersitepackages())
+    prefixes.append(sys.prefix)
+    for prefix in prefixes:
+        prefix = os.path.realpath(prefix)
+        if path.startswith(prefix + os.sep):
+            return os.path.relpath(path, prefix)
+    return path
 
 
 def describe_extensions(folder: str) -> str:
     """For messages: where the model's extensions are, if it needs any."""
-    if os.path.isdir(folder) and os.listdir(folder):
+    if folder:
         return f"extensions in {folder}"
     return "no extensions needed"

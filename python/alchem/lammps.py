@@ -10,20 +10,15 @@ torch import) and never raise.
 import os
 from pathlib import Path
 
+from . import native
+
 PLUGIN_NAME = "alchemicalplugin.so"
-ENVIRONMENT_VARIABLE = "ALCHEM_PLUGIN_DIR"
 
 
 def plugin_directory() -> str:
-    """Folder holding ``alchemicalplugin.so``.
-
-    ``$ALCHEM_PLUGIN_DIR`` when set, else ``alchem/lib`` inside the package (where
-    ``cmake --install build`` puts the plugin).
-    """
-    override = os.environ.get(ENVIRONMENT_VARIABLE, "")
-    if override:
-        return str(Path(override).expanduser().resolve())
-    return str(Path(__file__).resolve().parent / "lib")
+    """Folder holding ``alchemicalplugin.so`` (``alchem.native.library_directory``:
+    ``$ALCHEM_PLUGIN_DIR``, else the installed package's ``alchem/lib``)."""
+    return str(native.library_directory())
 
 
 def plugin_path() -> str:
@@ -31,10 +26,9 @@ def plugin_path() -> str:
     path = Path(plugin_directory()) / PLUGIN_NAME
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} does not exist: build the plugin with `make plugin` (or "
-            "`cmake -S . -B build && cmake --build build && cmake --install build`), "
-            "or set "
-            f"{ENVIRONMENT_VARIABLE} to the folder holding {PLUGIN_NAME}"
+            f"{path} does not exist: build it with `pip install .` (or `make plugin` "
+            f"in the source folder), or set {native.ENVIRONMENT_VARIABLE} to the "
+            f"folder holding {PLUGIN_NAME}"
         )
     return str(path)
 

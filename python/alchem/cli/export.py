@@ -29,6 +29,13 @@ def export_main(argv: list[str] | None = None) -> None:
         "(lowest validation loss)",
     )
     add_version(parser)
+    parser.add_argument(
+        "--torch-only",
+        action="store_true",
+        help="export on torch operations only: the model needs no extensions/ "
+        "folder and loads in any metatomic engine, but runs slower on the CPU "
+        "(docs/training.md)",
+    )
     args = parser.parse_args(argv)
 
     from ..errors import ConfigError
@@ -41,7 +48,7 @@ def export_main(argv: list[str] | None = None) -> None:
     model, options = model_from_checkpoint(args.checkpoint, best=not args.last)
     if not args.last:  # the metrics recorded are those of the best epoch
         options["metrics"] = metrics_record(load_checkpoint(args.checkpoint))
-    extensions = export_model(model, options, args.output)
+    extensions = export_model(model, options, args.output, torch_only=args.torch_only)
     print(f"exported {args.output} ({describe_extensions(extensions)})")
 
 
