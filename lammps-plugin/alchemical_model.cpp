@@ -1,6 +1,8 @@
 // Torch-side half of `pair_style alchemical` (see alchemical_model.h).
 #include "alchemical_model.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
+
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
@@ -150,8 +152,43 @@ struct ModelData {
   explicit ModelData(torch::jit::Module module) : model(std::move(module)) {}
 };
 
+// Exported models that call alchem::power_spectrum record its signature and the
+// alchem version that exported them (metadata extra "alchem.ops_schema",
+// "alchem.version"). A model of another alchem version would otherwise fail
+// inside TorchScript with a long message, or load against a changed operator.
+static void check_operator_schema(const std::string &path)
+{
+  std::string wanted, exported_by = "unknown";
+  try {
+    auto metadata = metatomic_torch::read_model_metadata(path);
+    auto found = metadata->extra.find("alchem.ops_schema");
+    if (found == metadata->extra.end()) return;
+    wanted = found->value();
+    auto version = metadata->extra.find("alchem.version");
+    if (version != metadata->extra.end()) exported_by = version->value();
+  } catch (const std::exception &) {
+    return;    // an unreadable file: loading it below says so
+  }
+  std::string have = "no such operator";
+  auto handle = c10::Dispatcher::singleton().findSchema({"alchem::power_spectrum", ""});
+  if (handle.has_value()) {
+    std::ostringstream schema;
+    schema << handle->schema();
+    have = schema.str();
+  }
+  if (have != wanted) {
+    throw std::runtime_error(
+        "the model '" + path + "' calls alchem::power_spectrum as exported by alchem " +
+        exported_by + " (" + wanted + "), but this plugin (alchem " + ALCHEM_VERSION +
+        ") provides (" + have +
+        "): re-export the checkpoint with this alchem (`alchem-export model.ckpt`), "
+        "or export it with `alchem-export --torch-only`");
+  }
+}
+
 AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &extensions)
 {
+  check_operator_schema(path);
   torch::optional<std::string> extensions_directory = torch::nullopt;
   if (!extensions.empty()) extensions_directory = extensions;
   if (std::getenv("ALCHEM_NO_SPHERICART_AUTOGRAD") == nullptr) register_sphericart_autograd();
