@@ -30,7 +30,7 @@ What it does, in benchmarks/work/lammps_md/ (scratch, not committed):
    (BEFORE, ``chunk all malloc_reuse off``: one pass over all atoms, glibc's
    default malloc, whose large temporaries are page-faulted in at every step),
    and the float32 Alchemical Model and SOAP-BPNN 2 el. on their torch operations
-   (TORCH_OPS, exported with ``ALCHEM_NO_KERNEL=1``: without the
+   (TORCH_OPS, exported as ``alchem-export --torch-only`` does: without the
    alchem::power_spectrum CPU kernel).
 4. Times ASE MD (VelocityVerlet, 2 fs, alchem.calculator.load_calculator, one
    torch thread) of the same model.pt on the same structures (256 and 2048 atoms).
@@ -82,7 +82,7 @@ SNAP = "SNAP Cu (2J=8)"
 # the plugin as it ran before `chunk` and `malloc_reuse` (one evaluation of all
 # owned atoms, glibc's default malloc: see docs/benchmarks-md.md)
 BEFORE = " (chunk all, malloc_reuse off)"
-# the same models exported on their torch operations (ALCHEM_NO_KERNEL=1) instead
+# the same models exported on their torch operations (--torch-only) instead
 # of the alchem::power_spectrum CPU kernel (python/alchem/ops)
 TORCH_OPS = " (torch operations)"
 # potential -> (pair file, elements of the 7 atom types, model file, environment)
@@ -240,10 +240,10 @@ def train(
 
 
 def export(checkpoint: str, output: str, bits: int, torch_ops: bool = False) -> None:
-    """``to_float32`` in a fresh process; ``torch_ops``: without the CPU kernel."""
-    env = dict(os.environ, ALCHEM_NO_KERNEL="1" if torch_ops else "0")
+    """``to_float32`` in a fresh process; ``torch_ops``: without the CPU kernel
+    (what ``alchem-export --torch-only`` writes)."""
     command = [sys.executable, __file__, "--to-float32", checkpoint, output, str(bits)]
-    subprocess.run(command, check=True, env=env)
+    subprocess.run(command + (["torch-only"] if torch_ops else []), check=True)
 
 
 def torch_ops_model(work: str) -> None:
@@ -256,7 +256,9 @@ def torch_ops_model(work: str) -> None:
             export(checkpoint, output, 32, torch_ops=True)
 
 
-def to_float32(checkpoint: str, output: str, bits: int = 32) -> None:
+def to_float32(
+    checkpoint: str, output: str, bits: int = 32, torch_only: bool = False
+) -> None:
     """Export a float64 checkpoint's best weights as a float32 (or float64) model.
 
     ``alchem-export`` keeps the checkpoint's precision; this casts the model and
@@ -268,7 +270,7 @@ def to_float32(checkpoint: str, output: str, bits: int = 32) -> None:
     model, options = model_from_checkpoint(checkpoint)
     options = dict(options, base_precision=bits)
     dtype = torch.float32 if bits == 32 else torch.float64
-    export_model(model.to(dtype), options, output)
+    export_model(model.to(dtype), options, output, torch_only=torch_only)
 
 
 def reexport(work: str) -> None:
@@ -655,7 +657,7 @@ def report(rows: list[dict], agreement: dict, ghosts: dict, args) -> str:
         f"`{BEFORE.strip()}`: the same model as the plugin ran before these "
         "keywords (one evaluation of all owned atoms, glibc's default malloc). "
         f"`{TORCH_OPS.strip()}`: the same model exported without the CPU kernel "
-        "(`ALCHEM_NO_KERNEL=1`).",
+        "(`alchem-export --torch-only`).",
         "",
         "## LAMMPS",
         "",
@@ -1144,7 +1146,10 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--to-float32":
         to_float32(
-            sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 32
+            sys.argv[2],
+            sys.argv[3],
+            int(sys.argv[4]) if len(sys.argv) > 4 else 32,
+            torch_only=sys.argv[5:] == ["torch-only"],
         )
     elif len(sys.argv) > 1 and sys.argv[1] == "--ase-worker":
         ase_worker(

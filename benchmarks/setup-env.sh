@@ -7,6 +7,10 @@ root="$(dirname "$here")"
 venv="$here/.venv"
 test -x "$venv/bin/python" || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" -e "$root" \
-    "metatrain[soap-bpnn]==2026.4.1"
+# the project's build requirements first: its C++ is compiled against this
+# environment's torch (--no-build-isolation), in a build folder of its own
+"$venv/bin/python" "$root/cmake/build_requires.py" |
+    xargs "$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt"
+"$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" --no-build-isolation \
+    -C build-dir="$root/build/benchmarks" "$root[dev]" "metatrain[soap-bpnn]==2026.4.1"
 echo "benchmark environment ready: $venv"

@@ -16,11 +16,31 @@ folder's ``__init__.py`` provides:
 """
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from ..errors import ConfigError
 
 _MODULES = ("soap_bpnn", "alchemical_model")
+
+# What training each architecture imports beyond the core package: (module,
+# distribution), installed by the extra of the architecture's name
+# (pyproject.toml: `pip install "alchem[soap-bpnn]"`).
+TRAINING_PACKAGES = {
+    "soap_bpnn": [("spex", "torch-spex"), ("sphericart.torch", "sphericart-torch")],
+    "alchemical_model": [
+        ("spex", "torch-spex"),
+        ("sphericart.torch", "sphericart-torch"),
+        ("physical_basis", "physical-basis"),
+    ],
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 def available() -> dict[str, ModuleType]:
@@ -40,4 +60,17 @@ def get_architecture(name: str, where: str = "architecture.name") -> ModuleType:
     if name not in modules:
         allowed = ", ".join(sorted(modules))
         raise ConfigError(f"{where}: unknown architecture {name!r}; allowed: {allowed}")
-    return modules[name]
+    module = modules[name]
+    folder = module.__name__.rsplit(".", 1)[1]
+    missing = [
+        package
+        for importable, package in TRAINING_PACKAGES.get(folder, [])
+        if not _installed(importable)
+    ]
+    if missing:
+        extra = folder.replace("_", "-")
+        raise ConfigError(
+            f"{where}: training {name} needs {', '.join(missing)}, which is not "
+            f'installed: pip install "alchem[{extra}]"'
+        )
+    return module
