@@ -136,6 +136,7 @@ def test_morse_model_against_ase_morse_is_exact(morse_model, tmp_path):
         assert image.std() > 0.05  # not blank
 
 
+@pytest.mark.slow
 def test_values_file_as_reference(morse_model, tmp_path):
     """A YAML of values, and an earlier run's validation.json, as references."""
     with open(tmp_path / "ref.yaml", "w") as handle:
@@ -159,6 +160,19 @@ def test_values_file_as_reference(morse_model, tmp_path):
     second = json.load(open(tmp_path / "second" / "validation.json"))
     for entry in second["systems"]["Cu-fcc"]["properties"].values():
         assert entry["relative_error"] == 0.0
+
+
+def test_model_file_as_reference(morse_model, tmp_path):
+    """A second model.pt (here the same one): every error exactly 0."""
+    run_cli(
+        "alchem-validate", morse_model, "--reference", morse_model,
+        "--properties", "eos,elastic", "-o", "out", cwd=str(tmp_path),
+    )  # fmt: skip
+    document = json.load(open(tmp_path / "out" / "validation.json"))
+    properties = document["systems"]["Cu-fcc"]["properties"]
+    assert set(properties) == {"lattice_constant", "bulk_modulus", "C11", "C12", "C44"}
+    for entry in properties.values():
+        assert entry["error"] == 0.0 and entry["within_target"] is True
 
 
 def test_trained_model_against_emt(trained, tmp_path):
