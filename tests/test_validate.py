@@ -162,6 +162,30 @@ def test_values_file_as_reference(morse_model, tmp_path):
         assert entry["relative_error"] == 0.0
 
 
+@pytest.mark.parametrize(
+    "number, name, cauchy",
+    [(26, "Fe-bcc", ("C12", "C44")), (12, "Mg-hcp", ("C13", "C44"))],
+)
+def test_bcc_and_hcp_morse_exact(tmp_path, number, name, cauchy):
+    """bcc and hcp (c/a relaxed) through the same Morse model and calculator."""
+    model = str(tmp_path / "morse.pt")
+    save_morse_model(model, number, **MORSE)
+    run_cli(
+        "alchem-validate", model,
+        "--reference", "ase.calculators.morse:MorsePotential",
+        "--reference-kwargs", MORSE_KWARGS, "--supercell", "2",
+        "--properties", "eos,elastic,surface,phonons", "-o", "out",
+        cwd=str(tmp_path),
+    )  # fmt: skip
+    document = json.load(open(tmp_path / "out" / "validation.json"))
+    properties = document["systems"][name]["properties"]
+    for entry in properties.values():
+        assert abs(entry["relative_error"]) < 1e-7
+    # central pair forces at zero stress: the Cauchy relations
+    first, second = (properties[c]["model"] for c in cauchy)
+    assert first == pytest.approx(second, rel=2e-3)
+
+
 def test_model_file_as_reference(morse_model, tmp_path):
     """A second model.pt (here the same one): every error exactly 0."""
     run_cli(
