@@ -601,6 +601,8 @@ def train(
                 seen_references.append(References.of_batch(batch))
                 progress.batch(epoch, start // batch_size, loss_value)
                 if stop_request.received and start + batch_size < len(order):
+                    now = time.perf_counter()
+                    total_elapsed = elapsed_before + now - training_started
                     interrupted(
                         {
                             "order": order,
