@@ -100,7 +100,7 @@ def validate_main(argv: list[str] | None = None) -> None:
         )
     for name, value, low in (
         ("--supercell", args.supercell, 1),
-        ("--md-steps", args.md_steps, 0),
+        ("--md-steps", args.md_steps, 1),  # no MD: leave md out of --properties
     ):
         if value < low:
             raise ConfigError(f"{name} {value}: must be an integer >= {low}")

@@ -326,8 +326,9 @@ def md_stability(
     steps = 0
     interval = 5
     while steps < settings.md_steps and not reasons:
-        dynamics.run(interval)
-        steps += interval
+        chunk = min(interval, settings.md_steps - steps)
+        dynamics.run(chunk)
+        steps += chunk
         check()
         if record["distance"] < settings.min_distance:
             reasons.append(
