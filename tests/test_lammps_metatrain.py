@@ -103,3 +103,38 @@ def test_metatrain_forces_are_energy_derivatives(metatrain_model, tmp_path):
     )
     assert relative_error(fd.numeric_forces, fd.forces) < 2e-3
     assert np.abs(fd.forces).max() > 1e-2
+
+
+EVAL_OPTIONS = """
+systems: {read_from: test.xyz}
+targets:
+  energy: {key: energy, unit: eV}
+"""
+
+
+def test_mtt_eval_of_an_alchem_model(trained, tmp_path):
+    """metatrain's `mtt eval`, another metatomic engine, evaluates an alchem model
+    with the extensions folder written beside it; its energies equal alchem's."""
+    import ase.io
+    from alchem.calculator import load_calculator
+
+    folder = Path(trained["dir"])
+    shutil.copy(os.path.join(folder, "train.xyz"), tmp_path / "test.xyz")
+    (tmp_path / "eval.yaml").write_text(EVAL_OPTIONS)
+    result = subprocess.run(
+        [_mtt(), "eval", trained["model"], "eval.yaml"]
+        + ["-e", str(folder / "extensions"), "-o", "predictions.xyz"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    predicted = ase.io.read(tmp_path / "predictions.xyz", ":")
+    structures = ase.io.read(tmp_path / "test.xyz", ":")
+    calculator = load_calculator(trained["model"])
+    for atoms, mtt_atoms in zip(structures, predicted, strict=True):
+        atoms.calc = calculator
+        mtt_energy = mtt_atoms.info.get("energy", None)
+        if mtt_energy is None:
+            mtt_energy = mtt_atoms.get_potential_energy()
+        assert abs(float(mtt_energy) - atoms.get_potential_energy()) < 1e-8
