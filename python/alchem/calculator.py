@@ -44,7 +44,7 @@ def load_calculator(
     from metatomic_ase import MetatomicCalculator
 
     from . import ops
-    from .model_file import check_operator
+    from .model_files import check_operator
 
     # alchem::power_spectrum (the CPU kernel both architectures call), from the
     # installed package: metatomic then skips the copy in extensions/
