@@ -14,9 +14,6 @@ CONSTRAINT := $(if $(TORCH_CONSTRAINTS),-c $(TORCH_CONSTRAINTS))
 STAMP := $(VENV)/.installed
 BUILT := $(VENV)/.built
 JOBS ?= 2
-# the build requirements of pyproject.toml, installed first: the editable build
-# below compiles against this environment's torch (--no-build-isolation)
-BUILD_REQUIRES = $(shell $(PY) cmake/build_requires.py)
 
 .PHONY: demo test install plugin lint clean
 
@@ -25,7 +22,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(CONSTRAINT) $(BUILD_REQUIRES)
+	# the build requirements of pyproject.toml first: the editable build below
+	# compiles against this environment's torch (--no-build-isolation)
+	$(PY) cmake/build_requires.py | xargs $(PY) -m pip install --quiet $(CONSTRAINT)
 	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PY) -m pip install --quiet $(CONSTRAINT) \
 		--no-build-isolation -e ".[dev]" > build.log 2>&1 || (tail -50 build.log; exit 1)
 	touch $(BUILT) $(STAMP)
