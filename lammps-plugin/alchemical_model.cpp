@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -108,6 +109,7 @@ struct NeighborListCache {
   torch::Tensor gradient;              // dE/dr on CPU, float64
   // with chunk_pairs: each chunk's pairs [lo, hi) and their samples
   std::vector<std::pair<int64_t, int64_t>> chunk_ranges;
+  bool sorted_by_first = true;    // the pairs' first atoms never decrease
   std::vector<metatensor_torch::Labels> chunk_samples;
 };
 
@@ -242,15 +244,32 @@ AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &ext
 
   auto metadata =
       d.model.run_method("metadata").toCustomClass<metatomic_torch::ModelMetadataHolder>();
+  // the keys alchem.export writes for this plugin (table in docs/lammps.md): a value
+  // outside the allowed ones is an error, never a silent default
   auto declared = metadata->extra.find("alchem.pairs_of_selected_atoms");
-  d.chunk_pairs = declared != metadata->extra.end() && declared->value() == "first_atom";
+  if (declared != metadata->extra.end()) {
+    if (declared->value() != "first_atom" && declared->value() != "all") {
+      throw std::runtime_error("the model '" + path +
+                               "' has metadata alchem.pairs_of_selected_atoms = '" +
+                               declared->value() + "', expected 'first_atom' or 'all'");
+    }
+    d.chunk_pairs = declared->value() == "first_atom";
+  }
   auto chunk = metadata->extra.find("alchem.chunk");
   if (chunk != metadata->extra.end()) {
+    const std::string &value = chunk->value();
+    size_t end = 0;
+    long long n = -1;
     try {
-      d.preferred_chunk = std::max<int64_t>(0, std::stoll(chunk->value()));
+      n = std::stoll(value, &end);
     } catch (const std::exception &) {
-      d.preferred_chunk = 0;
+      end = 0;
     }
+    if (value.empty() || end != value.size() || n < 1 || n > INT32_MAX) {
+      throw std::runtime_error("the model '" + path + "' has metadata alchem.chunk = '" + value +
+                               "', expected a number of atoms N >= 1");
+    }
+    d.preferred_chunk = n;
   }
 
   d.options = torch::make_intrusive<metatomic_torch::ModelEvaluationOptionsHolder>();
@@ -504,7 +523,29 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
                             ? input.chunk
                             : std::max<int64_t>(input.n_local, 1);
   const int64_t n_chunks = (std::max<int64_t>(input.n_local, 1) + chunk - 1) / chunk;
-  const bool chunk_pairs = d.chunk_pairs && n_chunks > 1;
+  bool chunk_pairs = d.chunk_pairs && n_chunks > 1;
+  // the chunk ranges below binary-search pairs sorted by first atom, which the
+  // pair style's lists are; checked once per change of the pairs (one pass over
+  // them), an unsorted list takes the general path: every chunk sees all pairs
+  for (size_t k = 0; chunk_pairs && k < d.neighbors.size(); k++) {
+    auto &cache = d.neighbors[k];
+    const auto &pairs = input.pairs[k];
+    if (pairs.samples_changed || !cache.samples || cache.samples->count() != pairs.n_pairs) {
+      cache.sorted_by_first = true;
+      for (int64_t p = 1; p < pairs.n_pairs; p++) {
+        if (pairs.samples[5 * p] < pairs.samples[5 * (p - 1)]) {
+          cache.sorted_by_first = false;
+          break;
+        }
+      }
+      if (!cache.sorted_by_first) {
+        warnings.messages.push_back(
+            "the pairs of a neighbor list are not sorted by first atom: each chunk takes all "
+            "pairs (slower, same forces)");
+      }
+    }
+    chunk_pairs = cache.sorted_by_first;
+  }
 
   for (size_t k = 0; k < d.neighbors.size(); k++) {
     auto &cache = d.neighbors[k];

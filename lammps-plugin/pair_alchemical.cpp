@@ -29,7 +29,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -231,25 +230,16 @@ void PairAlchemical::settings(int narg, char **arg)
       if (value == "all") {
         chunk_ = 0;
       } else {
-        char *end = nullptr;
-        errno = 0;
-        const long n = std::strtol(value.c_str(), &end, 10);
-        if (value.empty() || *end != '\0' || errno != 0 || n < 1 || n > MAXSMALLINT) {
+        chunk_ = utils::inumeric(FLERR, value, false, lmp);
+        if (chunk_ < 1) {
           error->all(FLERR,
                      "pair_style alchemical: invalid value '{}' for keyword 'chunk', expected a "
                      "number of atoms N >= 1 (atoms per evaluation of the model) or 'all'",
                      value);
         }
-        chunk_ = static_cast<int>(n);
       }
     } else if (keyword == "malloc_reuse") {
-      if (value != "on" && value != "off" && value != "yes" && value != "no") {
-        error->all(FLERR,
-                   "pair_style alchemical: invalid value '{}' for keyword 'malloc_reuse', "
-                   "expected on or off",
-                   value);
-      }
-      reuse = value == "on" || value == "yes";
+      reuse = utils::logical(FLERR, value, false, lmp) == 1;
     }
   }
 
@@ -446,10 +436,12 @@ void PairAlchemical::setup_close_contacts()
     const auto dash = pair.find('-');
     const int za = dash == std::string::npos ? 0 : atomic_number(pair.substr(0, dash));
     const int zb = dash == std::string::npos ? 0 : atomic_number(pair.substr(dash + 1));
-    if (za == 0 || zb == 0 || !item.value().is_number()) {
+    if (za == 0 || zb == 0 || !item.value().is_number() || !(item.value().get<double>() > 0.0) ||
+        !std::isfinite(item.value().get<double>())) {
       error->all(FLERR,
                  "pair_style alchemical: the model's alchem.shortest_distances has an entry "
-                 "'{}' that is not 'A-B': distance",
+                 "'{}' that is not 'A-B': distance (a positive number of the model's length "
+                 "unit)",
                  pair);
     }
     const double limit = CLOSE_CONTACT_MARGIN * item.value().get<double>() * factor;
@@ -805,6 +797,7 @@ void PairAlchemical::compute(int eflag, int vflag)
   }
 
   start = std::chrono::steady_clock::now();
+  check_finite(*output_);
   accumulate(*output_);
   if (profile_) {
     profile_calls_++;
@@ -835,6 +828,64 @@ void PairAlchemical::finish()
   profile_calls_ = 0;
   profile_evaluations_ = 0;
   for (double &t : profile_times_) t = 0.0;
+}
+
+/* ----------------------------------------------------------------------
+   a model that gives NaN or inf stops the run here, before anything reaches
+   the forces, naming the step and an atom (MD would otherwise go on with NaN
+   positions). One pass over the gradients: negligible next to the model.
+------------------------------------------------------------------------- */
+
+void PairAlchemical::check_finite(const alchem::EvaluationOutput &output)
+{
+  int atom_index = -1;    // LAMMPS index of an atom with a non-finite value
+  std::string what;
+  auto finite3 = [](const double *g) {
+    return std::isfinite(g[0]) && std::isfinite(g[1]) && std::isfinite(g[2]);
+  };
+  for (size_t k = 0; k < lists_.size() && atom_index < 0; k++) {
+    const double *gradient = output.pair_gradients[k];
+    if (gradient == nullptr) continue;
+    const auto &model_list = lists_[k];
+    for (size_t p = 0; p < model_list.n_selected; p++) {
+      if (!finite3(gradient + 3 * p)) {
+        atom_index = candidate_first_[model_list.selected[p]];
+        what = "force";
+        break;
+      }
+    }
+  }
+  if (atom_index < 0 && output.position_gradients != nullptr) {
+    for (size_t a = 0; a < model_atoms_.size(); a++) {
+      if (!finite3(output.position_gradients + 3 * a)) {
+        atom_index = model_atoms_[a];
+        what = "force";
+        break;
+      }
+    }
+  }
+  if (atom_index < 0 && eflag_atom) {
+    for (int i = 0; i < atom->nlocal; i++) {
+      if (!std::isfinite(output.atom_energies[i])) {
+        atom_index = i;
+        what = "energy";
+        break;
+      }
+    }
+  }
+  if (atom_index < 0 && std::isfinite(output.energy)) return;
+  if (atom_index < 0) {
+    atom_index = 0;    // only the total is known: name the first owned atom
+    what = "energy";
+  }
+  const int type = atom->type[atom_index];
+  const double *x = atom->x[atom_index];
+  error->one(FLERR,
+             "pair_style alchemical: the model {} gave a non-finite {} (NaN or inf) at step {} "
+             "for atom {} (type {}, {}, at {:.6g} {:.6g} {:.6g}) on rank {}: the run stops "
+             "here. Look for atoms too close together or far outside the training data",
+             model_path_, what, update->ntimestep, atom->tag[atom_index], type,
+             element_name(type_to_z_[type]), x[0], x[1], x[2], comm->me);
 }
 
 /* ----------------------------------------------------------------------

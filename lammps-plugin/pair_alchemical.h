@@ -63,6 +63,7 @@ class PairAlchemical : public Pair {
   void build_candidates();
   void number_atoms();
   void gather_atoms();
+  void check_finite(const alchem::EvaluationOutput &);
   void accumulate(const alchem::EvaluationOutput &);
   void setup_close_contacts();
   void check_close_contacts();
