@@ -74,9 +74,11 @@ class PairEmbedding(torch.nn.Module):
         fail: bool = False,
         center_on_second: bool = False,
         require_sorted: bool = False,
+        nan_below: float = 0.0,
     ) -> None:
         super().__init__()
         self.fail = fail
+        self.nan_below = nan_below
         self.center_on_second = center_on_second
         self.require_sorted = require_sorted
         n = len(types)
@@ -158,6 +160,11 @@ class PairEmbedding(torch.nn.Module):
             b = species[second]
 
             pair = self._morse(r, a, b)
+            if self.nan_below > 0.0:  # a model that breaks down at short range
+                nan = torch.full_like(pair, float("nan"))
+                pair = pair * torch.where(
+                    r < self.nan_below, nan, torch.ones_like(pair)
+                )
             x = 1.0 - r / self.cutoff
             shape = x * x * x
             atom_energy = torch.zeros(n_atoms, dtype=dtype, device=device)
@@ -225,6 +232,10 @@ class ModelSpec:
     # fail unless the pairs come sorted by first atom (what the exported
     # models of this project need to evaluate a chunk of atoms on a slice)
     require_sorted: bool = False
+    # pairs closer than this (Angstrom) give NaN energies and forces
+    nan_below: float = 0.0
+    # metadata extra (e.g. alchem.chunk), as an exported alchem model has
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 def export_model(path: str | os.PathLike, spec: ModelSpec | None = None) -> str:
@@ -243,6 +254,7 @@ def export_model(path: str | os.PathLike, spec: ModelSpec | None = None) -> str:
         spec.fail,
         spec.center_on_second,
         spec.require_sorted,
+        spec.nan_below,
     )
     dtype = getattr(torch, spec.dtype)
     module = module.to(dtype).eval()
@@ -262,6 +274,7 @@ def export_model(path: str | os.PathLike, spec: ModelSpec | None = None) -> str:
     metadata = ModelMetadata(
         name="pair-embedding test model",
         description="smooth Morse + embedding potential written in the alchem tests",
+        extra=spec.extra,
     )
     AtomisticModel(module, metadata, capabilities).save(str(path))
     return str(path)

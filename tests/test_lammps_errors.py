@@ -348,7 +348,7 @@ def export_sphericart_model(folder, sphericart) -> str:
     return path
 
 
-@pytest.mark.parametrize("value", ["0", "-4", "many", "2.5", "1e3"])
+@pytest.mark.parametrize("value", ["0", "-4"])
 def test_invalid_chunk(folder, value):
     _fails_with(
         folder,
@@ -359,12 +359,105 @@ def test_invalid_chunk(folder, value):
     )
 
 
+@pytest.mark.parametrize("value", ["many", "2.5", "1e3"])
+def test_chunk_not_an_integer(folder, value):
+    """LAMMPS' own parser (utils::inumeric) reads the keywords' numbers."""
+    _fails_with(
+        folder,
+        _script(pair_style=f"alchemical model.pt chunk {value}"),
+        f"Expected integer parameter instead of '{value}'",
+    )
+
+
 def test_invalid_malloc_reuse(folder):
     _fails_with(
         folder,
         _script(pair_style="alchemical model.pt malloc_reuse always"),
-        "invalid value 'always' for keyword 'malloc_reuse', expected on or off",
+        "Expected boolean parameter instead of 'always'",
     )
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "on", "no", "off", "false"])
+def test_malloc_reuse_takes_lammps_booleans(folder, value):
+    result = run_lammps(
+        folder, _script(pair_style=f"alchemical model.pt malloc_reuse {value}")
+    )
+    assert "Loop time" in result.stdout
+
+
+def test_truncated_model(folder):
+    data = (folder / "model.pt").read_bytes()
+    (folder / "truncated.pt").write_bytes(data[: len(data) // 2])
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical truncated.pt"),
+        "could not load the metatomic model 'truncated.pt'",
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("alchem.chunk", "lots", "alchem.chunk = 'lots', expected a number of atoms"),
+        ("alchem.chunk", "0", "alchem.chunk = '0', expected a number of atoms N >= 1"),
+        (
+            "alchem.pairs_of_selected_atoms",
+            "second_atom",
+            "alchem.pairs_of_selected_atoms = 'second_atom', expected 'first_atom'",
+        ),
+        (
+            "alchem.shortest_distances",
+            '{"Ni-Cu": -1.0}',
+            "alchem.shortest_distances has an entry 'Ni-Cu' that is not 'A-B': distance",
+        ),
+        ("alchem.shortest_distances", "[1, 2", "alchem.shortest_distances is not JSON"),
+    ],
+)
+def test_invalid_plugin_metadata(folder, key, value, message):
+    """The metadata the exporter writes for the plugin is checked when read: a bad
+    value is an error naming the key, never a silent default."""
+    name = f"bad-{key.split('.')[1]}-{abs(hash(value))}.pt"
+    export_model(folder / name, ModelSpec(types=[28, 29], extra={key: value}))
+    _fails_with(folder, _script(pair_style=f"alchemical {name}"), message)
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_non_finite_forces_stop_the_run(tmp_path, nprocs):
+    """A model giving NaN (here for pairs closer than 2 Angstrom) stops LAMMPS at
+    that step, naming one of the two atoms involved; no NaN reaches the MD."""
+    atoms = fcc_alloy((2, 2, 2), 3.6, [28, 29], seed=1, rattle=0.0)
+    atoms.positions[1] = atoms.positions[0] + [1.5, 0.0, 0.0]  # tags 1 and 2
+    write_data(tmp_path / "structure.data", atoms, [28, 29])
+    export_model(tmp_path / "nan.pt", ModelSpec(types=[28, 29], nan_below=2.0))
+    script = _script(pair_style="alchemical nan.pt")
+    result = run_lammps(tmp_path, script, nprocs=nprocs, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert "terminate called" not in output
+    assert "gave a non-finite force (NaN or inf) at step 0 for atom " in output, output[
+        -2000:
+    ]
+    named = output.split("at step 0 for atom ")[1].split()[0]
+    assert named in ("1", "2"), output[-2000:]
+    assert "Loop time" not in output
+
+
+def test_non_finite_energy_in_md(tmp_path):
+    """Two atoms flying at each other: the run goes on until the model breaks
+    down, then stops at that step (not step 0)."""
+    atoms = fcc_alloy((2, 2, 2), 3.6, [28, 29], seed=1, rattle=0.0)
+    write_data(tmp_path / "structure.data", atoms, [28, 29])
+    export_model(tmp_path / "nan.pt", ModelSpec(types=[28, 29], nan_below=2.2))
+    script = _script(
+        pair_style="alchemical nan.pt",
+        after="velocity all create 3000.0 1 loop geom\nfix 1 all nve",
+    ).replace("run 0", "run 200")
+    result = run_lammps(tmp_path, script, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    message = output.split("gave a non-finite ")[1]
+    step = int(message.split("at step ")[1].split()[0])
+    assert 0 < step < 200
 
 
 def test_chunk_without_value(folder):
