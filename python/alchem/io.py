@@ -1,6 +1,8 @@
 """Atomic file writes: a temporary file in the same folder, then a rename.
 
-An interrupted run never leaves a half-written checkpoint, model or log behind.
+An interrupted run never leaves a half-written checkpoint, model or log behind: the
+data is flushed to disk (``fsync``) before the rename, and the folder after it, so
+that even a power loss leaves either the old file or the whole new one.
 """
 
 import os
@@ -28,11 +30,25 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_folder(folder)  # and the new name is on disk too (power loss)
 
 
 def _fsync(path: str) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: str) -> None:
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:  # a folder that can not be opened (not on every platform)
+        return
+    try:
+        os.fsync(handle)
+    except OSError:  # file systems that do not sync folders
+        pass
+    finally:
+        os.close(handle)
 
 
 def atomic_write_text(path: str, text: str) -> None:

@@ -11,6 +11,8 @@ import ctypes
 import logging
 import math
 import os
+import pickle
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +44,7 @@ from .model import EnergyModel, fit_composition_and_scale, predict
 from .model_files import require_checkpoint
 from .plots import learning_curve
 from .progress import TrainingProgress
+from .restart import check_restart, data_fingerprint, model_differences
 
 CHECKPOINT_FORMAT = "alchem-checkpoint-1"
 LOG = logging.getLogger("alchem")
@@ -352,6 +355,7 @@ def train(
     fine_tune: str | None = None,
     composition: str = "keep",
     ready: Callable[[], None] | None = None,
+    allow_change: list[str] | None = None,
 ) -> tuple[EnergyModel, dict]:
     """Train from expanded options; returns the best model and the final metrics.
 
@@ -361,6 +365,7 @@ def train(
     once the data, options and checkpoints are checked, before any file is written.
     A SIGINT or SIGTERM saves the state to ``checkpoint_path`` and raises
     ``TrainingInterrupted``; a non-finite loss raises ``ConfigError``.
+    ``allow_change``: option keys a restart may change (alchem.restart).
     """
     training = options["architecture"]["training"]
     dtype = precision(options)
@@ -383,6 +388,13 @@ def train(
                 f"{state['options']['architecture']['name']} model but the options ask "
                 f"for {options['architecture']['name']}"
             )
+        ignored = model_differences(state["options"], options)
+        if ignored:
+            LOG.info(
+                "restart: the model hyperparameters are the checkpoint's; the options "
+                "file's %s are ignored",
+                ", ".join(ignored),
+            )
         # the checkpoint's model (a fine-tuned one keeps its checkpoint's hypers)
         options["architecture"]["model"] = copy.deepcopy(
             state["options"]["architecture"]["model"]
@@ -398,6 +410,21 @@ def train(
             )
 
     data = load_datasets(options, source)
+    fingerprints = {
+        "training_set": data_fingerprint(data.train),
+        "validation_set": data_fingerprint(data.validation),
+        "test_set": data_fingerprint(data.test),
+    }
+    changed: list[str] = []
+    if state is not None:
+        changed = check_restart(
+            f"--restart {restart}",
+            state["options"],
+            options,
+            state.get("data_fingerprint"),
+            fingerprints,
+            allow_change or [],
+        )
     info = dataset_info(data.train)
     old_types: list[int] = []
     if state is not None:
@@ -475,8 +502,20 @@ def train(
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # the scheduler's state holds its settings: those of the options file
+        # (the same unless --allow-change)
+        scheduler.factor = training["scheduler_factor"]
+        scheduler.patience = training["scheduler_patience"]
+        if "architecture.training.learning_rate" in changed:
+            for group in optimizer.param_groups:
+                group["lr"] = training["learning_rate"]
+            scheduler._last_lr = [training["learning_rate"]]
         shuffle.set_state(state["rng"]["shuffle"])
         torch.set_rng_state(state["rng"]["torch"])
+        if torch.cuda.is_available():  # a GPU run's states, as far as GPUs are here
+            cuda_states = state["rng"].get("cuda", [])
+            for index in range(min(len(cuda_states), torch.cuda.device_count())):
+                torch.cuda.set_rng_state(cuda_states[index], index)
         start_epoch = state["epoch"] + 1
         best_loss = state["best_loss"]
         best_state = state["best_state"]
@@ -519,6 +558,7 @@ def train(
             "best_metrics": best_metrics,
             "csv_lines": list(csv_lines),
             "elapsed": total_elapsed,
+            "data_fingerprint": fingerprints,
         }
 
     def interrupted(partial_epoch: dict | None) -> None:
@@ -562,7 +602,7 @@ def train(
                 order, first = partial["order"], partial["next"]
                 train_loss, seconds_before = partial["train_loss"], partial["seconds"]
                 seen_predictions = partial["predictions"]
-                seen_references = partial["references"]
+                seen_references = [References(**r) for r in partial["references"]]
                 partial = None
             else:
                 order = torch.randperm(len(data.train), generator=shuffle).tolist()
@@ -610,7 +650,8 @@ def train(
                             "train_loss": train_loss,
                             "seconds": seconds_before + time.perf_counter() - started,
                             "predictions": seen_predictions,
-                            "references": seen_references,
+                            # plain dicts: the checkpoint loads with weights_only
+                            "references": [vars(r) for r in seen_references],
                         }
                     )
             train_loss /= len(data.train)
@@ -754,7 +795,11 @@ def _checkpoint(options, info, model, optimizer, scheduler, shuffle, loop) -> di
         "model_state": copy.deepcopy(model.state_dict()),
         "optimizer": copy.deepcopy(optimizer.state_dict()),
         "scheduler": scheduler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "shuffle": shuffle.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
         **loop,
     }
 
@@ -768,7 +813,16 @@ def load_checkpoint(path: str) -> dict:
         raise ConfigError(f"{path}: checkpoint not found")
     require_checkpoint(path)  # model.pt, truncated or foreign files: what to give
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # tensors, dicts, lists, numbers and strings only: no code runs on loading
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        raise ConfigError(
+            f"{path}: the checkpoint holds an object{what} other than tensors, "
+            "numbers, strings, lists and dicts, which an alchem checkpoint never does; "
+            "not loaded, since loading it could run code"
+        ) from None
     except Exception as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ConfigError(

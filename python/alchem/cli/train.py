@@ -42,6 +42,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "epoch_N.ckpt) with the same options file; num_epochs may be raised",
     )
     parser.add_argument(
+        "--allow-change",
+        default="",
+        metavar="KEYS",
+        help="with --restart: option keys that may differ from the checkpoint's run, "
+        "comma-separated (e.g. learning_rate, or architecture.training.batch_size; "
+        "training_set for other data); num_epochs, log_interval and "
+        "checkpoint_interval may always change",
+    )
+    parser.add_argument(
         "--fine-tune",
         default=None,
         metavar="CKPT",
@@ -81,6 +90,12 @@ def train_main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"-o {args.output}: the exported model must end in .pt")
     checkpoint = args.checkpoint or args.output[: -len(".pt")] + ".ckpt"
 
+    allow_change = [key.strip() for key in args.allow_change.split(",") if key.strip()]
+    if allow_change and args.restart is None:
+        raise ConfigError(
+            f"--allow-change {args.allow_change} applies to --restart only (a new run "
+            "or a fine-tuning takes the options file as it is)"
+        )
     if args.fine_tune is not None and not os.path.isfile(args.fine_tune):
         raise ConfigError(f"--fine-tune {args.fine_tune}: checkpoint not found")
     if args.composition is not None and args.fine_tune is None:
@@ -126,6 +141,7 @@ def train_main(argv: list[str] | None = None) -> None:
             fine_tune=args.fine_tune,
             composition=args.composition or "keep",
             ready=start_run,
+            allow_change=allow_change,
         )
     except TrainingInterrupted as stop:
         _stopped(stop, args, options, run_dir, export_model)
