@@ -30,9 +30,11 @@ def test_training_writes_every_output(trained):
     assert "scheduler_factor" in expanded and "early_stopping_patience" in expanded
     assert "val E" in trained["log"] and "meV/atom" in trained["log"]
     # training runs sphericart-torch (eager harmonics), which the exported model
-    # does not call: the model must not ask engines for its library
-    assert "no extensions needed" in trained["log"]
-    assert not os.path.isdir(os.path.join(folder, "extensions"))
+    # does not call: the only extension it asks engines for is the CPU kernel's
+    extensions = os.path.join(folder, "extensions")
+    assert f"extensions in {extensions}" in trained["log"]
+    assert os.listdir(extensions) == ["alchem"]
+    assert os.listdir(os.path.join(extensions, "alchem", "lib")) == ["libalchem_ops.so"]
 
 
 def test_exported_model_matches_in_memory_model_through_ase(trained, emt_dir):
