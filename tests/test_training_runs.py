@@ -173,8 +173,8 @@ def test_progress_bar_on_a_terminal_keeps_log_lines_apart(emt_dir, tmp_path):
     os.close(follower)
     chunks = []
     while True:
-        ready, _, _ = select.select([leader], [], [], 120)
-        assert ready, "no output for 120 s"
+        ready, _, _ = select.select([leader], [], [], 300)
+        assert ready, "no output for 300 s"
         try:
             data = os.read(leader, 65536)
         except OSError:  # the terminal closed: the process ended

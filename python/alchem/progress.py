@@ -66,6 +66,9 @@ class TrainingProgress:
                 dynamic_ncols=True,
                 unit="batch",
                 leave=False,
+                # a batch takes long enough for a redraw after each one
+                mininterval=0,
+                miniters=1,
                 bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
                 "batches [{elapsed}, ETA {remaining}{postfix}]",
             )
