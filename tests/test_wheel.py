@@ -122,3 +122,26 @@ def test_wheel_in_fresh_environment(trained, tmp_path):
     assert [row["ranks"] for row in rows] == [1, 2]
     for row in rows:
         assert row["energy"] < 1e-10 and row["forces"] < 1e-10, row
+
+    # the core package runs models but trains neither architecture: it says which
+    # extra to install, and that extra makes training work
+    shutil.copy(Path(trained["dir"]) / "train.xyz", run / "train.xyz")
+    options = "architecture: {name: alchemical_model, training: {num_epochs: 1}}\n"
+    (run / "options.yaml").write_text(options + "training_set: train.xyz\n")
+    train = [str(venv / "bin" / "alchem-train"), "options.yaml", "-o", "new.pt"]
+    train += ["--run-dir", "out"]
+    refused = subprocess.run(train, cwd=run, capture_output=True, text=True, env=env)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert 'pip install "alchem[alchemical-model]"' in refused.stderr
+    extra = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet"]
+        + ["-c", str(ROOT / "constraints.txt"), f"{wheel}[alchemical-model]"],
+        capture_output=True,
+        text=True,
+    )
+    assert extra.returncode == 0, extra.stderr[-3000:]
+    trained_here = subprocess.run(
+        train, cwd=run, capture_output=True, text=True, env=env
+    )
+    assert trained_here.returncode == 0, trained_here.stderr[-3000:]
+    assert (run / "new.pt").is_file()
