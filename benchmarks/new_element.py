@@ -113,6 +113,13 @@ def main() -> None:
     parser.add_argument(
         "--folder", default=None, help="work here; a base.ckpt already there is reused"
     )
+    parser.add_argument(
+        "--replay",
+        type=int,
+        default=0,
+        help="also train both arms on the first N structures of the base set",
+    )
+    parser.add_argument("--name", default="new_element", help="results file name")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     from alchem.data.emt import write_emt_dataset
@@ -146,7 +153,8 @@ def main() -> None:
 
     rows = []
     for n in sizes:
-        ase.io.write(f"{folder}/pt-{n}.xyz", pool[:n])
+        replayed = ase.io.read(f"{folder}/base.xyz", f":{args.replay}")
+        ase.io.write(f"{folder}/pt-{n}.xyz", pool[:n] + replayed)
         for mode in ("fine-tune", "scratch"):
             name = f"{mode}-{n}"
             if mode == "fine-tune":
@@ -160,6 +168,7 @@ def main() -> None:
             )
             row = {
                 "structures_with_pt": n,
+                "replayed_base_structures": args.replay,
                 "start": mode,
                 "epochs": args.epochs,
                 "learning_rate": rate,
@@ -179,7 +188,7 @@ def main() -> None:
             rows.append(row)
 
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "new_element.csv"), "w", newline="") as handle:
+    with open(os.path.join(RESULTS, f"{args.name}.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -187,7 +196,8 @@ def main() -> None:
         f"Base: Cu/Ni/Pd, {args.base_structures} structures, {args.base_epochs} "
         f"epochs, learning rate {args.learning_rate}; fine-tuning (learning rate "
         f"{args.fine_tune_learning_rate}) and from scratch (learning rate "
-        f"{args.learning_rate}): {args.epochs} epochs each; "
+        f"{args.learning_rate}): {args.epochs} epochs each, on the structures with "
+        f"Pt and the first {args.replay} of the base set; "
         f"its Cu/Ni/Pd test errors: E {base_errors[0]:.2f} meV/atom, "
         f"F {base_errors[1]:.1f} meV/Å.",
         "",
@@ -202,7 +212,7 @@ def main() -> None:
             f"{row['old_test_energy_rmse']} | {row['old_test_forces_rmse']} | "
             f"{row['seconds']} |"
         )
-    with open(os.path.join(RESULTS, "new_element.md"), "w") as handle:
+    with open(os.path.join(RESULTS, f"{args.name}.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
