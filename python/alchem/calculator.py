@@ -62,9 +62,15 @@ def load_calculator(
 
         contacts: CloseContactCheck | None = None
 
-        def calculate(self, *args, **kwargs):
+        def calculate(self, atoms=None, *args, **kwargs):
+            check_structure(
+                atoms if atoms is not None else self.atoms,
+                self._model.capabilities().atomic_types,
+                model_path,
+                min(o.cutoff for o in self._model.requested_neighbor_lists()),
+            )
             with torch.jit.optimized_execution(False):
-                result = super().calculate(*args, **kwargs)
+                result = super().calculate(atoms, *args, **kwargs)
             if self.contacts is not None and self.atoms is not None:
                 self.contacts.check(self.atoms)
             return result
@@ -94,6 +100,47 @@ def load_calculator(
     if distances:
         calculator.contacts = CloseContactCheck(contacts.from_metadata(distances))
     return calculator
+
+
+def check_structure(atoms, atomic_types, model_path: str, cutoff: float) -> None:
+    """What the model can not evaluate, as one ValueError saying what is wrong (not
+    an error from deep inside the neighbour list or the model, nor a silent NaN)."""
+    import numpy as np
+    from ase.data import chemical_symbols
+    from scipy.spatial import cKDTree
+
+    from .data.dataset import MIN_DISTANCE, check_cell_size, check_extent
+
+    if atoms is None or len(atoms) == 0:
+        raise ValueError("the structure has no atoms")
+    positions = atoms.positions
+    if not np.all(np.isfinite(positions)):
+        index = int(np.flatnonzero(~np.all(np.isfinite(positions), axis=1))[0])
+        raise ValueError(
+            f"atom {index} has a non-finite position {positions[index].tolist()}"
+        )
+    if np.any(atoms.pbc):
+        cell = atoms.cell.array
+        if not np.all(np.isfinite(cell)):
+            raise ValueError(f"the cell is not finite: {cell.tolist()}")
+        check_cell_size(cell, np.asarray(atoms.pbc), len(atoms))
+    check_extent(positions, atoms.cell.array, np.asarray(atoms.pbc), cutoff)
+    unknown = sorted(set(atoms.numbers.tolist()) - {int(z) for z in atomic_types})
+    if unknown:
+        raise ValueError(
+            f"element {' '.join(chemical_symbols[z] for z in unknown)} is not "
+            f"supported by the model {model_path}, which knows: "
+            f"{' '.join(chemical_symbols[int(z)] for z in sorted(atomic_types))}"
+        )
+    wrapped = atoms.get_positions(wrap=True) if np.any(atoms.pbc) else positions
+    pairs = cKDTree(wrapped).query_pairs(MIN_DISTANCE, output_type="ndarray")
+    if len(pairs):
+        i, j = pairs[0]
+        distance = np.linalg.norm(wrapped[i] - wrapped[j])
+        raise ValueError(
+            f"atoms {i} and {j} are {distance:.3g} Å apart (below {MIN_DISTANCE} Å, "
+            "a duplicated atom?)"
+        )
 
 
 def _reuse_freed_memory() -> bool:

@@ -73,11 +73,15 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     errors: dict[str, list[np.ndarray]] = {"energy": [], "forces": [], "stress": []}
     predicted_frames = []
     record = EvaluationRecord()  # errors.csv, parity.png
-    for atoms in frames:
+    for index, atoms in enumerate(frames):
         reference = _reference(atoms, args)
         atoms = atoms.copy()
         atoms.calc = calculator
-        result = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+        try:  # what the model can not evaluate (alchem.calculator.check_structure)
+            energy = atoms.get_potential_energy()
+        except ValueError as error:
+            raise ConfigError(f"{args.data}, structure {index}: {error}") from None
+        result = {"energy": energy, "forces": atoms.get_forces()}
         if np.all(atoms.pbc):
             result["stress"] = atoms.get_stress()
         if "energy" in reference:

@@ -127,6 +127,61 @@ def one_way_edges(
     return keep
 
 
+# atoms closer than this are one atom written twice: the model's pair directions
+# (and so its energy) are undefined at zero distance
+MIN_DISTANCE = 0.1
+# the densest solids hold about 0.2 atoms per Å^3; far above is a cell in the wrong
+# units, whose neighbour list would not fit in memory
+MAX_DENSITY = 2.0
+MIN_HEIGHT = 0.5  # Å between opposite faces of a periodic cell
+
+
+def check_cell_size(cell: np.ndarray, pbc: np.ndarray, n_atoms: int) -> None:
+    """Cells far too small for atoms: an error before the neighbour list explodes."""
+    volume = abs(np.linalg.det(cell))
+    for k in np.flatnonzero(pbc):
+        face = np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]))
+        height = volume / face if face > 0 else 0.0
+        if height < MIN_HEIGHT:
+            raise ValueError(
+                f"the periodic cell is {height:.3g} Å thick along cell vector {k + 1} "
+                f"(below {MIN_HEIGHT} Å, no material is); check the cell and its "
+                "length_unit"
+            )
+    if np.all(pbc) and n_atoms / volume > MAX_DENSITY:
+        raise ValueError(
+            f"{n_atoms} atoms in {volume:.3g} Å^3 is {n_atoms / volume:.3g} atoms/Å^3 "
+            f"(above {MAX_DENSITY}; solids have about 0.1); check the cell and its "
+            "length_unit"
+        )
+
+
+# vesin 0.6.2 (the neighbour list) dies with a floating-point exception on cell
+# lists of more cells than about this in elongated boxes (e.g. 1300 x 1300 x 8 Å
+# with a 4 Å cutoff, or two atoms 5e5 Å apart): refused before it is called
+MAX_CELLS = 100_000
+
+
+def check_extent(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> None:
+    """A structure too large for the neighbour list: a ValueError, not a crash."""
+    lengths = np.ptp(positions, axis=0) if len(positions) else np.zeros(3)
+    if np.any(pbc):
+        volume = abs(np.linalg.det(cell))
+        for k in np.flatnonzero(pbc):
+            face = np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]))
+            lengths[k] = volume / face if face > 0 else 0.0
+    cells = np.prod(np.maximum(1.0, np.floor(lengths / cutoff)))
+    if cells > MAX_CELLS:
+        size = " x ".join(f"{length:.3g}" for length in lengths)
+        raise ValueError(
+            f"it spans {size} Å, too large for the neighbour list with a {cutoff:g} Å "
+            f"cutoff ({cells:.3g} cells of the cutoff's size, at most {MAX_CELLS}); "
+            "check for atoms far away from the others, and the cell's length_unit"
+        )
+
+
 def structure_from_atoms(atoms: ase.Atoms, cutoff: float) -> Structure:
     """A Structure without targets, e.g. for prediction."""
     positions = np.asarray(atoms.positions, dtype=np.float64)
@@ -137,7 +192,18 @@ def structure_from_atoms(atoms: ase.Atoms, cutoff: float) -> Structure:
             f"periodic (pbc {' '.join('TF'[not p] for p in pbc)}) but its cell has "
             "zero volume; give the cell vectors, or pbc F F F for a cluster"
         )
+    if np.any(pbc):
+        check_cell_size(cell, pbc, len(positions))
+    check_extent(positions, cell, pbc, cutoff)
     i, j, shifts = neighbor_list(positions, cell, pbc, cutoff)
+    if len(i):
+        distances = np.linalg.norm(positions[j] + shifts @ cell - positions[i], axis=1)
+        closest = int(np.argmin(distances))
+        if distances[closest] < MIN_DISTANCE:
+            raise ValueError(
+                f"atoms {i[closest]} and {j[closest]} are {distances[closest]:.3g} Å "
+                f"apart (below {MIN_DISTANCE} Å, a duplicated atom?)"
+            )
     centers, neighbors = torch.from_numpy(i), torch.from_numpy(j)
     shifts = torch.from_numpy(shifts)
     return Structure(
@@ -188,6 +254,8 @@ def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]
     stress_not_used = []  # structures with a stress but not periodic in 3D
     for index, atoms in enumerate(frames):
         label = f"{where}: {path}, structure {index}"
+        if len(atoms) == 0:
+            raise ConfigError(f"{label}: has no atoms; remove it from the file")
         _check_finite(atoms.positions, label, "positions")
         _check_finite(atoms.cell.array, label, "cell")
         atoms.positions = atoms.positions * length
