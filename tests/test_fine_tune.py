@@ -90,6 +90,7 @@ def test_fine_tune_adds_an_element_to_the_alchemical_model(base, composition):
     assert np.isfinite(atoms.get_potential_energy())
 
 
+@pytest.mark.slow
 def test_fine_tune_refuses_what_it_can_not_do(base):
     run_cli(
         "alchem-train",

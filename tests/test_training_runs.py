@@ -155,6 +155,7 @@ def test_closing_summary_says_where_everything_is(trained):
     assert "training_set" in train_log and "pair_coeff * * Ni Cu Pt" in train_log
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal_keeps_log_lines_apart(emt_dir, tmp_path):
     """In a pseudo-terminal: a bar per batch with an ETA; log lines never on it."""
     os.symlink(os.path.join(emt_dir, "train.xyz"), tmp_path / "train.xyz")
