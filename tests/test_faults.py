@@ -280,3 +280,74 @@ def test_checkpoint_saves_every_random_state(two_epochs):
         "validation_set",
         "test_set",
     }
+
+
+BROKEN_FILE = (
+    "not a model or checkpoint (the file is truncated or not a torch archive); "
+    "write it again with alchem-train or alchem-export"
+)
+
+
+@pytest.fixture(scope="module")
+def broken(two_epochs) -> str:
+    """Truncated and garbage models, checkpoints, data and options beside a run."""
+    folder = two_epochs
+    for name in ("model.pt", "model.ckpt", "train.xyz"):
+        data = open(os.path.join(folder, name), "rb").read()
+        stem, suffix = os.path.splitext(name)
+        with open(os.path.join(folder, f"truncated{suffix}"), "wb") as handle:
+            handle.write(data[: len(data) // 2])
+    for name in ("garbage.pt", "garbage.ckpt"):
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(b"garbage garbage")
+    with open(os.path.join(folder, "garbage.xyz"), "wb") as handle:
+        handle.write(b"not\x00 an xyz file\n")
+    with open(os.path.join(folder, "garbage.yaml"), "w") as handle:
+        handle.write("a: [1, 2\n")
+    options = _options(folder)
+    options["training_set"]["systems"]["read_from"] = "truncated.xyz"
+    with open(os.path.join(folder, "truncated-data.yaml"), "w") as handle:
+        yaml.safe_dump(options, handle)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("alchem-eval truncated.pt train.xyz", f"truncated.pt: {BROKEN_FILE}"),
+        ("alchem-eval garbage.pt train.xyz", f"garbage.pt: {BROKEN_FILE}"),
+        ("alchem-eval model.pt truncated.xyz", "truncated.xyz: cannot read"),
+        ("alchem-eval model.pt garbage.xyz", "garbage.xyz: cannot read"),
+        ("alchem-export truncated.ckpt -o x.pt", f"truncated.ckpt: {BROKEN_FILE}"),
+        ("alchem-export garbage.ckpt -o x.pt", f"garbage.ckpt: {BROKEN_FILE}"),
+        ("alchem-info truncated.pt", f"truncated.pt: {BROKEN_FILE}"),
+        ("alchem-info truncated.ckpt", f"truncated.ckpt: {BROKEN_FILE}"),
+        (
+            "alchem-validate truncated.pt --reference ase.calculators.emt:EMT",
+            f"truncated.pt: {BROKEN_FILE}",
+        ),
+        (
+            "alchem-train o.yaml --restart truncated.ckpt",
+            f"truncated.ckpt: {BROKEN_FILE}",
+        ),
+        (
+            "alchem-train o.yaml --fine-tune garbage.ckpt",
+            f"garbage.ckpt: {BROKEN_FILE}",
+        ),
+        (
+            "alchem-train garbage.yaml",
+            "garbage.yaml: not valid YAML: expected ',' or ']', but got '<stream end>' "
+            "at line 2, column 1",
+        ),
+        ("alchem-train truncated-data.yaml", "training_set: cannot read"),
+    ],
+)
+def test_broken_files_in_every_command(broken, command, message):
+    """One line naming the file, exit status 2, no traceback, nothing written."""
+    before = set(os.listdir(broken))
+    result = run_cli(*command.split(), cwd=broken, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert set(os.listdir(broken)) == before

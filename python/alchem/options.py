@@ -70,7 +70,15 @@ def load_yaml(path: str) -> dict:
         with open(path) as handle:
             data = parse_yaml(handle)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        # one line: what is wrong and where (PyYAML's message spans several)
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path}: not a text file (an options file is YAML)"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -402,6 +410,8 @@ def _check_device(device: Any, source: str) -> str:
 
 def _unknown_key(source: str, path: str, key: Any, allowed: list[str]) -> str:
     where = f"{path}.{key}" if path else str(key)
+    if not where.isprintable():  # a newline or tab in a key: shown escaped, one line
+        where = repr(where)[1:-1]
     close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     names = ", ".join(map(str, allowed))
