@@ -172,3 +172,21 @@ print "energy ${{e}}"
     # Ni/Cu/Pt at 0.3 Å: ZBL adds thousands of eV; the model alone does not
     assert energies["zbl"] - energies["model"] > 1000.0
     assert abs(energies["model"]) < 1000.0
+
+
+def test_checkpoint_without_shortest_distances_still_loads(model, tmp_path):
+    """A checkpoint written before the distances were recorded loads and exports,
+    with no distances (so no warnings), instead of failing in load_state_dict."""
+    import torch
+    from alchem.training import model_from_checkpoint
+
+    checkpoint = model.replace("model.pt", "model.ckpt")
+    state = torch.load(checkpoint, weights_only=False)
+    for key in ("best_state", "model_state"):
+        del state[key]["shortest_distance"]
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    loaded, _ = model_from_checkpoint(str(old))
+    assert torch.isinf(loaded.shortest_distance).all()
+    run_cli("alchem-export", str(old), "-o", "old.pt", cwd=str(tmp_path))
+    assert (tmp_path / "old.pt").is_file()

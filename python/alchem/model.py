@@ -30,6 +30,12 @@ class EnergyModel(torch.nn.Module):
             torch.full((n_types, n_types), float("inf"), dtype=torch.float64),
         )
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the shortest distances were recorded load
+        # with none (inf: no close-contact warning)
+        state_dict.setdefault(prefix + "shortest_distance", self.shortest_distance)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def atomic_energies(
         self,
         numbers: torch.Tensor,
