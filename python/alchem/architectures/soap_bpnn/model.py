@@ -9,6 +9,7 @@ expansion goes smoothly to zero at the cutoff.
 """
 
 import math
+from typing import Final
 
 import torch
 from spex.radial.physical import LaplacianEigenstates
@@ -36,6 +37,12 @@ def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> torch.nn.Sequent
 
 
 class SoapBpnn(torch.nn.Module):
+    # A TorchScript constant: the compiler drops the branch not taken, so the
+    # LayerNorm's eps, weight and bias are only compiled where there is one.
+    # (isinstance(..., torch.nn.LayerNorm) only compiles in a process that has
+    # already scripted a LayerNorm: exporting a `layernorm: false` model failed.)
+    use_layernorm: Final[bool]
+
     def __init__(self, hypers: dict, info: DatasetInfo):
         super().__init__()
         # forward(..., both_directions=True) takes each neighbour pair once (see
@@ -102,8 +109,11 @@ class SoapBpnn(torch.nn.Module):
         n_features = len(first) * self.n_radial**2 * (self.max_angular + 1)
         self.n_features = n_features
 
+        self.use_layernorm = bool(bpnn["layernorm"])
         self.layernorm = (
-            torch.nn.LayerNorm(n_features) if bpnn["layernorm"] else torch.nn.Identity()
+            torch.nn.LayerNorm(n_features)
+            if self.use_layernorm
+            else torch.nn.Identity()
         )
         self._init_kernel(spacing, table, center)
         self.networks = torch.nn.ModuleList(
@@ -361,7 +371,7 @@ class SoapBpnn(torch.nn.Module):
         # product per block and species: in the double backward of force training
         # this avoids the full-size zero fills of cat, gathers and LayerNorm.
         norm = self.layernorm
-        if isinstance(norm, torch.nn.LayerNorm):
+        if self.use_layernorm:
             total = blocks[0].sum(dim=1, keepdim=True)
             squares = blocks[0].pow(2).sum(dim=1, keepdim=True)
             for block in blocks[1:]:
@@ -441,7 +451,7 @@ class SoapBpnn(torch.nn.Module):
             self.kernel_smooth,
         )
         norm = self.layernorm
-        if isinstance(norm, torch.nn.LayerNorm):
+        if self.use_layernorm:
             mean, inverse_std = self.normalization(total, squares, norm.eps)
             gain, shift = norm.weight, norm.bias
         else:
