@@ -11,6 +11,7 @@ by autograd.
 from typing import Dict, List, Optional
 
 import torch
+from alchem.export import declared_libraries
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import (
     AtomisticModel,
@@ -86,4 +87,6 @@ def save_morse_model(path: str, atomic_type: int, **parameters: float) -> None:
         dtype="float64",
     )
     metadata = ModelMetadata(name="Morse", description="ASE's Morse potential")
-    AtomisticModel(module.eval(), metadata, capabilities).save(path)
+    # the module calls no extension, whatever this process loaded (sphericart-torch)
+    with declared_libraries([]):
+        AtomisticModel(module.eval(), metadata, capabilities).save(path)

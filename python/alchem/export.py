@@ -342,7 +342,7 @@ def export_model(
     needed = _needed_libraries(model)
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
-        with _declared_libraries(needed):
+        with declared_libraries(needed):
             atomistic_model(model, options).save(tmp)
         for library in needed:
             _copy_extension(library, extensions)
@@ -373,7 +373,7 @@ def _needed_libraries(model: EnergyModel) -> List[str]:
 
 
 @contextlib.contextmanager
-def _declared_libraries(needed: List[str]):
+def declared_libraries(needed: List[str]):
     """metatomic records every TorchScript library loaded in the process as an
     extension of the model it saves: make that exactly the ones it calls."""
     loaded = torch.ops.loaded_libraries
