@@ -18,6 +18,7 @@ from typing import Dict, List, Optional  # noqa: UP035 (TorchScript)
 import ase
 import numpy as np
 import torch
+from alchem.export import declared_libraries
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import (
     AtomisticModel,
@@ -276,7 +277,9 @@ def export_model(path: str | os.PathLike, spec: ModelSpec | None = None) -> str:
         description="smooth Morse + embedding potential written in the alchem tests",
         extra=spec.extra,
     )
-    AtomisticModel(module, metadata, capabilities).save(str(path))
+    # the module calls no extension, whatever this process loaded (sphericart-torch)
+    with declared_libraries([]):
+        AtomisticModel(module, metadata, capabilities).save(str(path))
     return str(path)
 
 
