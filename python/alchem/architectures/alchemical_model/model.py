@@ -305,7 +305,10 @@ class AlchemicalModel(torch.nn.Module):
         self.cache_c0, self.cache_c1, self.cache_c2, self.cache_c3 = c
         # the kernel reads the 4 coefficients of a row together: [rows, 4, C]
         self.cache_table = torch.stack(c, dim=1).contiguous()
-        self.cache_weight, self.cache_bias = weight, bias
+        # without ``normalize`` the bias is head_bias itself: assigned as it is, that
+        # Parameter would become a parameter named cache_bias (in the state dict, and
+        # train() could no longer empty it)
+        self.cache_weight, self.cache_bias = weight, bias.detach().clone()
         self.cached = True
 
     # ------------------------------------------------------------------ radial
