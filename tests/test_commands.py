@@ -311,3 +311,18 @@ def test_model_pt_is_not_a_checkpoint(trained, tmp_path):
     )
     assert "exported model" in one_line_error(result)
     assert not os.path.exists(tmp_path / "r")
+
+
+def test_output_into_a_missing_folder_is_one_line(trained, tmp_path):
+    """-o into a folder that does not exist: said before any work, exit 2."""
+    for command in (
+        ["alchem-export", trained["checkpoint"], "-o", "nodir/m.pt"],
+        ["alchem-train", os.path.join(trained["dir"], "options.yaml"), "-o", "no/m.pt"],
+    ):
+        result = run_cli(*command, cwd=str(tmp_path), check=False)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"error: -o {command[3]}: the folder {tmp_path / command[3].split('/')[0]} "
+            "does not exist"
+        ]
+    assert not (tmp_path / "outputs").exists()

@@ -43,3 +43,13 @@ def setup_logging(log_file: str | None = None) -> None:
         handler = logging.FileHandler(log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         logger.addHandler(handler)
+
+
+def check_output_folder(path: str) -> None:
+    """An output whose folder does not exist is a typo more often than a wish:
+    say so before any work, instead of failing when the file is written."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"-o {path}: the folder {folder} does not exist")

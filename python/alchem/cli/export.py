@@ -2,7 +2,7 @@
 
 import argparse
 
-from .common import add_version
+from .common import add_version, check_output_folder
 
 
 def export_main(argv: list[str] | None = None) -> None:
@@ -45,6 +45,7 @@ def export_main(argv: list[str] | None = None) -> None:
 
     if not args.output.endswith(".pt"):
         raise ConfigError(f"-o {args.output}: the exported model must end in .pt")
+    check_output_folder(args.output)
     model, options = model_from_checkpoint(args.checkpoint, best=not args.last)
     if not args.last:  # the metrics recorded are those of the best epoch
         options["metrics"] = metrics_record(load_checkpoint(args.checkpoint))

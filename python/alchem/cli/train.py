@@ -10,7 +10,7 @@ import sys
 import traceback
 
 from ..errors import ConfigError
-from .common import add_version, run, setup_logging
+from .common import add_version, check_output_folder, run, setup_logging
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -88,6 +88,7 @@ def train_main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"--restart {args.restart}: checkpoint not found")
     if not args.output.endswith(".pt"):
         raise ConfigError(f"-o {args.output}: the exported model must end in .pt")
+    check_output_folder(args.output)
     checkpoint = args.checkpoint or args.output[: -len(".pt")] + ".ckpt"
 
     allow_change = [key.strip() for key in args.allow_change.split(",") if key.strip()]
