@@ -238,3 +238,16 @@ def test_calculator_on_random_structures(calculator, atoms):
     event("evaluated")
     assert np.isfinite(energy)
     assert np.all(np.isfinite(forces))
+
+
+def test_calculator_on_a_slab_without_third_vector(calculator):
+    """Mixed periodicity as ASE writes slabs: pbc T T F with a zero third vector is
+    a valid structure, not a 'too thin' cell."""
+    atoms = ase.Atoms(
+        "CuNi",
+        positions=[[0, 0, 0], [1.8, 1.8, 0.5]],
+        cell=[[3.6, 0, 0], [0, 3.6, 0], [0, 0, 0]],
+        pbc=[True, True, False],
+    )
+    atoms.calc = calculator
+    assert np.isfinite(atoms.get_potential_energy())

@@ -136,12 +136,30 @@ MAX_DENSITY = 2.0
 MIN_HEIGHT = 0.5  # Å between opposite faces of a periodic cell
 
 
+def periodic_heights(cell: np.ndarray, pbc: np.ndarray) -> dict[int, float]:
+    """Periodic direction -> distance between the cell's faces across it, counting
+    only the periodic vectors (a slab's third vector may be anything, even zero)."""
+    periodic = [int(k) for k in np.flatnonzero(pbc)]
+    heights = {}
+    for k in periodic:
+        others = [cell[m] for m in periodic if m != k]
+        if not others:
+            heights[k] = float(np.linalg.norm(cell[k]))
+        elif len(others) == 1:
+            length = np.linalg.norm(others[0])
+            area = np.linalg.norm(np.cross(cell[k], others[0]))
+            heights[k] = float(area / length) if length > 0 else 0.0
+        else:
+            face = np.linalg.norm(np.cross(others[0], others[1]))
+            volume = abs(np.linalg.det(cell))
+            heights[k] = float(volume / face) if face > 0 else 0.0
+    return heights
+
+
 def check_cell_size(cell: np.ndarray, pbc: np.ndarray, n_atoms: int) -> None:
     """Cells far too small for atoms: an error before the neighbour list explodes."""
     volume = abs(np.linalg.det(cell))
-    for k in np.flatnonzero(pbc):
-        face = np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]))
-        height = volume / face if face > 0 else 0.0
+    for k, height in periodic_heights(cell, pbc).items():
         if height < MIN_HEIGHT:
             raise ValueError(
                 f"the periodic cell is {height:.3g} Å thick along cell vector {k + 1} "
@@ -167,11 +185,8 @@ def check_extent(
 ) -> None:
     """A structure too large for the neighbour list: a ValueError, not a crash."""
     lengths = np.ptp(positions, axis=0) if len(positions) else np.zeros(3)
-    if np.any(pbc):
-        volume = abs(np.linalg.det(cell))
-        for k in np.flatnonzero(pbc):
-            face = np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]))
-            lengths[k] = volume / face if face > 0 else 0.0
+    for k, height in periodic_heights(cell, pbc).items():
+        lengths[k] = height
     cells = np.prod(np.maximum(1.0, np.floor(lengths / cutoff)))
     if cells > MAX_CELLS:
         size = " x ".join(f"{length:.3g}" for length in lengths)
