@@ -437,8 +437,13 @@ def test_non_finite_forces_stop_the_run(tmp_path, nprocs):
     assert "gave a non-finite force (NaN or inf) at step 0 for atom " in output, output[
         -2000:
     ]
-    named = output.split("at step 0 for atom ")[1].split()[0]
-    assert named in ("1", "2"), output[-2000:]
+    named = {part.split()[0] for part in output.split("at step 0 for atom ")[1:]}
+    if nprocs == 1:
+        assert named <= {"1", "2"}, output[-2000:]
+    else:
+        # the first rank to stop reports: the NaN pair gradient also reaches the
+        # forces of other atoms through ghosts, which another rank may own
+        assert named and named <= {str(i) for i in range(1, len(atoms) + 1)}
     assert "Loop time" not in output
 
 
