@@ -25,6 +25,18 @@ LATTICE = {
 }
 
 
+def emt_labelled(atoms):
+    """``atoms`` with EMT's energy, forces and stress frozen into it."""
+    atoms.calc = EMT()
+    results = {
+        "energy": atoms.get_potential_energy(),
+        "forces": atoms.get_forces(),
+        "stress": atoms.get_stress(),
+    }
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
 def generate_emt_structures(
     n_structures: int,
     elements: tuple[str, ...] = EMT_ELEMENTS,
@@ -53,14 +65,7 @@ def generate_emt_structures(
         atoms.set_cell(atoms.cell.array @ deformation, scale_atoms=True)
         atoms.positions += rng.normal(0.0, rattle, atoms.positions.shape)
         atoms.wrap()
-        atoms.calc = EMT()
-        results = {
-            "energy": atoms.get_potential_energy(),
-            "forces": atoms.get_forces(),
-            "stress": atoms.get_stress(),
-        }
-        atoms.calc = SinglePointCalculator(atoms, **results)
-        frames.append(atoms)
+        frames.append(emt_labelled(atoms))
     return frames
 
 

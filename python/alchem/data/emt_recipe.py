@@ -13,26 +13,13 @@ import ase.io
 import numpy as np
 from ase.build import bulk, fcc100, fcc111
 from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.optimize import BFGS
 
-from .emt import EMT_ELEMENTS, LATTICE, generate_emt_structures
+from .emt import EMT_ELEMENTS, LATTICE, emt_labelled, generate_emt_structures
 
 # lattice-constant scales of the equation-of-state cells: volumes -12 % .. +12 %,
 # wider than alchem-validate's fit (+-6 %)
 EOS_SCALES = np.linspace(0.96, 1.04, 9)
-
-
-def _labelled(atoms):
-    """``atoms`` with EMT's energy, forces and stress frozen into it."""
-    atoms.calc = EMT()
-    results = {
-        "energy": atoms.get_potential_energy(),
-        "forces": atoms.get_forces(),
-        "stress": atoms.get_stress(),
-    }
-    atoms.calc = SinglePointCalculator(atoms, **results)
-    return atoms
 
 
 def _strained(atoms, strain: np.ndarray):
@@ -104,7 +91,7 @@ def generate_recipe_structures(
     rng = np.random.default_rng(seed)
     frames = []
     for element in elements:
-        frames += [_labelled(atoms) for atoms in element_structures(element, rng)]
+        frames += [emt_labelled(atoms) for atoms in element_structures(element, rng)]
     if n_alloys > 0 and len(elements) > 1:
         frames += generate_emt_structures(n_alloys, elements=elements, seed=seed + 1000)
     return frames
