@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 BUILT := $(VENV)/.built
 JOBS ?= 2
 
-.PHONY: demo test install plugin lint clean
+.PHONY: demo test test-fast install plugin lint clean
 
 install: $(STAMP)
 
@@ -42,12 +42,18 @@ $(BUILT): $(STAMP) CMakeLists.txt $(wildcard cmake/*) $(wildcard lammps-plugin/*
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/clang-format --dry-run --Werror lammps-plugin/*.cpp lammps-plugin/*.h \
+		python/alchem/ops/*.cpp python/alchem/ops/*.h
 
 demo: $(STAMP) $(BUILT)
 	$(PY) -m alchem.demo
 
 test: $(STAMP) $(BUILT) lint
 	$(PY) -m pytest -q tests
+
+# the tests not marked slow (pytest.mark.slow): under 2 minutes, for edits
+test-fast: $(STAMP) $(BUILT)
+	$(PY) -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf build build.log $(BUILT)

@@ -26,11 +26,6 @@ namespace alchem {
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point start)
-{
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 std::string join(const std::vector<std::string> &values, const std::string &separator)
 {
   std::string result;
@@ -113,6 +108,19 @@ struct NeighborListCache {
   std::vector<metatensor_torch::Labels> chunk_samples;
 };
 
+// One call of AlchemicalModel::compute: its inputs on the model device, and
+// the gradients summed over its chunks.
+struct Evaluation {
+  torch::Tensor positions64;    // float64 copy on the model device
+  torch::Tensor positions;      // in the model dtype: the leaf of dE/dx
+  torch::Tensor types;
+  int64_t chunk = 1;    // owned atoms per evaluation
+  int64_t n_chunks = 1;
+  bool chunk_pairs = false;    // each chunk takes only its own pairs (a slice)
+  torch::Tensor position_gradient;
+  std::vector<torch::Tensor> pair_gradients;    // one per neighbor list
+};
+
 struct ModelData {
   metatensor_torch::Module model;
   metatomic_torch::ModelCapabilities capabilities;
@@ -121,9 +129,8 @@ struct ModelData {
   std::vector<NeighborListCache> neighbors;
   std::string length_unit;
   bool check_consistency = false;
-  // pair vectors and per-atom gradient sums as plain loops (CPU device); the
-  // environment variable ALCHEM_PAIR_TORCH_OPS makes the CPU take the torch
-  // operations of the GPU path instead, so that the tests run them without a GPU
+  // pair vectors and per-atom gradient sums as plain loops (the CPU's default),
+  // or as the torch operations a GPU needs (set_pair_ops)
   bool pair_loops = true;
   // the model declares (metadata extra "alchem.pairs_of_selected_atoms" =
   // "first_atom") that the energies of the selected atoms need only the pairs
@@ -152,6 +159,22 @@ struct ModelData {
   torch::Tensor position_gradient;
 
   explicit ModelData(torch::jit::Module module) : model(std::move(module)) {}
+
+  // the steps of AlchemicalModel::compute, in order
+  Evaluation start_evaluation(const EvaluationInput &input) const;
+  bool chunks_take_own_pairs(const EvaluationInput &input, const Evaluation &ev,
+                             std::vector<std::string> &warnings);
+  void update_pairs(size_t k, const EvaluationInput &input, const Evaluation &ev);
+  void update_chunk_ranges(NeighborListCache &cache, const PairsInput &pairs, int64_t n_local,
+                           const Evaluation &ev);
+  void update_selected_atoms(int64_t n_local, int64_t chunk);
+  metatomic_torch::System chunk_system(size_t c, const EvaluationInput &input, const Evaluation &ev,
+                                       std::vector<torch::Tensor> &vectors) const;
+  torch::Tensor forward_chunk(size_t c, const EvaluationInput &input, const Evaluation &ev,
+                              std::vector<torch::Tensor> &vectors, EvaluationOutput &output);
+  void backward_chunk(size_t c, const torch::Tensor &total,
+                      const std::vector<torch::Tensor> &vectors, Evaluation &ev);
+  void finish_gradients(const EvaluationInput &input, Evaluation &ev, EvaluationOutput &output);
 };
 
 // Exported models that call alchem::power_spectrum record its signature and the
@@ -188,6 +211,40 @@ static void check_operator_schema(const std::string &path)
   }
 }
 
+// The metadata keys alchem.export writes for this plugin (table in
+// docs/lammps.md): a value outside the allowed ones is an error, never a silent
+// default.
+static void read_plugin_metadata(ModelData &d, const std::string &path)
+{
+  auto metadata =
+      d.model.run_method("metadata").toCustomClass<metatomic_torch::ModelMetadataHolder>();
+  auto declared = metadata->extra.find("alchem.pairs_of_selected_atoms");
+  if (declared != metadata->extra.end()) {
+    if (declared->value() != "first_atom" && declared->value() != "all") {
+      throw std::runtime_error("the model '" + path +
+                               "' has metadata alchem.pairs_of_selected_atoms = '" +
+                               declared->value() + "', expected 'first_atom' or 'all'");
+    }
+    d.chunk_pairs = declared->value() == "first_atom";
+  }
+  auto chunk = metadata->extra.find("alchem.chunk");
+  if (chunk != metadata->extra.end()) {
+    const std::string &value = chunk->value();
+    size_t end = 0;
+    long long n = -1;
+    try {
+      n = std::stoll(value, &end);
+    } catch (const std::exception &) {
+      end = 0;
+    }
+    if (value.empty() || end != value.size() || n < 1 || n > INT32_MAX) {
+      throw std::runtime_error("the model '" + path + "' has metadata alchem.chunk = '" + value +
+                               "', expected a number of atoms N >= 1");
+    }
+    d.preferred_chunk = n;
+  }
+}
+
 AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &extensions)
 {
   check_operator_schema(path);
@@ -197,10 +254,8 @@ AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &ext
   // TorchScript's profiling executor specialises the graph (and on GPU compiles
   // fused kernels) for the tensor shapes it has seen; in MD the number of pairs
   // changes at every step, so it kept re-optimising (H100, 2048 atoms: steps
-  // 3.3x slower than with the plain executor). ALCHEM_TORCH_JIT_OPTIMIZE=1 restores it.
-  const char *jit_optimize = std::getenv("ALCHEM_TORCH_JIT_OPTIMIZE");
-  torch::jit::setGraphExecutorOptimize(jit_optimize != nullptr &&
-                                       std::strcmp(jit_optimize, "0") != 0);
+  // 3.3x slower than with the plain executor).
+  torch::jit::setGraphExecutorOptimize(false);
 
   try {
     data_ = std::make_unique<ModelData>(
@@ -242,35 +297,7 @@ AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &ext
     d.neighbors.push_back(std::move(cache));
   }
 
-  auto metadata =
-      d.model.run_method("metadata").toCustomClass<metatomic_torch::ModelMetadataHolder>();
-  // the keys alchem.export writes for this plugin (table in docs/lammps.md): a value
-  // outside the allowed ones is an error, never a silent default
-  auto declared = metadata->extra.find("alchem.pairs_of_selected_atoms");
-  if (declared != metadata->extra.end()) {
-    if (declared->value() != "first_atom" && declared->value() != "all") {
-      throw std::runtime_error("the model '" + path +
-                               "' has metadata alchem.pairs_of_selected_atoms = '" +
-                               declared->value() + "', expected 'first_atom' or 'all'");
-    }
-    d.chunk_pairs = declared->value() == "first_atom";
-  }
-  auto chunk = metadata->extra.find("alchem.chunk");
-  if (chunk != metadata->extra.end()) {
-    const std::string &value = chunk->value();
-    size_t end = 0;
-    long long n = -1;
-    try {
-      n = std::stoll(value, &end);
-    } catch (const std::exception &) {
-      end = 0;
-    }
-    if (value.empty() || end != value.size() || n < 1 || n > INT32_MAX) {
-      throw std::runtime_error("the model '" + path + "' has metadata alchem.chunk = '" + value +
-                               "', expected a number of atoms N >= 1");
-    }
-    d.preferred_chunk = n;
-  }
+  read_plugin_metadata(d, path);
 
   d.options = torch::make_intrusive<metatomic_torch::ModelEvaluationOptionsHolder>();
   d.energy_output = torch::make_intrusive<metatomic_torch::ModelOutputHolder>();
@@ -309,7 +336,6 @@ void AlchemicalModel::set_engine_units(const std::string &length, const std::str
   for (auto &cache : d.neighbors) {
     cache.request.cutoff = cache.options->engine_cutoff(length);
     cache.request.full_list = cache.options->full_list();
-    cache.request.strict = cache.options->strict();
     cache.request.description = cache.options->str();
     if (!(cache.request.cutoff > 0.0) || !std::isfinite(cache.request.cutoff)) {
       throw std::runtime_error("the model requested a neighbor list with an invalid cutoff (" +
@@ -393,8 +419,26 @@ void AlchemicalModel::set_device(const std::string &requested, int local_rank)
   d.selected_atoms.clear();
   d.selected_atoms_count = -1;
   for (auto &cache : d.neighbors) cache.samples = {};
-  d.pair_loops = d.device.is_cpu() && std::getenv("ALCHEM_PAIR_TORCH_OPS") == nullptr;
+  d.pair_loops = d.device.is_cpu();
   d.device_set = true;
+}
+
+void AlchemicalModel::set_pair_ops(const std::string &ops)
+{
+  auto &d = *data_;
+  if (!d.device_set) throw std::runtime_error("internal error: set_pair_ops before set_device");
+  if (ops == "loops") {
+    if (!d.device.is_cpu()) {
+      throw std::runtime_error("pair_ops loops runs on the CPU only, the model runs on " +
+                               d.device.str() + ": use pair_ops torch (the default there)");
+    }
+    d.pair_loops = true;
+  } else if (ops == "torch") {
+    d.pair_loops = false;
+  } else if (!ops.empty()) {
+    throw std::runtime_error("invalid pair_ops '" + ops + "', expected loops or torch");
+  }
+  for (auto &cache : d.neighbors) cache.samples = {};
 }
 
 void AlchemicalModel::set_num_threads(int n)
@@ -405,11 +449,6 @@ void AlchemicalModel::set_num_threads(int n)
 int AlchemicalModel::num_threads()
 {
   return at::get_num_threads();
-}
-
-int AlchemicalModel::cuda_device_count()
-{
-  return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
 }
 
 std::vector<int64_t> AlchemicalModel::atomic_types() const
@@ -490,6 +529,341 @@ void AlchemicalModel::set_check_consistency(bool check)
   data_->check_consistency = check;
 }
 
+// The pairs [first_pair_of(a), first_pair_of(b)) are those whose first atom is in
+// [a, b), in pairs sorted by first atom (rows of 5 numbers, first atom in column
+// 0; std::lower_bound would need an iterator over these rows).
+static int64_t first_pair_of(const int32_t *samples, int64_t n_pairs, int64_t atom)
+{
+  int64_t low = 0, high = n_pairs;
+  while (low < high) {
+    const int64_t middle = (low + high) / 2;
+    if (samples[5 * middle] < atom) {
+      low = middle + 1;
+    } else {
+      high = middle;
+    }
+  }
+  return low;
+}
+
+// positions and types: copies on the model device; the pair vectors are
+// differences of the float64 positions, rounded to the model dtype after (the
+// same numbers as differences taken in the engine, but only n_total x 3 values
+// to copy to a GPU instead of n_pairs x 3). The owned atoms go in chunks of at
+// most input.chunk atoms (one chunk: all).
+Evaluation ModelData::start_evaluation(const EvaluationInput &input) const
+{
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  const auto i32 = torch::TensorOptions().dtype(torch::kInt32);
+  Evaluation ev;
+  ev.positions64 = torch::from_blob(const_cast<double *>(input.positions), {input.n_total, 3}, f64)
+                       .to(device, torch::kFloat64, /*non_blocking=*/false, /*copy=*/true);
+  ev.positions = ev.positions64.to(dtype, /*non_blocking=*/false, /*copy=*/true);
+  if (input.need_gradients) ev.positions.requires_grad_(true);
+  ev.types = torch::from_blob(const_cast<int32_t *>(input.types), {input.n_total}, i32)
+                 .to(device, torch::kInt32, /*non_blocking=*/false, /*copy=*/true);
+  const int64_t n_local = std::max<int64_t>(input.n_local, 1);
+  ev.chunk = input.chunk > 0 && input.chunk < input.n_local ? input.chunk : n_local;
+  ev.n_chunks = (n_local + ev.chunk - 1) / ev.chunk;
+  ev.pair_gradients.resize(neighbors.size());
+  return ev;
+}
+
+// Whether each chunk can take only its own pairs: the model says so, and every
+// list is sorted by first atom (which the slices of update_chunk_ranges rely on;
+// the pair style's lists are). Checked once per change of the pairs, one pass
+// over them; an unsorted list takes the general path, every chunk seeing all
+// pairs, with one warning.
+bool ModelData::chunks_take_own_pairs(const EvaluationInput &input, const Evaluation &ev,
+                                      std::vector<std::string> &warnings)
+{
+  bool own_pairs = chunk_pairs && ev.n_chunks > 1;
+  for (size_t k = 0; own_pairs && k < neighbors.size(); k++) {
+    auto &cache = neighbors[k];
+    const auto &pairs = input.pairs[k];
+    if (pairs.samples_changed || !cache.samples || cache.samples->count() != pairs.n_pairs) {
+      cache.sorted_by_first = true;
+      for (int64_t p = 1; p < pairs.n_pairs; p++) {
+        if (pairs.samples[5 * p] < pairs.samples[5 * (p - 1)]) {
+          cache.sorted_by_first = false;
+          break;
+        }
+      }
+      if (!cache.sorted_by_first) {
+        warnings.push_back(
+            "the pairs of a neighbor list are not sorted by first atom: each chunk takes all "
+            "pairs (slower, same forces)");
+      }
+    }
+    own_pairs = cache.sorted_by_first;
+  }
+  return own_pairs;
+}
+
+// The samples (metadata) of list k when its pairs changed, and this step's pair
+// vectors: plain loops on the CPU, torch operations on a GPU (pair_ops).
+void ModelData::update_pairs(size_t k, const EvaluationInput &input, const Evaluation &ev)
+{
+  auto &cache = neighbors[k];
+  const auto &pairs = input.pairs[k];
+  const int64_t n_pairs = pairs.n_pairs;
+  const bool samples_changed =
+      pairs.samples_changed || !cache.samples || cache.samples->count() != n_pairs;
+
+  if (samples_changed) {
+    const auto i32 = torch::TensorOptions().dtype(torch::kInt32);
+    torch::Tensor values;
+    if (n_pairs == 0) {
+      values = torch::zeros({0, 5}, i32);
+    } else {
+      values = torch::from_blob(const_cast<int32_t *>(pairs.samples), {n_pairs, 5}, i32).clone();
+    }
+    // the pairs come from LAMMPS' neighbor list: each (first, second) once
+    cache.samples = torch::make_intrusive<metatensor_torch::LabelsHolder>(
+                        std::vector<std::string>{"first_atom", "second_atom", "cell_shift_a",
+                                                 "cell_shift_b", "cell_shift_c"},
+                        values, metatensor::assume_unique{})
+                        ->to(device);
+    if (!pair_loops) {
+      const auto atoms = cache.samples->values();
+      cache.first = atoms.select(1, 0).to(torch::kInt64).contiguous();
+      cache.second = atoms.select(1, 1).to(torch::kInt64).contiguous();
+    }
+  }
+
+  if (pair_loops) {
+    cache.vectors = torch::empty({n_pairs, 3, 1}, torch::TensorOptions().dtype(dtype));
+    if (dtype == torch::kFloat32) {
+      pair_differences(input.positions, pairs.samples, n_pairs, cache.vectors.data_ptr<float>());
+    } else {
+      pair_differences(input.positions, pairs.samples, n_pairs, cache.vectors.data_ptr<double>());
+    }
+  } else {
+    cache.vectors =
+        (ev.positions64.index_select(0, cache.second) - ev.positions64.index_select(0, cache.first))
+            .to(dtype)
+            .reshape({n_pairs, 3, 1});
+  }
+  if (input.need_gradients && !ev.chunk_pairs) cache.vectors.requires_grad_(true);
+
+  if (ev.chunk_pairs &&
+      (samples_changed || static_cast<int64_t>(cache.chunk_ranges.size()) != ev.n_chunks ||
+       selected_atoms_chunk != ev.chunk || selected_atoms_count != input.n_local)) {
+    update_chunk_ranges(cache, pairs, input.n_local, ev);
+  }
+}
+
+// each chunk's pairs: one slice [lo, hi) of the pairs sorted by first atom
+void ModelData::update_chunk_ranges(NeighborListCache &cache, const PairsInput &pairs,
+                                    int64_t n_local, const Evaluation &ev)
+{
+  cache.chunk_ranges.clear();
+  cache.chunk_samples.clear();
+  const auto values = cache.samples->values();
+  for (int64_t c = 0; c < ev.n_chunks; c++) {
+    const int64_t lo = first_pair_of(pairs.samples, pairs.n_pairs, c * ev.chunk);
+    const int64_t hi =
+        first_pair_of(pairs.samples, pairs.n_pairs, std::min((c + 1) * ev.chunk, n_local));
+    cache.chunk_ranges.emplace_back(lo, hi);
+    cache.chunk_samples.push_back(torch::make_intrusive<metatensor_torch::LabelsHolder>(
+        cache.samples->names(), values.narrow(0, lo, hi - lo).contiguous(),
+        metatensor::assume_unique{}));
+  }
+}
+
+// the owned atoms, one Labels per chunk, rebuilt when their number or the chunk
+// size changes
+void ModelData::update_selected_atoms(int64_t n_local, int64_t chunk)
+{
+  if (selected_atoms_count == n_local && selected_atoms_chunk == chunk) return;
+  const auto i32 = torch::TensorOptions().dtype(torch::kInt32);
+  selected_atoms.clear();
+  int64_t first = 0;
+  do {
+    const int64_t n = std::min(chunk, n_local - first);
+    auto values = torch::zeros({n, 2}, i32);
+    values.index_put_({torch::indexing::Slice(), 1}, torch::arange(first, first + n, i32));
+    selected_atoms.push_back(
+        torch::make_intrusive<metatensor_torch::LabelsHolder>(
+            std::vector<std::string>{"system", "atom"}, values, metatensor::assume_unique{})
+            ->to(device));
+    first += n;
+  } while (first < n_local);
+  selected_atoms_count = n_local;
+  selected_atoms_chunk = chunk;
+}
+
+// The system of chunk c: a new one for every evaluation (a model may attach
+// data to it), with the same leaf tensors, whose gradients of each chunk are
+// summed, or with chunk_pairs leaves of this chunk's pairs (returned in
+// `vectors`, one per list).
+metatomic_torch::System ModelData::chunk_system(size_t c, const EvaluationInput &input,
+                                                const Evaluation &ev,
+                                                std::vector<torch::Tensor> &vectors) const
+{
+  auto system =
+      torch::make_intrusive<metatomic_torch::SystemHolder>(ev.types, ev.positions, cell, pbc);
+  vectors.clear();
+  for (const auto &cache : neighbors) {
+    auto samples = cache.samples;
+    auto values = cache.vectors;
+    if (ev.chunk_pairs) {
+      const auto range = cache.chunk_ranges[c];
+      samples = cache.chunk_samples[c];
+      values = cache.vectors.narrow(0, range.first, range.second - range.first).detach();
+      if (input.need_gradients) values.requires_grad_(true);
+    }
+    vectors.push_back(values);
+    auto block = torch::make_intrusive<metatensor_torch::TensorBlockHolder>(
+        values, samples, std::vector<metatensor_torch::Labels>{xyz}, distance);
+    system->add_neighbor_list(cache.options, block);
+  }
+  return system;
+}
+
+// the model's energy block of one evaluation
+static metatensor_torch::TensorBlock energy_block(const c10::Dict<c10::IValue, c10::IValue> &result)
+{
+  auto energy_map = result.at("energy").toCustomClass<metatensor_torch::TensorMapHolder>();
+  if (energy_map->keys()->count() != 1) {
+    throw std::runtime_error("the model returned an energy TensorMap with " +
+                             std::to_string(energy_map->keys()->count()) +
+                             " blocks, expected exactly one");
+  }
+  return metatensor_torch::TensorMapHolder::block_by_id(energy_map, 0);
+}
+
+// per-atom energies of one chunk into output.atom_energies
+static void add_atom_energies(const metatensor_torch::TensorBlock &block, int64_t n_local,
+                              EvaluationOutput &output)
+{
+  auto samples = block->samples();
+  auto names = samples->names();
+  if (names.size() != 2 || names[1] != "atom") {
+    throw std::runtime_error("the model did not return per-atom energies (samples are " +
+                             join(names, ", ") + ")");
+  }
+  auto sample_values = samples->values().to(torch::kCPU, torch::kInt32).contiguous();
+  auto energies =
+      block->values().detach().reshape({-1}).to(torch::kCPU, torch::kFloat64).contiguous();
+  if (energies.size(0) != sample_values.size(0)) {
+    throw std::runtime_error("the model returned more than one energy per atom");
+  }
+  const auto *atoms = sample_values.data_ptr<int32_t>();
+  const auto *energy = energies.data_ptr<double>();
+  for (int64_t i = 0; i < energies.size(0); i++) {
+    const int32_t atom = atoms[2 * i + 1];
+    if (atom < 0 || atom >= n_local) {
+      throw std::runtime_error("the model returned a per-atom energy for atom " +
+                               std::to_string(atom) + ", which was not selected");
+    }
+    output.atom_energies[static_cast<size_t>(atom)] += energy[i];
+  }
+}
+
+// Forward pass of chunk c: adds its energy (and per-atom energies) to
+// `output`; returns the chunk's total energy, a graph for the backward pass.
+torch::Tensor ModelData::forward_chunk(size_t c, const EvaluationInput &input, const Evaluation &ev,
+                                       std::vector<torch::Tensor> &vectors,
+                                       EvaluationOutput &output)
+{
+  auto start = std::chrono::steady_clock::now();
+  auto system = chunk_system(c, input, ev, vectors);
+  options->set_selected_atoms(selected_atoms[c]);
+  output.time_inputs += seconds_since(start);
+  start = std::chrono::steady_clock::now();
+
+  auto result =
+      model.forward({std::vector<metatomic_torch::System>{system}, options, check_consistency})
+          .toGenericDict();
+  auto block = energy_block(result);
+  auto total = block->values().sum();
+  output.energy += total.detach().to(torch::kCPU, torch::kFloat64).item<double>();
+  output.n_evaluations++;
+  if (input.per_atom_energy) add_atom_energies(block, input.n_local, output);
+  output.time_forward += seconds_since(start);
+  return total;
+}
+
+// Backward pass of chunk c: its gradients summed into ev, in the model's dtype
+// on its device (with a full list, each pair gets its gradient from the one
+// chunk holding its first atom).
+void ModelData::backward_chunk(size_t c, const torch::Tensor &total,
+                               const std::vector<torch::Tensor> &vectors, Evaluation &ev)
+{
+  std::vector<torch::Tensor> inputs = {ev.positions};
+  for (const auto &values : vectors) inputs.push_back(values);
+  auto gradients = torch::autograd::grad({total}, inputs, /*grad_outputs=*/{},
+                                         /*retain_graph=*/false, /*create_graph=*/false,
+                                         /*allow_unused=*/true);
+  auto add = [](torch::Tensor &sum, const torch::Tensor &gradient) {
+    if (!gradient.defined() || gradient.numel() == 0) return;
+    if (sum.defined()) {
+      sum.add_(gradient.detach());
+    } else {
+      sum = gradient.detach();
+    }
+  };
+  add(ev.position_gradient, gradients[0]);
+  for (size_t k = 0; k < neighbors.size(); k++) {
+    if (!ev.chunk_pairs) {
+      add(ev.pair_gradients[k], gradients[k + 1]);
+      continue;
+    }
+    const auto &gradient = gradients[k + 1];
+    if (!gradient.defined() || gradient.numel() == 0) continue;
+    if (!ev.pair_gradients[k].defined()) {
+      ev.pair_gradients[k] = torch::zeros_like(neighbors[k].vectors);
+    }
+    const auto range = neighbors[k].chunk_ranges[c];
+    ev.pair_gradients[k].narrow(0, range.first, range.second - range.first).add_(gradient.detach());
+  }
+}
+
+// The gradients summed over the chunks, to the CPU in float64. Without
+// input.pair_gradients, dE/dx_second += dE/dr and dE/dx_first -= dE/dr are
+// summed on the model device: n_total x 3 numbers come back instead of
+// n_pairs x 3.
+void ModelData::finish_gradients(const EvaluationInput &input, Evaluation &ev,
+                                 EvaluationOutput &output)
+{
+  auto &summed = ev.position_gradient;
+  for (size_t k = 0; !input.pair_gradients && k < neighbors.size(); k++) {
+    auto &pair_gradient = ev.pair_gradients[k];
+    if (!pair_gradient.defined()) continue;
+    const auto &cache = neighbors[k];
+    if (!summed.defined()) {
+      summed = torch::zeros({input.n_total, 3}, ev.positions64.options());
+    } else {
+      summed = summed.to(torch::kFloat64).contiguous();
+    }
+    if (pair_loops) {
+      const auto gradient = pair_gradient.contiguous();
+      const auto &pairs = input.pairs[k];
+      auto *sums = summed.data_ptr<double>();
+      if (gradient.scalar_type() == torch::kFloat32) {
+        sum_pair_gradients(gradient.data_ptr<float>(), pairs.samples, pairs.n_pairs, sums);
+      } else {
+        sum_pair_gradients(gradient.data_ptr<double>(), pairs.samples, pairs.n_pairs, sums);
+      }
+    } else {
+      const auto gradient = pair_gradient.reshape({-1, 3}).to(torch::kFloat64);
+      summed.index_add_(0, cache.second, gradient);
+      summed.index_add_(0, cache.first, gradient, /*alpha=*/-1);
+    }
+    pair_gradient = torch::Tensor();
+  }
+  if (summed.defined()) {
+    position_gradient = summed.to(torch::kCPU, torch::kFloat64).contiguous();
+    output.position_gradients = position_gradient.data_ptr<double>();
+  }
+  for (size_t k = 0; k < neighbors.size(); k++) {
+    if (!ev.pair_gradients[k].defined()) continue;
+    neighbors[k].gradient = ev.pair_gradients[k].to(torch::kCPU, torch::kFloat64).contiguous();
+    output.pair_gradients[k] = neighbors[k].gradient.data_ptr<double>();
+  }
+}
+
 void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &output)
 {
   auto &d = *data_;
@@ -503,138 +877,10 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   output.warnings.clear();
   auto start = std::chrono::steady_clock::now();
 
-  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-  const auto i32 = torch::TensorOptions().dtype(torch::kInt32);
-
-  // positions and types: copies on the model device; the pair vectors are
-  // differences of the float64 positions, rounded to the model dtype after
-  // (the same numbers as differences taken in the engine, but only n_total x 3
-  // values to copy to a GPU instead of n_pairs x 3)
-  const auto positions64 =
-      torch::from_blob(const_cast<double *>(input.positions), {input.n_total, 3}, f64)
-          .to(d.device, torch::kFloat64, /*non_blocking=*/false, /*copy=*/true);
-  auto positions = positions64.to(d.dtype, /*non_blocking=*/false, /*copy=*/true);
-  if (input.need_gradients) positions.requires_grad_(true);
-  auto types = torch::from_blob(const_cast<int32_t *>(input.types), {input.n_total}, i32)
-                   .to(d.device, torch::kInt32, /*non_blocking=*/false, /*copy=*/true);
-
-  // the owned atoms, in chunks of at most `chunk` atoms (one chunk: all)
-  const int64_t chunk = input.chunk > 0 && input.chunk < input.n_local
-                            ? input.chunk
-                            : std::max<int64_t>(input.n_local, 1);
-  const int64_t n_chunks = (std::max<int64_t>(input.n_local, 1) + chunk - 1) / chunk;
-  bool chunk_pairs = d.chunk_pairs && n_chunks > 1;
-  // the chunk ranges below binary-search pairs sorted by first atom, which the
-  // pair style's lists are; checked once per change of the pairs (one pass over
-  // them), an unsorted list takes the general path: every chunk sees all pairs
-  for (size_t k = 0; chunk_pairs && k < d.neighbors.size(); k++) {
-    auto &cache = d.neighbors[k];
-    const auto &pairs = input.pairs[k];
-    if (pairs.samples_changed || !cache.samples || cache.samples->count() != pairs.n_pairs) {
-      cache.sorted_by_first = true;
-      for (int64_t p = 1; p < pairs.n_pairs; p++) {
-        if (pairs.samples[5 * p] < pairs.samples[5 * (p - 1)]) {
-          cache.sorted_by_first = false;
-          break;
-        }
-      }
-      if (!cache.sorted_by_first) {
-        warnings.messages.push_back(
-            "the pairs of a neighbor list are not sorted by first atom: each chunk takes all "
-            "pairs (slower, same forces)");
-      }
-    }
-    chunk_pairs = cache.sorted_by_first;
-  }
-
-  for (size_t k = 0; k < d.neighbors.size(); k++) {
-    auto &cache = d.neighbors[k];
-    const auto &pairs = input.pairs[k];
-    const int64_t n_pairs = pairs.n_pairs;
-    const bool samples_changed =
-        pairs.samples_changed || !cache.samples || cache.samples->count() != n_pairs;
-
-    if (samples_changed) {
-      torch::Tensor values;
-      if (n_pairs == 0) {
-        values = torch::zeros({0, 5}, i32);
-      } else {
-        values = torch::from_blob(const_cast<int32_t *>(pairs.samples), {n_pairs, 5}, i32).clone();
-      }
-      // the pairs come from LAMMPS' neighbor list: each (first, second) once
-      cache.samples = torch::make_intrusive<metatensor_torch::LabelsHolder>(
-                          std::vector<std::string>{"first_atom", "second_atom", "cell_shift_a",
-                                                   "cell_shift_b", "cell_shift_c"},
-                          values, metatensor::assume_unique{})
-                          ->to(d.device);
-      if (!d.pair_loops) {
-        const auto atoms = cache.samples->values();
-        cache.first = atoms.select(1, 0).to(torch::kInt64).contiguous();
-        cache.second = atoms.select(1, 1).to(torch::kInt64).contiguous();
-      }
-    }
-
-    if (d.pair_loops) {
-      cache.vectors = torch::empty({n_pairs, 3, 1}, torch::TensorOptions().dtype(d.dtype));
-      if (d.dtype == torch::kFloat32) {
-        pair_differences(input.positions, pairs.samples, n_pairs, cache.vectors.data_ptr<float>());
-      } else {
-        pair_differences(input.positions, pairs.samples, n_pairs, cache.vectors.data_ptr<double>());
-      }
-    } else {
-      cache.vectors =
-          (positions64.index_select(0, cache.second) - positions64.index_select(0, cache.first))
-              .to(d.dtype)
-              .reshape({n_pairs, 3, 1});
-    }
-    if (input.need_gradients && !chunk_pairs) cache.vectors.requires_grad_(true);
-
-    if (chunk_pairs &&
-        (samples_changed || static_cast<int64_t>(cache.chunk_ranges.size()) != n_chunks ||
-         d.selected_atoms_chunk != chunk || d.selected_atoms_count != input.n_local)) {
-      // pairs are sorted by first atom (the pair style's numbering): the pairs of
-      // the owned atoms [a, b) are the range [lower_bound(a), lower_bound(b))
-      auto lower_bound = [&](int64_t atom) {
-        int64_t low = 0, high = n_pairs;
-        while (low < high) {
-          const int64_t middle = (low + high) / 2;
-          if (pairs.samples[5 * middle] < atom) {
-            low = middle + 1;
-          } else {
-            high = middle;
-          }
-        }
-        return low;
-      };
-      cache.chunk_ranges.clear();
-      cache.chunk_samples.clear();
-      const auto values = cache.samples->values();
-      for (int64_t c = 0; c < n_chunks; c++) {
-        const int64_t lo = lower_bound(c * chunk);
-        const int64_t hi = lower_bound(std::min((c + 1) * chunk, input.n_local));
-        cache.chunk_ranges.emplace_back(lo, hi);
-        cache.chunk_samples.push_back(torch::make_intrusive<metatensor_torch::LabelsHolder>(
-            cache.samples->names(), values.narrow(0, lo, hi - lo).contiguous(),
-            metatensor::assume_unique{}));
-      }
-    }
-  }
-  if (d.selected_atoms_count != input.n_local || d.selected_atoms_chunk != chunk) {
-    d.selected_atoms.clear();
-    int64_t first = 0;
-    do {
-      const int64_t n = std::min(chunk, input.n_local - first);
-      auto values = torch::zeros({n, 2}, i32);
-      values.index_put_({torch::indexing::Slice(), 1}, torch::arange(first, first + n, i32));
-      d.selected_atoms.push_back(
-          torch::make_intrusive<metatensor_torch::LabelsHolder>(
-              std::vector<std::string>{"system", "atom"}, values, metatensor::assume_unique{})
-              ->to(d.device));
-      first += n;
-    } while (first < input.n_local);
-    d.selected_atoms_count = input.n_local;
-    d.selected_atoms_chunk = chunk;
-  }
+  auto ev = d.start_evaluation(input);
+  ev.chunk_pairs = d.chunks_take_own_pairs(input, ev, warnings.messages);
+  for (size_t k = 0; k < d.neighbors.size(); k++) d.update_pairs(k, input, ev);
+  d.update_selected_atoms(input.n_local, ev.chunk);
   d.energy_output->set_sample_kind(input.per_atom_energy ? "atom" : "system");
 
   output.energy = 0.0;
@@ -645,151 +891,20 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   output.pair_gradients.assign(d.neighbors.size(), nullptr);
   output.position_gradients = nullptr;
   if (input.per_atom_energy) output.atom_energies.assign(static_cast<size_t>(input.n_local), 0.0);
-  // gradients summed over the chunks, on the model device
-  torch::Tensor position_gradient;
-  std::vector<torch::Tensor> pair_gradients(d.neighbors.size());
   d.position_gradient = torch::Tensor();
   for (auto &cache : d.neighbors) cache.gradient = torch::Tensor();
 
+  std::vector<torch::Tensor> vectors;
   for (size_t c = 0; c < d.selected_atoms.size(); c++) {
-    const auto &selected_atoms = d.selected_atoms[c];
-    start = std::chrono::steady_clock::now();
-    // a new system for every evaluation (a model may attach data to it); the
-    // same leaf tensors, whose gradients of each chunk are summed below, or
-    // with chunk_pairs leaves of this chunk's pairs
-    auto system =
-        torch::make_intrusive<metatomic_torch::SystemHolder>(types, positions, d.cell, d.pbc);
-    std::vector<torch::Tensor> vectors;
-    for (auto &cache : d.neighbors) {
-      auto samples = cache.samples;
-      auto values = cache.vectors;
-      if (chunk_pairs) {
-        const auto range = cache.chunk_ranges[c];
-        samples = cache.chunk_samples[c];
-        values = cache.vectors.narrow(0, range.first, range.second - range.first).detach();
-        if (input.need_gradients) values.requires_grad_(true);
-      }
-      vectors.push_back(values);
-      auto block = torch::make_intrusive<metatensor_torch::TensorBlockHolder>(
-          values, samples, std::vector<metatensor_torch::Labels>{d.xyz}, d.distance);
-      system->add_neighbor_list(cache.options, block);
-    }
-    d.options->set_selected_atoms(selected_atoms);
-    output.time_inputs += seconds_since(start);
-    start = std::chrono::steady_clock::now();
-
-    auto result =
-        d.model
-            .forward({std::vector<metatomic_torch::System>{system}, d.options, d.check_consistency})
-            .toGenericDict();
-    auto energy_map = result.at("energy").toCustomClass<metatensor_torch::TensorMapHolder>();
-    if (energy_map->keys()->count() != 1) {
-      throw std::runtime_error("the model returned an energy TensorMap with " +
-                               std::to_string(energy_map->keys()->count()) +
-                               " blocks, expected exactly one");
-    }
-    auto block = metatensor_torch::TensorMapHolder::block_by_id(energy_map, 0);
-    auto values = block->values();
-    auto total = values.sum();
-    output.energy += total.detach().to(torch::kCPU, torch::kFloat64).item<double>();
-    output.n_evaluations++;
-
-    if (input.per_atom_energy) {
-      auto samples = block->samples();
-      auto names = samples->names();
-      if (names.size() != 2 || names[1] != "atom") {
-        throw std::runtime_error("the model did not return per-atom energies (samples are " +
-                                 join(names, ", ") + ")");
-      }
-      auto sample_values = samples->values().to(torch::kCPU, torch::kInt32).contiguous();
-      auto energies = values.detach().reshape({-1}).to(torch::kCPU, torch::kFloat64).contiguous();
-      if (energies.size(0) != sample_values.size(0)) {
-        throw std::runtime_error("the model returned more than one energy per atom");
-      }
-      const auto *atoms = sample_values.data_ptr<int32_t>();
-      const auto *energy = energies.data_ptr<double>();
-      for (int64_t i = 0; i < energies.size(0); i++) {
-        const int32_t atom = atoms[2 * i + 1];
-        if (atom < 0 || atom >= input.n_local) {
-          throw std::runtime_error("the model returned a per-atom energy for atom " +
-                                   std::to_string(atom) + ", which was not selected");
-        }
-        output.atom_energies[static_cast<size_t>(atom)] += energy[i];
-      }
-    }
-    output.time_forward += seconds_since(start);
-
+    auto total = d.forward_chunk(c, input, ev, vectors, output);
     if (!input.need_gradients || !total.requires_grad()) continue;
     start = std::chrono::steady_clock::now();
-    std::vector<torch::Tensor> inputs = {positions};
-    for (const auto &values : vectors) inputs.push_back(values);
-    auto gradients = torch::autograd::grad({total}, inputs, /*grad_outputs=*/{},
-                                           /*retain_graph=*/false, /*create_graph=*/false,
-                                           /*allow_unused=*/true);
-    // summed in the model's dtype on its device (with a full list, each pair
-    // gets its gradient from the one chunk holding its first atom)
-    auto add = [](torch::Tensor &sum, const torch::Tensor &gradient) {
-      if (!gradient.defined() || gradient.numel() == 0) return;
-      if (sum.defined()) {
-        sum.add_(gradient.detach());
-      } else {
-        sum = gradient.detach();
-      }
-    };
-    add(position_gradient, gradients[0]);
-    for (size_t k = 0; k < d.neighbors.size(); k++) {
-      if (!chunk_pairs) {
-        add(pair_gradients[k], gradients[k + 1]);
-        continue;
-      }
-      const auto &gradient = gradients[k + 1];
-      if (!gradient.defined() || gradient.numel() == 0) continue;
-      if (!pair_gradients[k].defined())
-        pair_gradients[k] = torch::zeros_like(d.neighbors[k].vectors);
-      const auto range = d.neighbors[k].chunk_ranges[c];
-      pair_gradients[k].narrow(0, range.first, range.second - range.first).add_(gradient.detach());
-    }
+    d.backward_chunk(c, total, vectors, ev);
     output.time_backward += seconds_since(start);
   }
 
   start = std::chrono::steady_clock::now();
-  if (!input.pair_gradients) {
-    // dE/dx_second += dE/dr, dE/dx_first -= dE/dr, summed in float64 on the
-    // model device: n_total x 3 numbers come back instead of n_pairs x 3
-    for (size_t k = 0; k < d.neighbors.size(); k++) {
-      if (!pair_gradients[k].defined()) continue;
-      const auto &cache = d.neighbors[k];
-      if (!position_gradient.defined()) {
-        position_gradient = torch::zeros({input.n_total, 3}, positions64.options());
-      } else {
-        position_gradient = position_gradient.to(torch::kFloat64).contiguous();
-      }
-      if (d.pair_loops) {
-        const auto gradient = pair_gradients[k].contiguous();
-        const auto &pairs = input.pairs[k];
-        auto *sums = position_gradient.data_ptr<double>();
-        if (gradient.scalar_type() == torch::kFloat32) {
-          sum_pair_gradients(gradient.data_ptr<float>(), pairs.samples, pairs.n_pairs, sums);
-        } else {
-          sum_pair_gradients(gradient.data_ptr<double>(), pairs.samples, pairs.n_pairs, sums);
-        }
-      } else {
-        const auto gradient = pair_gradients[k].reshape({-1, 3}).to(torch::kFloat64);
-        position_gradient.index_add_(0, cache.second, gradient);
-        position_gradient.index_add_(0, cache.first, gradient, /*alpha=*/-1);
-      }
-      pair_gradients[k] = torch::Tensor();
-    }
-  }
-  if (position_gradient.defined()) {
-    d.position_gradient = position_gradient.to(torch::kCPU, torch::kFloat64).contiguous();
-    output.position_gradients = d.position_gradient.data_ptr<double>();
-  }
-  for (size_t k = 0; k < d.neighbors.size(); k++) {
-    if (!pair_gradients[k].defined()) continue;
-    d.neighbors[k].gradient = pair_gradients[k].to(torch::kCPU, torch::kFloat64).contiguous();
-    output.pair_gradients[k] = d.neighbors[k].gradient.data_ptr<double>();
-  }
+  d.finish_gradients(input, ev, output);
   output.time_backward += seconds_since(start);
 
   check_autograd_warnings(warnings.messages);

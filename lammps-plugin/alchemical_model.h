@@ -6,6 +6,7 @@
 #ifndef ALCHEM_LAMMPS_ALCHEMICAL_MODEL_H
 #define ALCHEM_LAMMPS_ALCHEMICAL_MODEL_H
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,7 +20,6 @@ struct ModelData;
 struct NeighborListRequest {
   double cutoff = 0.0;        // engine length unit
   bool full_list = true;      // false: every pair once
-  bool strict = true;         // only pairs with |r_ij| < cutoff
   std::string description;    // for the log
 };
 
@@ -96,10 +96,14 @@ class AlchemicalModel {
   /// possible. Must be called after set_engine_units and before compute.
   void set_device(const std::string &requested, int local_rank);
 
+  /// How the pair vectors and the per-atom sums of pair gradients are
+  /// computed: "loops" (plain loops, CPU only), "torch" (torch operations,
+  /// as on a GPU) or "" (loops on the CPU, torch on a GPU). After set_device.
+  void set_pair_ops(const std::string &ops);
+
   /// Use `n` threads in torch's intra-op pool (n <= 0: leave as is).
   static void set_num_threads(int n);
   static int num_threads();
-  static int cuda_device_count();
 
   std::vector<int64_t> atomic_types() const;
   std::vector<NeighborListRequest> neighbor_lists() const;
@@ -131,6 +135,12 @@ class AlchemicalModel {
 /// Register C++ autograd kernels for sphericart-torch's operators (whose
 /// library registers them from Python only), see sphericart_autograd.cpp.
 void register_sphericart_autograd();
+
+/// Wall-clock seconds since `start` (the profile of compute()).
+inline double seconds_since(std::chrono::steady_clock::time_point start)
+{
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 /// The metatomic version this plugin was built with.
 std::string metatomic_version();

@@ -76,7 +76,7 @@ std::string torch_mismatch(const std::string &folder)
       quoted_after("\n" + read_file(folder + "/../../torch/version.py"), "\n__version__");
   if (built.empty() || installed.empty() || major_minor(built) == major_minor(installed)) return "";
   return "pair_style alchemical in " + folder + " was built against torch " + built +
-      ", but torch " + installed + " is installed: rebuild it with " + REBUILD;
+         ", but torch " + installed + " is installed: rebuild it with " + REBUILD;
 }
 
 // an address inside this file: a function of internal linkage, since another
@@ -88,8 +88,7 @@ void this_library() {}
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
 {
   Dl_info self;
-  if (dladdr(reinterpret_cast<void *>(&this_library), &self) == 0 ||
-      self.dli_fname == nullptr) {
+  if (dladdr(reinterpret_cast<void *>(&this_library), &self) == 0 || self.dli_fname == nullptr) {
     std::fprintf(stderr, "ERROR: alchemicalplugin.so: could not find its own folder\n");
     return;
   }

@@ -84,22 +84,14 @@ std::pair<std::string, std::string> engine_units(const std::string &style)
   return {"", ""};
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start)
-{
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 const char *const USAGE =
     "pair_style alchemical <model.pt> [device cpu|cuda|cuda:N] [extensions <dir>|none] "
-    "[check_consistency on|off] [threads <N>] [chunk <N>|all] [malloc_reuse on|off]";
+    "[check_consistency on|off] [threads <N>] [chunk <N>|all] [malloc_reuse on|off] "
+    "[pair_ops loops|torch] [profile on|off]";
 
 // close contacts: warn below this fraction of the shortest distance of a pair
 // of elements in the training data (as alchem.contacts.MARGIN)
 const double CLOSE_CONTACT_MARGIN = 0.9;
-
-// default of the chunk keyword: owned atoms per forward + backward pass of the
-// model (see docs/lammps.md for the measurements behind it)
-const int DEFAULT_CHUNK = 1024;
 
 // glibc's malloc serves blocks of more than 128 KB-32 MB with mmap and gives
 // them back to the kernel when freed: the model's large temporaries are then
@@ -149,7 +141,6 @@ PairAlchemical::PairAlchemical(LAMMPS *lmp) :
   // per-atom virials are split between the two atoms of each pair, a
   // decomposition that also holds for the centroid form (9 components)
   centroidstressflag = CENTROID_AVAIL;
-  profile_ = std::getenv("ALCHEM_LAMMPS_PROFILE") != nullptr;
 }
 
 PairAlchemical::~PairAlchemical()
@@ -184,25 +175,46 @@ void PairAlchemical::allocate()
 void PairAlchemical::settings(int narg, char **arg)
 {
   if (narg < 1) error->all(FLERR, "Illegal pair_style alchemical command, expected: {}", USAGE);
-
   model_path_ = arg[0];
-  std::string device;
-  std::string extensions;
-  bool extensions_given = false;
-  bool check_consistency = false;
-  int threads = 0;
-  bool reuse = true;
-  bool chunk_given = false;
-  chunk_ = DEFAULT_CHUNK;
+  const Keywords keywords = parse_keywords(narg - 1, arg + 1);
+  const auto units = engine_units_or_error();
+  const std::string extensions = extensions_folder(keywords);
+  const bool glibc = malloc_reuse(keywords.malloc_reuse);
+  load_model(keywords, extensions, units);
+  choose_chunk(keywords);
+  profile_ = keywords.profile;
 
-  for (int iarg = 1; iarg < narg; iarg += 2) {
+  if (model_->energy_unit().empty() && comm->me == 0) {
+    error->warning(FLERR,
+                   "pair_style alchemical: the model declares no energy unit, its energies are "
+                   "used as they are in LAMMPS' energy unit");
+  }
+  lists_.clear();
+  for (const auto &request : model_->neighbor_lists()) {
+    ModelList list;
+    list.cutoff = request.cutoff;
+    list.cutoff2 = request.cutoff * request.cutoff;
+    list.full_list = request.full_list;
+    lists_.push_back(std::move(list));
+  }
+  last_build_ = -1;
+  if (comm->me == 0) log_settings(keywords, extensions, glibc, units);
+}
+
+/* the keywords after the model file, with LAMMPS' parsers */
+
+PairAlchemical::Keywords PairAlchemical::parse_keywords(int narg, char **arg)
+{
+  Keywords keywords;
+  for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string keyword = arg[iarg];
     if (keyword != "device" && keyword != "extensions" && keyword != "check_consistency" &&
-        keyword != "threads" && keyword != "chunk" && keyword != "malloc_reuse") {
+        keyword != "threads" && keyword != "chunk" && keyword != "malloc_reuse" &&
+        keyword != "pair_ops" && keyword != "profile") {
       error->all(FLERR,
                  "pair_style alchemical: unknown keyword '{}'; valid keywords are device, "
-                 "extensions, check_consistency and threads, and for memory and speed chunk "
-                 "and malloc_reuse ({})",
+                 "extensions, check_consistency and threads, for memory and speed chunk, "
+                 "malloc_reuse and pair_ops, and profile ({})",
                  keyword, USAGE);
     }
     if (iarg + 1 >= narg) {
@@ -216,34 +228,47 @@ void PairAlchemical::settings(int narg, char **arg)
                    "pair_style alchemical: invalid device '{}', expected cpu, cuda or cuda:N",
                    value);
       }
-      device = value;
+      keywords.device = value;
     } else if (keyword == "extensions") {
-      extensions_given = true;
-      extensions = value == "none" ? "" : value;
+      keywords.extensions_given = true;
+      keywords.extensions = value == "none" ? "" : value;
     } else if (keyword == "check_consistency") {
-      check_consistency = utils::logical(FLERR, value, false, lmp) == 1;
+      keywords.check_consistency = utils::logical(FLERR, value, false, lmp) == 1;
     } else if (keyword == "threads") {
-      threads = utils::inumeric(FLERR, value, false, lmp);
-      if (threads < 1) error->all(FLERR, "pair_style alchemical: threads must be at least 1");
+      keywords.threads = utils::inumeric(FLERR, value, false, lmp);
+      if (keywords.threads < 1) {
+        error->all(FLERR, "pair_style alchemical: threads must be at least 1");
+      }
     } else if (keyword == "chunk") {
-      chunk_given = true;
-      if (value == "all") {
-        chunk_ = 0;
-      } else {
-        chunk_ = utils::inumeric(FLERR, value, false, lmp);
-        if (chunk_ < 1) {
-          error->all(FLERR,
-                     "pair_style alchemical: invalid value '{}' for keyword 'chunk', expected a "
-                     "number of atoms N >= 1 (atoms per evaluation of the model) or 'all'",
-                     value);
-        }
+      keywords.chunk_given = true;
+      keywords.chunk = value == "all" ? 0 : utils::inumeric(FLERR, value, false, lmp);
+      if (value != "all" && keywords.chunk < 1) {
+        error->all(FLERR,
+                   "pair_style alchemical: invalid value '{}' for keyword 'chunk', expected a "
+                   "number of atoms N >= 1 (atoms per evaluation of the model) or 'all'",
+                   value);
       }
     } else if (keyword == "malloc_reuse") {
-      reuse = utils::logical(FLERR, value, false, lmp) == 1;
+      keywords.malloc_reuse = utils::logical(FLERR, value, false, lmp) == 1;
+    } else if (keyword == "pair_ops") {
+      if (value != "loops" && value != "torch") {
+        error->all(FLERR,
+                   "pair_style alchemical: invalid value '{}' for keyword 'pair_ops', expected "
+                   "loops (CPU only) or torch",
+                   value);
+      }
+      keywords.pair_ops = value;
+    } else if (keyword == "profile") {
+      keywords.profile = utils::logical(FLERR, value, false, lmp) == 1;
     }
   }
+  return keywords;
+}
 
-  // units of the engine: the model converts its inputs and outputs to these
+/* units of the engine: the model converts its inputs and outputs to these */
+
+std::pair<std::string, std::string> PairAlchemical::engine_units_or_error()
+{
   unit_style_ = update->unit_style;
   const auto units = engine_units(unit_style_);
   if (units.first.empty()) {
@@ -253,23 +278,34 @@ void PairAlchemical::settings(int narg, char **arg)
                "`units electron` or `units si`, set before pair_style",
                unit_style_);
   }
+  return units;
+}
 
+/* the model file is readable; the folder of TorchScript extensions ("": none) */
+
+std::string PairAlchemical::extensions_folder(const Keywords &keywords)
+{
   if (!platform::file_is_readable(model_path_)) {
     error->all(FLERR,
                "pair_style alchemical: cannot read the model file '{}' (missing or not "
                "readable; relative paths are relative to the folder LAMMPS runs in)",
                model_path_);
   }
-  if (extensions_given) {
-    if (!extensions.empty() && !platform::path_is_directory(extensions)) {
-      error->all(FLERR, "pair_style alchemical: extensions folder '{}' does not exist", extensions);
+  if (keywords.extensions_given) {
+    if (!keywords.extensions.empty() && !platform::path_is_directory(keywords.extensions)) {
+      error->all(FLERR, "pair_style alchemical: extensions folder '{}' does not exist",
+                 keywords.extensions);
     }
-  } else {
-    // default: the `extensions/` folder next to the model, when there is one
-    auto folder = platform::path_join(platform::path_dirname(model_path_), "extensions");
-    if (platform::path_is_directory(folder)) extensions = folder;
+    return keywords.extensions;
   }
+  // default: the `extensions/` folder next to the model, when there is one
+  auto folder = platform::path_join(platform::path_dirname(model_path_), "extensions");
+  return platform::path_is_directory(folder) ? folder : std::string();
+}
 
+void PairAlchemical::load_model(const Keywords &keywords, const std::string &extensions,
+                                const std::pair<std::string, std::string> &units)
+{
   // node-local rank: spreads the ranks of a node over its GPUs
   MPI_Comm local;
   MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->me, MPI_INFO_NULL, &local);
@@ -277,79 +313,74 @@ void PairAlchemical::settings(int narg, char **arg)
   MPI_Comm_rank(local, &local_rank);
   MPI_Comm_free(&local);
 
-  const bool glibc = malloc_reuse(reuse);
-
   model_.reset();
   try {
     auto model = std::make_unique<alchem::AlchemicalModel>(model_path_, extensions);
     model->set_engine_units(units.first, units.second);
-    model->set_device(device, local_rank);
-    model->set_check_consistency(check_consistency);
+    model->set_device(keywords.device, local_rank);
+    model->set_pair_ops(keywords.pair_ops);
+    model->set_check_consistency(keywords.check_consistency);
     // torch has its own OpenMP runtime (alchemicalplugin.cpp): without
     // `threads`, as many as LAMMPS' OpenMP threads per rank (OMP_NUM_THREADS,
     // 1 when unset), not torch's default of every core under each MPI rank
-    alchem::AlchemicalModel::set_num_threads(threads > 0 ? threads : comm->nthreads);
+    alchem::AlchemicalModel::set_num_threads(keywords.threads > 0 ? keywords.threads
+                                                                  : comm->nthreads);
     model_ = std::move(model);
   } catch (const std::exception &e) {
     error->one(FLERR, "pair_style alchemical: {}", e.what());
   }
-  // a GPU wants all atoms at once: chunks of 1024 atoms made the default models
-  // 1.7-6.5x slower per step on an H100 (benchmarks/results/gpu_md*.csv)
-  if (!chunk_given && model_->device().rfind("cuda", 0) == 0) {
+}
+
+void PairAlchemical::choose_chunk(const Keywords &keywords)
+{
+  chunk_ = keywords.chunk;
+  if (keywords.chunk_given) return;
+  if (model_->device().rfind("cuda", 0) == 0) {
+    // a GPU wants all atoms at once: chunks of 1024 atoms made the default
+    // models 1.7-6.5x slower per step on an H100 (docs/benchmarks-md.md)
     chunk_ = 0;
-  } else if (!chunk_given && model_->preferred_chunk() > 0) {
+  } else if (model_->preferred_chunk() > 0) {
     // this project's models on the CPU kernel need little memory per atom
     // (alchem.export): fewer, larger chunks
     chunk_ = static_cast<int>(model_->preferred_chunk());
   }
+}
 
-  if (model_->energy_unit().empty() && comm->me == 0) {
-    error->warning(FLERR,
-                   "pair_style alchemical: the model declares no energy unit, its energies are "
-                   "used as they are in LAMMPS' energy unit");
+/* the model and the settings in the log (rank 0), its references in citeme */
+
+void PairAlchemical::log_settings(const Keywords &keywords, const std::string &extensions,
+                                  bool glibc, const std::pair<std::string, std::string> &units)
+{
+  std::string message =
+      fmt::format("pair_style alchemical: model {} (metatomic {}, torch {})\n", model_path_,
+                  alchem::metatomic_version(), alchem::torch_version());
+  message += model_->metadata() + "\n";
+  message += fmt::format("  device {}, dtype {}, {} torch thread(s) per rank", model_->device(),
+                         model_->dtype(), alchem::AlchemicalModel::num_threads());
+  if (!extensions.empty()) message += fmt::format(", extensions from {}", extensions);
+  message += chunk_ > 0 ? fmt::format("\n  chunk {}: at most {} owned atoms per evaluation of "
+                                      "the model",
+                                      chunk_, chunk_)
+                        : std::string("\n  chunk all: all owned atoms in one evaluation");
+  if (!glibc) {
+    message += "; malloc_reuse: not glibc's malloc, nothing done";
+  } else {
+    message += keywords.malloc_reuse ? "; malloc_reuse on: freed memory is kept for reuse "
+                                       "(glibc malloc: no mmap, no trim)"
+                                     : "; malloc_reuse off";
   }
-
-  lists_.clear();
+  if (!keywords.pair_ops.empty()) message += fmt::format("; pair_ops {}", keywords.pair_ops);
+  message += fmt::format("\n  model units: length {}, energy {}; LAMMPS units {} ({}, {})\n",
+                         model_->length_unit(), model_->energy_unit(), unit_style_, units.first,
+                         units.second);
   for (const auto &request : model_->neighbor_lists()) {
-    ModelList list;
-    list.cutoff = request.cutoff;
-    list.cutoff2 = request.cutoff * request.cutoff;
-    list.full_list = request.full_list;
-    lists_.push_back(std::move(list));
+    message += fmt::format("  neighbor list: {} (cutoff {} {})\n", request.description,
+                           request.cutoff, units.first);
   }
-  last_build_ = -1;
-
-  if (comm->me == 0) {
-    std::string message =
-        fmt::format("pair_style alchemical: model {} (metatomic {}, torch {})\n", model_path_,
-                    alchem::metatomic_version(), alchem::torch_version());
-    message += model_->metadata() + "\n";
-    message += fmt::format("  device {}, dtype {}, {} torch thread(s) per rank", model_->device(),
-                           model_->dtype(), alchem::AlchemicalModel::num_threads());
-    if (!extensions.empty()) message += fmt::format(", extensions from {}", extensions);
-    message += chunk_ > 0 ? fmt::format("\n  chunk {}: at most {} owned atoms per evaluation of "
-                                        "the model",
-                                        chunk_, chunk_)
-                          : std::string("\n  chunk all: all owned atoms in one evaluation");
-    if (!glibc) {
-      message += "; malloc_reuse: not glibc's malloc, nothing done";
-    } else {
-      message += reuse ? "; malloc_reuse on: freed memory is kept for reuse (glibc malloc: no "
-                         "mmap, no trim)"
-                       : "; malloc_reuse off";
-    }
-    message += fmt::format("\n  model units: length {}, energy {}; LAMMPS units {} ({}, {})\n",
-                           model_->length_unit(), model_->energy_unit(), unit_style_, units.first,
-                           units.second);
-    for (const auto &request : model_->neighbor_lists()) {
-      message += fmt::format("  neighbor list: {} (cutoff {} {})\n", request.description,
-                             request.cutoff, units.first);
-    }
-    message += fmt::format("  interaction range {} {}\n", model_->interaction_range(), units.first);
-    utils::logmesg(lmp, message);
-    if (lmp->citeme) {
-      for (const auto &reference : model_->references()) lmp->citeme->add(reference + "\n");
-    }
+  message += fmt::format("  interaction range {} {}\n", model_->interaction_range(), units.first);
+  utils::logmesg(lmp, message);
+  if (lmp->citeme) {
+    for (const auto &reference : model_->references()) lmp->citeme->add(reference + "\n");
   }
 }
 
@@ -732,10 +763,8 @@ void PairAlchemical::compute(int eflag, int vflag)
                model_path_);
   }
 
-  const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
+  const int nall = atom->nlocal + atom->nghost;
   auto start = std::chrono::steady_clock::now();
-
   bool rebuilt = false;
   if (neighbor->ncalls != last_build_ || nall != last_nall_) {
     build_candidates();
@@ -749,8 +778,35 @@ void PairAlchemical::compute(int eflag, int vflag)
   if (check_close_) check_close_contacts();
 
   // a domain without owned atoms has no energy and puts no force anywhere
-  if (nlocal == 0) return;
+  if (atom->nlocal == 0) return;
 
+  prepare_input(rebuilt);
+  const double time_pairs = alchem::seconds_since(start);
+  try {
+    model_->compute(*input_, *output_);
+  } catch (const std::exception &e) {
+    error->one(FLERR, "pair_style alchemical: the model failed: {}", e.what());
+  }
+  log_torch_warnings(*output_);
+
+  start = std::chrono::steady_clock::now();
+  check_finite(*output_);
+  accumulate(*output_);
+  if (profile_) {
+    profile_calls_++;
+    profile_evaluations_ += output_->n_evaluations;
+    profile_times_[0] += time_pairs;
+    profile_times_[1] += output_->time_inputs;
+    profile_times_[2] += output_->time_forward;
+    profile_times_[3] += output_->time_backward;
+    profile_times_[4] += alchem::seconds_since(start);
+  }
+}
+
+/* this step's pairs of every list and the atoms' positions, for the model */
+
+void PairAlchemical::prepare_input(bool rebuilt)
+{
   auto &input = *input_;
   input.pairs.resize(lists_.size());
   // the model's atom numbering depends on the pairs of all lists: when one
@@ -763,7 +819,7 @@ void PairAlchemical::compute(int eflag, int vflag)
   for (auto &pairs : input.pairs) pairs.samples_changed = changed;
   gather_atoms();
 
-  input.n_local = nlocal;
+  input.n_local = atom->nlocal;
   input.n_total = static_cast<int64_t>(model_atoms_.size());
   input.positions = positions_.data();
   input.types = types_.data();
@@ -779,34 +835,17 @@ void PairAlchemical::compute(int eflag, int vflag)
     pairs.n_pairs = static_cast<int64_t>(lists_[k].n_selected);
     pairs.samples = lists_[k].model_samples.data();
   }
+}
 
-  const double time_pairs = seconds_since(start);
+/* torch's warnings in the log, each once */
 
-  try {
-    model_->compute(input, *output_);
-  } catch (const std::exception &e) {
-    error->one(FLERR, "pair_style alchemical: the model failed: {}", e.what());
-  }
-
-  if (comm->me == 0) {
-    for (const auto &warning : output_->warnings) {
-      if (warned_.insert(warning).second) {
-        error->warning(FLERR, "pair_style alchemical: torch: {}", warning);
-      }
+void PairAlchemical::log_torch_warnings(const alchem::EvaluationOutput &output)
+{
+  if (comm->me != 0) return;
+  for (const auto &warning : output.warnings) {
+    if (warned_.insert(warning).second) {
+      error->warning(FLERR, "pair_style alchemical: torch: {}", warning);
     }
-  }
-
-  start = std::chrono::steady_clock::now();
-  check_finite(*output_);
-  accumulate(*output_);
-  if (profile_) {
-    profile_calls_++;
-    profile_evaluations_ += output_->n_evaluations;
-    profile_times_[0] += time_pairs;
-    profile_times_[1] += output_->time_inputs;
-    profile_times_[2] += output_->time_forward;
-    profile_times_[3] += output_->time_backward;
-    profile_times_[4] += seconds_since(start);
   }
 }
 
@@ -896,94 +935,18 @@ void PairAlchemical::check_finite(const alchem::EvaluationOutput &output)
 
 void PairAlchemical::accumulate(const alchem::EvaluationOutput &output)
 {
-  const int nlocal = atom->nlocal;
-  double **f = atom->f;
-  double **x = atom->x;
-
   if (eflag_global) eng_vdwl += output.energy;
   if (eflag_atom) {
-    for (int i = 0; i < nlocal; i++) eatom[i] += output.atom_energies[i];
+    for (int i = 0; i < atom->nlocal; i++) eatom[i] += output.atom_energies[i];
   }
 
   double w[9] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};    // row-major r (x) F
-
-  auto tally_atom = [&](int i, const double *wp, double scale) {
-    if (vflag_atom) {
-      vatom[i][0] += scale * wp[0];
-      vatom[i][1] += scale * wp[4];
-      vatom[i][2] += scale * wp[8];
-      vatom[i][3] += scale * 0.5 * (wp[1] + wp[3]);
-      vatom[i][4] += scale * 0.5 * (wp[2] + wp[6]);
-      vatom[i][5] += scale * 0.5 * (wp[5] + wp[7]);
-    }
-    if (cvflag_atom) {
-      // xx yy zz xy xz yz yx zx zy
-      cvatom[i][0] += scale * wp[0];
-      cvatom[i][1] += scale * wp[4];
-      cvatom[i][2] += scale * wp[8];
-      cvatom[i][3] += scale * wp[1];
-      cvatom[i][4] += scale * wp[2];
-      cvatom[i][5] += scale * wp[5];
-      cvatom[i][6] += scale * wp[3];
-      cvatom[i][7] += scale * wp[6];
-      cvatom[i][8] += scale * wp[7];
-    }
-  };
-  const bool per_atom_virial = vflag_atom || cvflag_atom;
-
   for (size_t k = 0; k < lists_.size(); k++) {
-    const double *gradient = output.pair_gradients[k];
-    if (gradient == nullptr) continue;
-    const auto &model_list = lists_[k];
-    const auto n_pairs = model_list.n_selected;
-    for (size_t p = 0; p < n_pairs; p++) {
-      const int32_t c = model_list.selected[p];
-      const int i = candidate_first_[c];
-      const int j = candidate_second_[c];
-      const double *g = gradient + 3 * p;
-      f[i][0] += g[0];
-      f[i][1] += g[1];
-      f[i][2] += g[2];
-      f[j][0] -= g[0];
-      f[j][1] -= g[1];
-      f[j][2] -= g[2];
-      if (vflag_either) {
-        const double r[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
-        const double wp[9] = {-r[0] * g[0], -r[0] * g[1], -r[0] * g[2], -r[1] * g[0], -r[1] * g[1],
-                              -r[1] * g[2], -r[2] * g[0], -r[2] * g[1], -r[2] * g[2]};
-        if (vflag_global) {
-          for (int c = 0; c < 9; c++) w[c] += wp[c];
-        }
-        if (per_atom_virial) {
-          tally_atom(i, wp, 0.5);
-          tally_atom(j, wp, 0.5);
-        }
-      }
-    }
+    if (output.pair_gradients[k] != nullptr)
+      add_pair_forces(lists_[k], output.pair_gradients[k], w);
   }
-
   // direct dependence of the energy on positions (not through pairs)
-  if (output.position_gradients != nullptr) {
-    const double *g = output.position_gradients;
-    const auto n_atoms = model_atoms_.size();
-    for (size_t a = 0; a < n_atoms; a++) {
-      const int i = model_atoms_[a];
-      const double fx = -g[3 * a];
-      const double fy = -g[3 * a + 1];
-      const double fz = -g[3 * a + 2];
-      f[i][0] += fx;
-      f[i][1] += fy;
-      f[i][2] += fz;
-      if (vflag_either) {
-        const double wp[9] = {x[i][0] * fx, x[i][0] * fy, x[i][0] * fz, x[i][1] * fx, x[i][1] * fy,
-                              x[i][1] * fz, x[i][2] * fx, x[i][2] * fy, x[i][2] * fz};
-        if (vflag_global) {
-          for (int c = 0; c < 9; c++) w[c] += wp[c];
-        }
-        if (per_atom_virial) tally_atom(i, wp, 1.0);
-      }
-    }
-  }
+  if (output.position_gradients != nullptr) add_position_forces(output.position_gradients, w);
 
   if (vflag_global) {
     virial[0] += w[0];
@@ -992,6 +955,92 @@ void PairAlchemical::accumulate(const alchem::EvaluationOutput &output)
     virial[3] += 0.5 * (w[1] + w[3]);
     virial[4] += 0.5 * (w[2] + w[6]);
     virial[5] += 0.5 * (w[5] + w[7]);
+  }
+}
+
+/* forces and virials of dE/dr of each pair of one list */
+
+void PairAlchemical::add_pair_forces(const ModelList &model_list, const double *gradient, double *w)
+{
+  double **f = atom->f;
+  double **x = atom->x;
+  const bool per_atom_virial = vflag_atom || cvflag_atom;
+  for (size_t p = 0; p < model_list.n_selected; p++) {
+    const int32_t c = model_list.selected[p];
+    const int i = candidate_first_[c];
+    const int j = candidate_second_[c];
+    const double *g = gradient + 3 * p;
+    f[i][0] += g[0];
+    f[i][1] += g[1];
+    f[i][2] += g[2];
+    f[j][0] -= g[0];
+    f[j][1] -= g[1];
+    f[j][2] -= g[2];
+    if (vflag_either) {
+      const double r[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
+      const double wp[9] = {-r[0] * g[0], -r[0] * g[1], -r[0] * g[2], -r[1] * g[0], -r[1] * g[1],
+                            -r[1] * g[2], -r[2] * g[0], -r[2] * g[1], -r[2] * g[2]};
+      if (vflag_global) {
+        for (int c = 0; c < 9; c++) w[c] += wp[c];
+      }
+      if (per_atom_virial) {
+        tally_atom_virial(i, wp, 0.5);
+        tally_atom_virial(j, wp, 0.5);
+      }
+    }
+  }
+}
+
+/* forces and virials of dE/dx of the model's atoms */
+
+void PairAlchemical::add_position_forces(const double *g, double *w)
+{
+  double **f = atom->f;
+  double **x = atom->x;
+  const bool per_atom_virial = vflag_atom || cvflag_atom;
+  const auto n_atoms = model_atoms_.size();
+  for (size_t a = 0; a < n_atoms; a++) {
+    const int i = model_atoms_[a];
+    const double fx = -g[3 * a];
+    const double fy = -g[3 * a + 1];
+    const double fz = -g[3 * a + 2];
+    f[i][0] += fx;
+    f[i][1] += fy;
+    f[i][2] += fz;
+    if (vflag_either) {
+      const double wp[9] = {x[i][0] * fx, x[i][0] * fy, x[i][0] * fz, x[i][1] * fx, x[i][1] * fy,
+                            x[i][1] * fz, x[i][2] * fx, x[i][2] * fy, x[i][2] * fz};
+      if (vflag_global) {
+        for (int c = 0; c < 9; c++) w[c] += wp[c];
+      }
+      if (per_atom_virial) tally_atom_virial(i, wp, 1.0);
+    }
+  }
+}
+
+/* scale x the row-major 3x3 r (x) F `wp` into atom i's virial */
+
+void PairAlchemical::tally_atom_virial(int i, const double *wp, double scale)
+{
+  if (vflag_atom) {
+    vatom[i][0] += scale * wp[0];
+    vatom[i][1] += scale * wp[4];
+    vatom[i][2] += scale * wp[8];
+    vatom[i][3] += scale * 0.5 * (wp[1] + wp[3]);
+    vatom[i][4] += scale * 0.5 * (wp[2] + wp[6]);
+    vatom[i][5] += scale * 0.5 * (wp[5] + wp[7]);
+  }
+  if (cvflag_atom) {
+    // xx yy zz xy xz yz yx zx zy
+    cvatom[i][0] += scale * wp[0];
+    cvatom[i][1] += scale * wp[4];
+    cvatom[i][2] += scale * wp[8];
+    cvatom[i][3] += scale * wp[1];
+    cvatom[i][4] += scale * wp[2];
+    cvatom[i][5] += scale * wp[5];
+    cvatom[i][6] += scale * wp[3];
+    cvatom[i][7] += scale * wp[6];
+    cvatom[i][8] += scale * wp[7];
   }
 }
 

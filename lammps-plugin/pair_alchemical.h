@@ -5,7 +5,8 @@
 
      pair_style alchemical model.pt [device cpu|cuda|cuda:N]
                 [extensions DIR|none] [check_consistency on|off] [threads N]
-                [chunk N|all] [malloc_reuse on|off]
+                [chunk N|all] [malloc_reuse on|off] [pair_ops loops|torch]
+                [profile on|off]
      pair_coeff * * Cu Ni Pt ...   (one element per LAMMPS atom type)
 ------------------------------------------------------------------------- */
 
@@ -18,6 +19,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace alchem {
@@ -58,13 +60,46 @@ class PairAlchemical : public Pair {
     bool selection_changed() const;
   };
 
+  // default of the chunk keyword: owned atoms per forward + backward pass of
+  // the model (see docs/lammps.md for the measurements behind it)
+  static constexpr int DEFAULT_CHUNK = 1024;
+
+  // the keywords of pair_style alchemical after the model file
+  struct Keywords {
+    std::string device;    // "": the model's preferred device that is available
+    std::string extensions;
+    bool extensions_given = false;
+    bool check_consistency = false;
+    int threads = 0;    // 0: LAMMPS' OpenMP threads per rank
+    bool malloc_reuse = true;
+    bool chunk_given = false;
+    int chunk = DEFAULT_CHUNK;    // owned atoms per evaluation, 0: all
+    std::string pair_ops;         // "": loops on the CPU, torch on a GPU
+    bool profile = false;
+  };
+
+  // the steps of settings(), in order
+  Keywords parse_keywords(int narg, char **arg);
+  std::pair<std::string, std::string> engine_units_or_error();
+  std::string extensions_folder(const Keywords &);
+  void load_model(const Keywords &, const std::string &extensions,
+                  const std::pair<std::string, std::string> &units);
+  void choose_chunk(const Keywords &);
+  void log_settings(const Keywords &, const std::string &extensions, bool glibc,
+                    const std::pair<std::string, std::string> &units);
+
   void allocate();
   void select_pairs(ModelList &);
   void build_candidates();
   void number_atoms();
   void gather_atoms();
+  void prepare_input(bool rebuilt);
+  void log_torch_warnings(const alchem::EvaluationOutput &);
   void check_finite(const alchem::EvaluationOutput &);
   void accumulate(const alchem::EvaluationOutput &);
+  void add_pair_forces(const ModelList &, const double *gradient, double *w);
+  void add_position_forces(const double *gradient, double *w);
+  void tally_atom_virial(int i, const double *wp, double scale);
   void setup_close_contacts();
   void check_close_contacts();
 
@@ -93,9 +128,8 @@ class PairAlchemical : public Pair {
   bigint last_build_ = -1;
   int last_nall_ = -1;
 
-  double cutoff_ = 0.0;           // neighbor/ghost cutoff asked from LAMMPS
-  bool ghost_centers_ = false;    // message passing: pairs between ghosts too
-  bool per_atom_energy_ = false;
+  double cutoff_ = 0.0;             // neighbor/ghost cutoff asked from LAMMPS
+  bool ghost_centers_ = false;      // message passing: pairs between ghosts too
   int chunk_ = 0;                   // owned atoms per evaluation of the model, 0: all
   std::set<std::string> warned_;    // torch warnings already in the log
 
@@ -105,8 +139,7 @@ class PairAlchemical : public Pair {
   std::vector<double> close2_;
   bool check_close_ = false;    // until the first warning
 
-  // time spent in each part of compute(), printed by finish() when the
-  // environment variable ALCHEM_LAMMPS_PROFILE is set
+  // time spent in each part of compute(), printed by finish() with `profile on`
   bool profile_ = false;
   bigint profile_calls_ = 0;
   bigint profile_evaluations_ = 0;

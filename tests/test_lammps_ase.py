@@ -166,16 +166,22 @@ def test_global_virial_without_per_atom_computes(model, name, nprocs, models, tm
 @pytest.mark.parametrize("model", ["full", "float32", "two-layers"])
 def test_gpu_pair_operations_on_the_cpu(model, models, tmp_path):
     """On a GPU the pair vectors and the per-atom sums of pair gradients are torch
-    operations (index_select, index_add_), on the CPU plain loops;
-    ALCHEM_PAIR_TORCH_OPS makes the CPU run the GPU's operations, so that they are
-    tested without a GPU: the same numbers as the loops, 2 ranks."""
+    operations (index_select, index_add_), on the CPU plain loops; `pair_ops
+    torch` makes the CPU run the GPU's operations, so that they are tested without
+    a GPU: the same numbers as the loops, 2 ranks."""
     atoms = skewed_triclinic()
     runs = {
-        name: lammps_global_point(
-            tmp_path / name, atoms, models[model], ELEMENTS, nprocs=2, env=env
+        ops: lammps_global_point(
+            tmp_path / ops,
+            atoms,
+            models[model],
+            ELEMENTS,
+            nprocs=2,
+            pair_options=f"pair_ops {ops}",
         )
-        for name, env in [("loops", None), ("torch", {"ALCHEM_PAIR_TORCH_OPS": "1"})]
+        for ops in ["loops", "torch"]
     }
+    assert "pair_ops torch" in runs["torch"].log
     loops, torch_ops = runs["loops"], runs["torch"]
     assert relative_error(torch_ops.forces, loops.forces) < 1e-12
     assert relative_error(torch_ops.virial, loops.virial) < 1e-12

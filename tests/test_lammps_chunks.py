@@ -48,14 +48,8 @@ def models(tmp_path_factory) -> dict[str, str]:
     }
 
 
-@pytest.fixture(autouse=True)
-def profile(monkeypatch):
-    # the plugin's profile says how many evaluations (chunks) a step took
-    monkeypatch.setenv("ALCHEM_LAMMPS_PROFILE", "1")
-
-
 def _evaluations(log: str) -> dict[int, float]:
-    """Model evaluations per step of each rank, from ALCHEM_LAMMPS_PROFILE."""
+    """Model evaluations per step of each rank, from the plugin's `profile on`."""
     return {int(rank): float(n) for rank, n in EVALUATIONS.findall(log)}
 
 
@@ -73,7 +67,8 @@ def _run(tmp_path, name, atoms, model, options, nprocs=1):
         model,
         ELEMENTS,
         nprocs=nprocs,
-        pair_options=options,
+        # the profile says how many evaluations (chunks) a step took
+        pair_options=f"{options} profile on",
     )
 
 

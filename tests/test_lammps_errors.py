@@ -1,6 +1,7 @@
 """Every user error of `pair_style alchemical` stops LAMMPS with a message that
 says what to fix (through LAMMPS' MPI-safe error calls, never a crash)."""
 
+import re
 from typing import Dict, List, Optional  # noqa: UP035 (metatomic checks these)
 
 import numpy as np
@@ -383,6 +384,37 @@ def test_malloc_reuse_takes_lammps_booleans(folder, value):
         folder, _script(pair_style=f"alchemical model.pt malloc_reuse {value}")
     )
     assert "Loop time" in result.stdout
+
+
+def test_invalid_pair_ops(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical model.pt pair_ops numpy"),
+        "invalid value 'numpy' for keyword 'pair_ops', expected loops (CPU only) or torch",
+    )
+
+
+def test_invalid_profile(folder):
+    _fails_with(
+        folder,
+        _script(pair_style="alchemical model.pt profile sometimes"),
+        "Expected boolean parameter instead of 'sometimes'",
+    )
+
+
+@pytest.mark.parametrize("value", ["on", "off"])
+def test_profile(folder, value):
+    """`profile on` prints, at the end of the run, where a step's time went."""
+    result = run_lammps(
+        folder, _script(pair_style=f"alchemical model.pt profile {value}")
+    )
+    assert "Loop time" in result.stdout
+    printed = "pair_style alchemical on rank 0:" in result.stdout
+    assert printed == (value == "on")
+    if printed:
+        assert re.search(
+            r"ms per evaluation: pairs [\d.]+, inputs [\d.]+", result.stdout
+        )
 
 
 def test_truncated_model(folder):

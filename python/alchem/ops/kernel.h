@@ -519,6 +519,11 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
   });
 }
 
+// dL/d(edge vectors) for the atoms' edges, atom by atom in parallel. One
+// function of about 110 lines: the per-thread buffers are set up once per thread
+// (in the parallel_for body) and every step below reads the previous one's while
+// they are in the L1/L2 cache; split into functions they would have to be passed
+// around as a dozen arguments without making a step readable on its own.
 template <typename T>
 void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
                      const Grid &grid, const Features &features, const torch::Tensor &densities,

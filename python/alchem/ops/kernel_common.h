@@ -69,15 +69,12 @@ struct Grid {
   }
 };
 
-// upper triangle of the full square P_l [n x npad] (row-major, the model's order),
-// and the sums of the full P and of P^2
-
+// The edges grouped by centre (CSR: offsets, and order, a stable sort, so that
+// the sums run in the caller's edge order).
 struct Inputs {
-  torch::Tensor vectors, elements, offsets, order;    // edges sorted by centre: order
+  torch::Tensor vectors, elements, offsets, order;
   int64_t n_atoms;
 };
-
-// CSR of the edges by centre (stable, so the sums run in the caller's edge order)
 
 // What differs between the architectures that use the kernel.
 struct Features {
