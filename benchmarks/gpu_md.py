@@ -68,12 +68,6 @@ def ase_worker(model: str, data: str, elements: str, steps: int) -> None:
     symbols = elements.split()
     atoms.set_chemical_symbols([symbols[t - 1] for t in atoms.arrays["type"]])
     atoms.set_masses([63.5] * len(atoms))
-    import torch
-
-    if os.environ.get("ALCHEM_TORCH_JIT") == "nofuser":
-        torch._C._jit_set_texpr_fuser_enabled(False)
-    elif os.environ.get("ALCHEM_TORCH_JIT") == "noopt":
-        torch._C._set_graph_executor_optimize(False)
     atoms.calc = load_calculator(model, device="cuda")
     rng = np.random.default_rng(4928459)
     velocities = rng.normal(size=(len(atoms), 3)) * np.sqrt(

@@ -22,7 +22,7 @@ What it does, in benchmarks/work/lammps_md/ (scratch, not committed):
    microseconds per atom per step = Loop time / steps / atoms * 1e6 (wall time).
    Also LAMMPS' "% CPU use" (user CPU time / wall time: below 100 %, kernel time or
    a shared core), the process' user and kernel time and peak RSS (``wait4``), and
-   ``ALCHEM_LAMMPS_PROFILE`` timings of the plugin (ms per evaluation). Short runs
+   the plugin's ``profile on`` timings (ms per evaluation). Short runs
    are repeated and the fastest is kept. The models run with the plugin's defaults
    (``chunk 1024``: at most 1024 owned atoms per forward + backward pass of the
    model; ``malloc_reuse on``: glibc's malloc keeps freed memory); the float32
@@ -402,7 +402,12 @@ def run_lammps(
     potentials: str,
     timeout: float,
     memory_limit: int | None = None,
+    profile: bool = True,
+    env: dict | None = None,
 ) -> dict:
+    """One timed run. ``profile``: the plugin's ``profile on`` (a plugin older
+    than that keyword refuses it); ``env``: more environment variables, e.g.
+    ``ALCHEM_PLUGIN_DIR`` for another build (benchmarks/lammps_md_compare.py)."""
     pair, elements, model, extra_env = POTENTIALS[potential]
     command = [os.path.join(BIN, "lmp")]
     if ranks > 1:
@@ -417,12 +422,13 @@ def run_lammps(
     if model is not None:
         variables["model"] = os.path.join(work, model)
         variables["elements"] = elements
-    if potential in PAIR_OPTIONS:
-        variables["options"] = PAIR_OPTIONS[potential]
+    if model is not None:
+        options = PAIR_OPTIONS.get(potential, "")
+        variables["options"] = f"{options} profile on".strip() if profile else options
     command += ["-in", os.path.join(TEMPLATES, "in.md"), "-log", "none"]
     for key, value in variables.items():
         command += ["-var", key, value]
-    env = dict(os.environ, OMP_NUM_THREADS="1", ALCHEM_LAMMPS_PROFILE="1", **extra_env)
+    env = dict(os.environ, OMP_NUM_THREADS="1", **extra_env, **(env or {}))
     returncode, output, usage = run_measured(command, work, env, timeout, memory_limit)
     loops = LOOP.findall(output)
     if returncode != 0 or not loops:
@@ -698,10 +704,10 @@ def report(rows: list[dict], agreement: dict, ghosts: dict, args) -> str:
     lines += [
         "",
         "Atoms LAMMPS gives a model per rank: its owned atoms and the ghosts within "
-        "the cutoff of one of them (factor over the owned atoms). Models exported "
-        "since commit 529e786 compute features and energies for the owned atoms "
-        "only, ghosts are neighbours; before, every atom given was a centre "
-        "(results/lammps_md_ghosts.md):",
+        "the cutoff of one of them (factor over the owned atoms). This project's "
+        "models compute features and energies for the owned atoms only, ghosts "
+        "are neighbours; a model that makes every atom given a centre pays this "
+        "factor:",
         "",
         "| atoms | cutoff Å | 1 rank | 2 ranks (per rank) |",
         "|---|---|---|---|",
@@ -735,7 +741,7 @@ def report(rows: list[dict], agreement: dict, ghosts: dict, args) -> str:
     if profiled:
         lines += [
             "",
-            "## Where a step goes (ALCHEM_LAMMPS_PROFILE, rank 0, ms per evaluation)",
+            "## Where a step goes (the plugin's `profile on`, rank 0, ms per evaluation)",
             "",
             "`outside`: Loop time per step minus the plugin's total (LAMMPS' "
             "neighbour lists, communication, integration, and with 2 ranks the wait "

@@ -99,7 +99,8 @@ const double CLOSE_CONTACT_MARGIN = 0.9;
 // of the default models at 16384 atoms). `malloc_reuse on` (the default) makes
 // malloc keep freed memory in the process and reuse it: no mmap (blocks come
 // from the heap), no trimming of the heap's top, which grows in steps of
-// 64 MB. This applies to the whole process, and is undone by a later
+// 64 MB: the policy of python/alchem/memory.py (training, ASE), the same three
+// values. This applies to the whole process, and is undone by a later
 // pair_style alchemical with `malloc_reuse off`. Returns false where malloc is
 // not glibc's (nothing done).
 bool malloc_reuse(bool on)
