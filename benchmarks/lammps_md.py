@@ -174,6 +174,7 @@ LOOP = re.compile(
     r"Loop time of ([\d.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms"
 )
 CPU_USE = re.compile(r"([\d.]+)% CPU use with")
+PLUGIN_FOLDER = re.compile(r"Loaded \d+ plugins from (\S+)")
 SECTION = re.compile(r"^(Pair|Neigh|Comm|Output|Modify|Other)\s*\|(.*)$", re.M)
 
 
@@ -446,6 +447,9 @@ def run_lammps(
         "seconds": round(seconds, 4),
         "us_per_atom_step": seconds / n_steps / n_atoms * 1e6,
     }
+    # which build ran (ALCHEM_PLUGIN_DIR or the installed one)
+    folders = PLUGIN_FOLDER.findall(output)
+    row["plugin_folder"] = folders[-1] if folders else ""
     cpu = CPU_USE.findall(output)
     row["cpu_use_percent"] = float(cpu[-1]) if cpu else ""
     # the whole process (set-up and warm-up too), all ranks: user and kernel time

@@ -91,6 +91,10 @@ def summary(rows: list[dict], args: argparse.Namespace) -> list[str]:
         "| after median | after / before | spread before | spread after |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for build in ("after", "before"):  # inserted in front: before comes first
+        folders = sorted({r["plugin_folder"] for r in rows if r["build"] == build})
+        lines.insert(3, f"Plugin loaded by LAMMPS, {build}: {', '.join(folders)}.")
+    lines.insert(3, "")
     keys = sorted({(r["potential"], r["atoms"]) for r in rows}, key=lambda k: k[1])
     for potential, atoms in keys:
         times = {
