@@ -6,9 +6,7 @@ potential written directly against metatomic's ``ModelInterface``, so the plugin
 is checked as a generic metatomic engine.
 """
 
-import math
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -703,18 +701,6 @@ def relative_error(actual: np.ndarray | float, expected: np.ndarray | float) -> 
     expected = np.asarray(expected, dtype=float)
     scale = max(float(np.max(np.abs(expected))), 1e-300)
     return float(np.max(np.abs(actual - expected)) / scale)
-
-
-def which(program: str) -> str | None:
-    return shutil.which(program)
-
-
-def cuda_available() -> bool:
-    return torch.cuda.is_available()
-
-
-def isclose(a: float, b: float, rel: float) -> bool:
-    return math.isclose(a, b, rel_tol=rel)
 
 
 # ------------------------------------------------------------- finite differences

@@ -23,9 +23,10 @@ from lammps_support import (
     relative_error,
 )
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA GPU for torch"
-)
+pytestmark = [
+    pytest.mark.slow,  # trains models of both architectures
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU for torch"),
+]
 
 ELEMENTS = [28, 29, 78]  # Ni Cu Pt, as in the training data
 

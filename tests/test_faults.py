@@ -294,7 +294,7 @@ def broken(two_epochs) -> str:
     folder = two_epochs
     for name in ("model.pt", "model.ckpt", "train.xyz"):
         data = open(os.path.join(folder, name), "rb").read()
-        stem, suffix = os.path.splitext(name)
+        suffix = os.path.splitext(name)[1]
         with open(os.path.join(folder, f"truncated{suffix}"), "wb") as handle:
             handle.write(data[: len(data) // 2])
     for name in ("garbage.pt", "garbage.ckpt"):

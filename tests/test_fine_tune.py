@@ -144,8 +144,8 @@ def test_new_element_leaves_the_known_ones_unchanged(base):
     structures of the elements it knew: the new column of W and the new composition
     energy touch only Pt."""
     from alchem.data import DatasetInfo, read_structures
-    from alchem.finetune import transfer_weights
     from alchem.training import build_model, evaluate, model_from_checkpoint
+    from alchem.training.finetune import transfer_weights
 
     state = load_checkpoint(os.path.join(base, "base.ckpt"))
     known, options = model_from_checkpoint(os.path.join(base, "base.ckpt"))

@@ -24,9 +24,12 @@ from lammps_support import (
     relative_error,
 )
 
-pytestmark = pytest.mark.skipif(
-    not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
-)
+pytestmark = [
+    pytest.mark.slow,  # LAMMPS runs (subprocesses) on trained or written models
+    pytest.mark.skipif(
+        not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
+    ),
+]
 
 FLOAT64 = 1e-8
 ELEMENTS = [28, 29, 78]  # Ni Cu Pt

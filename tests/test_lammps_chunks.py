@@ -23,9 +23,12 @@ from lammps_support import (
     relative_error,
 )
 
-pytestmark = pytest.mark.skipif(
-    not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
-)
+pytestmark = [
+    pytest.mark.slow,  # LAMMPS runs (subprocesses) on trained or written models
+    pytest.mark.skipif(
+        not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
+    ),
+]
 
 ELEMENTS = [28, 29, 78]
 TOLERANCE = 1e-10

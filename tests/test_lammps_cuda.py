@@ -19,6 +19,7 @@ from lammps_support import (
 )
 
 pytestmark = [
+    pytest.mark.slow,  # LAMMPS runs (subprocesses) on trained or written models
     pytest.mark.skipif(
         not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
     ),

@@ -29,9 +29,12 @@ from metatomic.torch import (
     System,
 )
 
-pytestmark = pytest.mark.skipif(
-    not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
-)
+pytestmark = [
+    pytest.mark.slow,  # LAMMPS runs (subprocesses) on trained or written models
+    pytest.mark.skipif(
+        not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,12 @@ from lammps_support import (
     write_data,
 )
 
-pytestmark = pytest.mark.skipif(
-    not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
-)
+pytestmark = [
+    pytest.mark.slow,  # LAMMPS runs (subprocesses) on trained or written models
+    pytest.mark.skipif(
+        not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
+    ),
+]
 
 ELEMENTS = [28, 29, 78]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lammps" / "in.alchemical"
@@ -156,7 +159,7 @@ def test_example_input(model, tmp_path):
 
 def test_demo_md(model, tmp_path):
     """The `make demo` step: MD through the example and the first frame vs ASE."""
-    from alchem.lammps import demo_md
+    from alchem.demo import demo_md
 
     shutil.copy(model, tmp_path / "model.pt")
     result = demo_md(str(tmp_path), steps=20)

@@ -35,6 +35,7 @@ def _mtt() -> str | None:
 
 
 pytestmark = [
+    pytest.mark.slow,  # LAMMPS runs (subprocesses) on trained or written models
     pytest.mark.skipif(
         not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
     ),

@@ -20,9 +20,12 @@ from lammps_support import fcc_alloy, lammps_single_point, plugin_built, run_lam
 
 ELEMENTS = [28, 29, 78]
 
-pytestmark = pytest.mark.skipif(
-    not ops.load(), reason="libalchem_ops.so is not built (make plugin)"
-)
+pytestmark = [
+    pytest.mark.slow,  # trains models of both architectures
+    pytest.mark.skipif(
+        not ops.load(), reason="libalchem_ops.so is not built (make plugin)"
+    ),
+]
 
 # Runs in a fresh interpreter: metatomic-ase alone, as another engine would.
 PLAIN_METATOMIC = r"""

@@ -18,8 +18,8 @@ import time
 
 import pytest
 import torch
-from alchem.progress import LINE_INTERVAL, TrainingProgress
 from alchem.training import load_checkpoint
+from alchem.training.progress import LINE_INTERVAL, TrainingProgress
 from conftest import BIN, run_cli, write_options
 
 # 8 batches of 4 per epoch: a signal lands inside an epoch most of the time

@@ -1,13 +1,13 @@
 """ASE calculator for an exported ``model.pt`` (metatomic-ase underneath)."""
 
-import ctypes
-import ctypes.util
+import functools
 import os
 
 import torch
 
 from . import contacts
 from .contacts import CloseContactCheck
+from .memory import reuse_freed_memory
 
 
 def load_calculator(
@@ -32,7 +32,7 @@ def load_calculator(
     the whole Python process, from this call on; ``False`` leaves malloc as it is.
     """
     if malloc_reuse:
-        _reuse_freed_memory()
+        reuse_freed_memory()
     # A model's extensions/ may hold a copy of a library also installed as a Python
     # package (sphericart-torch for models from other tools). If the copy is loaded
     # first, a later import of the package registers the same operators again and
@@ -41,8 +41,6 @@ def load_calculator(
         import sphericart.torch  # noqa: F401
     except ImportError:
         pass
-    from metatomic_ase import MetatomicCalculator
-
     from . import ops
     from .model_files import check_operator
 
@@ -50,6 +48,28 @@ def load_calculator(
     # installed package: metatomic then skips the copy in extensions/
     ops.load()
     check_operator(model_path)
+
+    if extensions is None:
+        extensions = os.path.join(
+            os.path.dirname(os.path.abspath(model_path)), "extensions"
+        )
+    calculator = calculator_class()(
+        model_path,
+        extensions_directory=extensions if os.path.isdir(extensions) else None,
+        device=device,
+    )
+    calculator.model_path = model_path
+    distances = calculator._model.metadata().extra.get(contacts.METADATA_KEY)
+    if distances:
+        calculator.contacts = CloseContactCheck(contacts.from_metadata(distances))
+    return calculator
+
+
+@functools.cache
+def calculator_class() -> type:
+    """The calculator's class (defined on first use: metatomic_ase is slow to
+    import)."""
+    from metatomic_ase import MetatomicCalculator
 
     class Calculator(MetatomicCalculator):
         """Runs the model with TorchScript's plain executor, as the LAMMPS plugin
@@ -61,12 +81,13 @@ def load_calculator(
         (alchem.contacts); ``close_contacts`` counts such pairs over all calls."""
 
         contacts: CloseContactCheck | None = None
+        model_path: str = ""
 
         def calculate(self, atoms=None, *args, **kwargs):
             check_structure(
                 atoms if atoms is not None else self.atoms,
                 self._model.capabilities().atomic_types,
-                model_path,
+                self.model_path,
                 min(o.cutoff for o in self._model.requested_neighbor_lists()),
             )
             with torch.jit.optimized_execution(False):
@@ -87,19 +108,7 @@ def load_calculator(
             with torch.jit.optimized_execution(False):
                 return super().compute_energy(*args, **kwargs)
 
-    if extensions is None:
-        extensions = os.path.join(
-            os.path.dirname(os.path.abspath(model_path)), "extensions"
-        )
-    calculator = Calculator(
-        model_path,
-        extensions_directory=extensions if os.path.isdir(extensions) else None,
-        device=device,
-    )
-    distances = calculator._model.metadata().extra.get(contacts.METADATA_KEY)
-    if distances:
-        calculator.contacts = CloseContactCheck(contacts.from_metadata(distances))
-    return calculator
+    return Calculator
 
 
 def check_structure(atoms, atomic_types, model_path: str, cutoff: float) -> None:
@@ -141,21 +150,3 @@ def check_structure(atoms, atomic_types, model_path: str, cutoff: float) -> None
             f"atoms {i} and {j} are {distance:.3g} Å apart (below {MIN_DISTANCE} Å, "
             "a duplicated atom?)"
         )
-
-
-def _reuse_freed_memory() -> bool:
-    """mallopt as ``malloc_reuse on`` does in the pair style: no mmap for large
-    blocks, no trimming of the heap's top, which grows in steps of 64 MB. False
-    where the C library is not glibc (nothing done)."""
-    path = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(path).mallopt if path else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None:
-        return False
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
-    mallopt(M_MMAP_MAX, 0)
-    mallopt(M_TRIM_THRESHOLD, -1)  # never trim
-    mallopt(M_TOP_PAD, 64 << 20)
-    return True

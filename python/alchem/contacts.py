@@ -45,11 +45,6 @@ def shortest_distances(
     return shortest
 
 
-def merge(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Element-wise minimum (same element order)."""
-    return torch.minimum(first, second)
-
-
 def to_metadata(shortest: torch.Tensor, atomic_types: list[int]) -> str:
     """JSON {"A-B": distance} over the pairs with a finite distance."""
     table = {}

@@ -232,7 +232,16 @@ def _expand_dataset(
     for key in section:
         if key not in ("systems", "targets"):
             raise ConfigError(_unknown_key(source, name, key, ["systems", "targets"]))
-    systems = section.get("systems")
+    systems = _expand_systems(section.get("systems"), source, name, base_dir)
+    inherited = section.get("targets") is None and inherit is not None
+    targets = inherit if inherited else section.get("targets")
+    energy = _expand_energy(targets, inherited, source, name)
+    return {"systems": systems, "targets": {"energy": energy}}
+
+
+def _expand_systems(systems: Any, source: str, name: str, base_dir: str) -> dict:
+    """A dataset's ``systems``: a path, or a section with ``read_from``; the file
+    must exist (its path made absolute) and the length unit be known."""
     if systems is None:
         raise ConfigError(f"{source}: missing required key '{name}.systems'")
     if isinstance(systems, str):
@@ -249,9 +258,12 @@ def _expand_dataset(
         raise ConfigError(f"{source}: {name}.systems.read_from: file not found: {path}")
     systems["read_from"] = path
     length_factor(systems["length_unit"], f"{source}: {name}.systems.length_unit")
+    return systems
 
-    inherited = section.get("targets") is None and inherit is not None
-    targets = inherit if inherited else section.get("targets")
+
+def _expand_energy(targets: Any, inherited: bool, source: str, name: str) -> dict:
+    """A dataset's ``targets.energy``, its forces, stress and virial expanded to
+    ``{key, required}`` or False (``required``: named in this section)."""
     targets = targets or {"energy": {}}
     if not isinstance(targets, dict):
         raise ConfigError(f"{source}: {name}.targets must be a section")
@@ -275,23 +287,10 @@ def _expand_dataset(
         f"{name}.targets.energy",
     )
     for gradient in ("forces", "stress", "virial"):
-        value = energy[gradient]
-        where = f"{name}.targets.energy.{gradient}"
-        if value is None:
-            value = TARGET_DEFAULTS[gradient]
-        if value is True:
-            value = {"key": gradient}
-        elif isinstance(value, str):
-            value = {"key": value}
-        if value is False:
-            energy[gradient] = False
-            continue
-        if not isinstance(value, dict) or set(value) - {"key"}:
-            raise ConfigError(
-                f"{source}: {where} must be true, false, a key name or {{key: NAME}}"
-            )
-        value = {"key": value.get("key", gradient), "required": gradient in explicit}
-        energy[gradient] = value
+        where = f"{source}: {name}.targets.energy.{gradient}"
+        energy[gradient] = _expand_gradient(
+            energy[gradient], gradient, gradient in explicit, where
+        )
     if energy["stress"] and energy["virial"]:
         if energy["stress"]["required"] and energy["virial"]["required"]:
             raise ConfigError(
@@ -304,7 +303,25 @@ def _expand_dataset(
         else:
             energy["virial"] = False
     energy_factor(energy["unit"], f"{source}: {name}.targets.energy.unit")
-    return {"systems": systems, "targets": {"energy": energy}}
+    return energy
+
+
+def _expand_gradient(
+    value: Any, gradient: str, required: bool, where: str
+) -> dict | bool:
+    """true, false, a key name or {key: NAME} (None: the default) as
+    ``{key, required}``, or False."""
+    if value is None:
+        value = TARGET_DEFAULTS[gradient]
+    if value is True:
+        value = {"key": gradient}
+    elif isinstance(value, str):
+        value = {"key": value}
+    if value is False:
+        return False
+    if not isinstance(value, dict) or set(value) - {"key"}:
+        raise ConfigError(f"{where} must be true, false, a key name or {{key: NAME}}")
+    return {"key": value.get("key", gradient), "required": required}
 
 
 def _merge_known(

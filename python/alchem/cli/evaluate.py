@@ -2,13 +2,56 @@
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .common import add_version
 
+if TYPE_CHECKING:
+    from ase import Atoms
+
+    from ..evaluation import EvaluationRecord
+
 
 def evaluate_main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+
+    import ase.io
+
+    from ..errors import ConfigError
+    from ..evaluation import EvaluationRecord, write_evaluation_outputs
+    from ..io import atomic_write
+
+    calculator = _load_model(args.model, args.device)
+    frames = _read_frames(args.data)
+    _check_elements(frames, calculator, args.data)
+    _warn_missing_references(frames, args)
+
+    errors: dict[str, list[np.ndarray]] = {"energy": [], "forces": [], "stress": []}
+    predicted_frames = []
+    record = EvaluationRecord()  # errors.csv, parity.png
+    for index, atoms in enumerate(frames):
+        predicted_frames.append(
+            _evaluate_structure(atoms, index, calculator, args, errors, record)
+        )
+    print(f"{len(frames)} structures from {args.data}")
+    _print_errors(errors)
+    atomic_write(
+        args.output, lambda tmp: ase.io.write(tmp, predicted_frames, format="extxyz")
+    )
+    print(f"predictions written to {args.output}")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    write_evaluation_outputs(record, folder, per_element=args.per_element)
+    if not any(errors.values()):
+        raise ConfigError(
+            f"{args.data}: nothing to compare: no structure has the reference keys "
+            f"{_wanted_keys(args)} (keys found: {_found_keys(frames)}); name them "
+            "with --energy-key, --forces-key, --stress-key"
+        )
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alchem-eval",
         description="Evaluate an exported model on a structure file: print RMSE "
@@ -56,48 +99,49 @@ def evaluate_main(argv: list[str] | None = None) -> None:
         "--per-element", action="store_true", help="print force errors per element"
     )
     add_version(parser)
-    args = parser.parse_args(argv)
+    return parser
 
-    import ase.io
+
+def _evaluate_structure(
+    atoms: "Atoms",
+    index: int,
+    calculator,
+    args: argparse.Namespace,
+    errors: dict[str, list[np.ndarray]],
+    record: "EvaluationRecord",
+) -> "Atoms":
+    """The model's energy, forces and stress of one structure, with its errors
+    added to ``errors`` and ``record``; a copy holding predictions and references."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from ..errors import ConfigError
-    from ..evaluation import EvaluationRecord, write_evaluation_outputs
-    from ..io import atomic_write
 
-    calculator = _load_model(args.model, args.device)
-    frames = _read_frames(args.data)
-    _check_elements(frames, calculator, args.data)
-    _warn_missing_references(frames, args)
+    reference = _reference(atoms, args)
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    try:  # what the model can not evaluate (alchem.calculator.check_structure)
+        energy = atoms.get_potential_energy()
+    except ValueError as error:
+        raise ConfigError(f"{args.data}, structure {index}: {error}") from None
+    result = {"energy": energy, "forces": atoms.get_forces()}
+    if np.all(atoms.pbc):
+        result["stress"] = atoms.get_stress()
+    if "energy" in reference:
+        errors["energy"].append(
+            np.array([(result["energy"] - reference["energy"]) / len(atoms)])
+        )
+    for key in ("forces", "stress"):
+        if key in reference and key in result:
+            errors[key].append((result[key] - reference[key]).reshape(-1))
+    record.add(atoms, reference, result)
+    _keep_references(atoms, reference, args)
+    atoms.calc = SinglePointCalculator(atoms, **result)
+    return atoms
 
-    errors: dict[str, list[np.ndarray]] = {"energy": [], "forces": [], "stress": []}
-    predicted_frames = []
-    record = EvaluationRecord()  # errors.csv, parity.png
-    for index, atoms in enumerate(frames):
-        reference = _reference(atoms, args)
-        atoms = atoms.copy()
-        atoms.calc = calculator
-        try:  # what the model can not evaluate (alchem.calculator.check_structure)
-            energy = atoms.get_potential_energy()
-        except ValueError as error:
-            raise ConfigError(f"{args.data}, structure {index}: {error}") from None
-        result = {"energy": energy, "forces": atoms.get_forces()}
-        if np.all(atoms.pbc):
-            result["stress"] = atoms.get_stress()
-        if "energy" in reference:
-            errors["energy"].append(
-                np.array([(result["energy"] - reference["energy"]) / len(atoms)])
-            )
-        for key in ("forces", "stress"):
-            if key in reference and key in result:
-                errors[key].append((result[key] - reference[key]).reshape(-1))
-        record.add(atoms, reference, result)
-        _keep_references(atoms, reference, args)
-        atoms.calc = SinglePointCalculator(atoms, **result)
-        predicted_frames.append(atoms)
 
+def _print_errors(errors: dict[str, list[np.ndarray]]) -> None:
+    """RMSE and MAE of each target over the structures that have it."""
     units = {"energy": "meV/atom", "forces": "meV/Å", "stress": "meV/Å³"}
-    print(f"{len(frames)} structures from {args.data}")
     for key, chunks in errors.items():
         if chunks:
             values = np.concatenate(chunks) * 1000
@@ -107,18 +151,6 @@ def evaluate_main(argv: list[str] | None = None) -> None:
                 f"{key:7s} RMSE {rmse:10.3f}  MAE {mae:10.3f}  {units[key]:<8s}  "
                 f"({len(chunks)} structures)"
             )
-    atomic_write(
-        args.output, lambda tmp: ase.io.write(tmp, predicted_frames, format="extxyz")
-    )
-    print(f"predictions written to {args.output}")
-    folder = os.path.dirname(os.path.abspath(args.output))
-    write_evaluation_outputs(record, folder, per_element=args.per_element)
-    if not any(errors.values()):
-        raise ConfigError(
-            f"{args.data}: nothing to compare: no structure has the reference keys "
-            f"{_wanted_keys(args)} (keys found: {_found_keys(frames)}); name them "
-            "with --energy-key, --forces-key, --stress-key"
-        )
 
 
 REFERENCE_NAMES = {

@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 import traceback
+from collections.abc import Callable
 
 from ..errors import ConfigError
 from .common import add_version, check_output_folder, run, setup_logging
@@ -78,58 +79,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def train_main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    from ..options import expand_options, load_yaml, save_options
+    from ..options import expand_options, load_yaml
 
     user = load_yaml(args.options)
     options = expand_options(
         user, args.options, os.path.dirname(os.path.abspath(args.options))
     )
-    if args.restart is not None and not os.path.isfile(args.restart):
-        raise ConfigError(f"--restart {args.restart}: checkpoint not found")
-    if not args.output.endswith(".pt"):
-        raise ConfigError(f"-o {args.output}: the exported model must end in .pt")
-    check_output_folder(args.output)
-    checkpoint = args.checkpoint or args.output[: -len(".pt")] + ".ckpt"
-
-    allow_change = [key.strip() for key in args.allow_change.split(",") if key.strip()]
-    if allow_change and args.restart is None:
-        raise ConfigError(
-            f"--allow-change {args.allow_change} applies to --restart only (a new run "
-            "or a fine-tuning takes the options file as it is)"
-        )
-    if args.fine_tune is not None and not os.path.isfile(args.fine_tune):
-        raise ConfigError(f"--fine-tune {args.fine_tune}: checkpoint not found")
-    if args.composition is not None and args.fine_tune is None:
-        raise ConfigError(
-            f"--composition {args.composition} applies to --fine-tune only (a new run "
-            "fits the composition energies on its training set)"
-        )
-
+    checkpoint, allow_change = _check_arguments(args)
     now = datetime.datetime.now()
     run_dir = args.run_dir or os.path.join(
         "outputs", now.strftime("%Y-%m-%d"), now.strftime("%H-%M-%S")
     )
-    setup_logging()  # the console only, until the inputs are checked
+    start_run = _run_folder(run_dir, options)
     log = logging.getLogger("alchem")
-    # what is logged before the run folder exists goes to its train.log later
-    early = logging.handlers.MemoryHandler(10**6, flushLevel=logging.CRITICAL + 1)
-    log.addHandler(early)
-
-    def start_run() -> None:
-        """The inputs are fine: only now the run folder is made (no stray ones)."""
-        os.makedirs(run_dir, exist_ok=True)
-        setup_logging(os.path.join(run_dir, "train.log"))
-        for handler in log.handlers:
-            if isinstance(handler, logging.FileHandler):
-                early.setTarget(handler)
-                early.flush()
-        early.close()
-        save_options(options, os.path.join(run_dir, "options.yaml"))
-        log.info("run folder: %s", run_dir)
 
     from ..export import describe_extensions, export_model
-    from ..interrupts import TrainingInterrupted
     from ..training import train
+    from ..training.interrupts import TrainingInterrupted
 
     started = datetime.datetime.now()
     try:
@@ -160,6 +126,57 @@ def train_main(argv: list[str] | None = None) -> None:
     elapsed = (datetime.datetime.now() - started).total_seconds()
     _closing_summary(summary, args, options, run_dir, checkpoint, elapsed)
     log.info("extensions: %s", describe_extensions(extensions))
+
+
+def _check_arguments(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The checkpoint path and the --allow-change keys, the flags checked together
+    (before any work)."""
+    if args.restart is not None and not os.path.isfile(args.restart):
+        raise ConfigError(f"--restart {args.restart}: checkpoint not found")
+    if not args.output.endswith(".pt"):
+        raise ConfigError(f"-o {args.output}: the exported model must end in .pt")
+    check_output_folder(args.output)
+    checkpoint = args.checkpoint or args.output[: -len(".pt")] + ".ckpt"
+
+    allow_change = [key.strip() for key in args.allow_change.split(",") if key.strip()]
+    if allow_change and args.restart is None:
+        raise ConfigError(
+            f"--allow-change {args.allow_change} applies to --restart only (a new run "
+            "or a fine-tuning takes the options file as it is)"
+        )
+    if args.fine_tune is not None and not os.path.isfile(args.fine_tune):
+        raise ConfigError(f"--fine-tune {args.fine_tune}: checkpoint not found")
+    if args.composition is not None and args.fine_tune is None:
+        raise ConfigError(
+            f"--composition {args.composition} applies to --fine-tune only (a new run "
+            "fits the composition energies on its training set)"
+        )
+    return checkpoint, allow_change
+
+
+def _run_folder(run_dir: str, options: dict) -> Callable[[], None]:
+    """Logging to the console now; the function that makes the run folder once the
+    inputs are checked (no stray folders), with train.log holding what was logged
+    before it."""
+    from ..options import save_options
+
+    setup_logging()  # the console only, until the inputs are checked
+    log = logging.getLogger("alchem")
+    early = logging.handlers.MemoryHandler(10**6, flushLevel=logging.CRITICAL + 1)
+    log.addHandler(early)
+
+    def start_run() -> None:
+        os.makedirs(run_dir, exist_ok=True)
+        setup_logging(os.path.join(run_dir, "train.log"))
+        for handler in log.handlers:
+            if isinstance(handler, logging.FileHandler):
+                early.setTarget(handler)
+                early.flush()
+        early.close()
+        save_options(options, os.path.join(run_dir, "options.yaml"))
+        log.info("run folder: %s", run_dir)
+
+    return start_run
 
 
 def _to_log_file(text: str) -> None:
@@ -198,13 +215,13 @@ def _stopped(stop, args, options, run_dir, export_model) -> None:
 def _closing_summary(summary, args, options, run_dir, checkpoint, elapsed) -> None:
     from ase.data import chemical_symbols
 
-    from ..progress import format_duration
-    from ..training import _format
+    from ..training import format_metrics
+    from ..training.progress import format_duration
 
     log = logging.getLogger("alchem")
     run_info = summary["run"]
     best = run_info["best_metrics"]
-    metrics = f" ({_format('validation', best)})" if best else ""
+    metrics = f" ({format_metrics('validation', best)})" if best else ""
     elements = " ".join(chemical_symbols[z] for z in run_info["atomic_types"])
     test = options.get("test_set")
     data = test["systems"]["read_from"] if isinstance(test, dict) else "test.xyz"

@@ -4,9 +4,55 @@ properties of a model against a reference."""
 import argparse
 import os
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..validate.properties import Settings
 
 
 def validate_main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+
+    from ..calculator import load_calculator
+    from ..errors import ConfigError
+    from ..validate.references import load_reference
+    from ..validate.report import table_lines, write_report
+    from ..validate.run import validate_systems
+
+    groups, settings = checked_settings(args)
+    if not os.path.isfile(args.model):
+        raise ConfigError(f"{args.model}: model file not found")
+    reference = load_reference(args.reference, _kwargs(args.reference_kwargs))
+    calculator = load_calculator(args.model, device=args.device)
+    systems = systems_to_validate(
+        calculator, args.model, args.elements, args.lattice, args.alloys
+    )
+
+    started = time.perf_counter()
+    results = validate_systems(
+        systems,
+        lambda: calculator,
+        reference,
+        settings,
+        groups,
+        progress=lambda text: print(f"... {text}", flush=True),
+    )
+    header = {
+        "model": args.model,
+        "reference": args.reference,
+        "settings": vars(settings),
+    }
+    paths = write_report(results, header, args.output)
+    print()
+    print("\n".join(table_lines(results)))
+    print_md_stability(results)
+    print(
+        f"\nvalidation written to {paths['markdown']} and {paths['json']}; figures: "
+        f"{paths['eos']}, {paths['errors']} ({time.perf_counter() - started:.0f} s)"
+    )
+
+
+def parser() -> argparse.ArgumentParser:
     from ..validate.properties import Settings
     from ..validate.run import GROUPS
 
@@ -84,13 +130,14 @@ def validate_main(argv: list[str] | None = None) -> None:
         help="Å: atoms closer than this flag the MD run (default: %(default)s)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
-    args = parser.parse_args(argv)
+    return parser
 
-    from ..calculator import load_calculator
+
+def checked_settings(args: argparse.Namespace) -> tuple[tuple[str, ...], "Settings"]:
+    """The property groups and MD settings asked for, each value checked."""
     from ..errors import ConfigError
-    from ..validate.references import load_reference
-    from ..validate.report import table_lines, write_report
-    from ..validate.run import validate_systems
+    from ..validate.properties import Settings
+    from ..validate.run import GROUPS
 
     groups = tuple(g.strip() for g in args.properties.split(",") if g.strip())
     unknown = [g for g in groups if g not in GROUPS]
@@ -118,31 +165,11 @@ def validate_main(argv: list[str] | None = None) -> None:
         md_timestep=args.timestep,
         min_distance=args.min_distance,
     )
-    if not os.path.isfile(args.model):
-        raise ConfigError(f"{args.model}: model file not found")
-    reference = load_reference(args.reference, _kwargs(args.reference_kwargs))
-    calculator = load_calculator(args.model, device=args.device)
-    systems = systems_to_validate(
-        calculator, args.model, args.elements, args.lattice, args.alloys
-    )
+    return groups, settings
 
-    started = time.perf_counter()
-    results = validate_systems(
-        systems,
-        lambda: calculator,
-        reference,
-        settings,
-        groups,
-        progress=lambda text: print(f"... {text}", flush=True),
-    )
-    header = {
-        "model": args.model,
-        "reference": args.reference,
-        "settings": vars(settings),
-    }
-    paths = write_report(results, header, args.output)
-    print()
-    print("\n".join(table_lines(results)))
+
+def print_md_stability(results: dict) -> None:
+    """One line per system: stable, or why not."""
     for system, content in results.items():
         md = content.get("md")
         if md:
@@ -153,10 +180,6 @@ def validate_main(argv: list[str] | None = None) -> None:
                 f"MD {system}: {state} ({md['steps']} steps at {md['temperature']:.0f}"
                 f" K, shortest distance {md['min_distance']:.2f} Å)"
             )
-    print(
-        f"\nvalidation written to {paths['markdown']} and {paths['json']}; figures: "
-        f"{paths['eos']}, {paths['errors']} ({time.perf_counter() - started:.0f} s)"
-    )
 
 
 def systems_to_validate(calculator, model_path, elements, lattice, alloys) -> list:

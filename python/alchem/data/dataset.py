@@ -10,7 +10,7 @@ without it train together. A batch marks which of its structures have each label
 """
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import ase.io
 import numpy as np
@@ -70,7 +70,6 @@ class Batch:
     has_forces: torch.Tensor | None = None  # [n_structures] bool
     has_virial: torch.Tensor | None = None  # [n_structures] bool
     one_way: torch.Tensor | None = None  # [n_edges] bool, see one_way_edges
-    extra: dict = field(default_factory=dict)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "Batch":
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -81,11 +80,7 @@ class Batch:
             return t.to(device=device)
 
         return Batch(
-            **{
-                name: move(getattr(self, name))
-                for name in self.__dataclass_fields__
-                if name != "extra"
-            }
+            **{name: move(getattr(self, name)) for name in self.__dataclass_fields__}
         )
 
 
@@ -243,76 +238,19 @@ def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]
     """
     systems = section["systems"]
     path = systems["read_from"]
-    try:
-        frames = ase.io.read(path, index=":", format=systems["reader"])
-    except Exception as error:  # ASE raises many types for unreadable files
-        raise ConfigError(f"{where}: cannot read {path}: {error}") from None
-    if len(frames) == 0:
-        raise ConfigError(f"{where}: {path} holds no structures")
-
+    frames = _read_frames(path, systems["reader"], where)
     length = length_factor(systems["length_unit"], where)
     target = section["targets"]["energy"]
     energy_unit = energy_factor(target["unit"], where)
-    gradients = {}
-    for name in ("forces", "stress", "virial"):
-        spec = target[name]
-        if spec and spec["required"]:
-            if not any(_has_key(atoms, spec["key"]) for atoms in frames):
-                found = sorted({k for atoms in frames for k in available_keys(atoms)})
-                raise ConfigError(
-                    f"{where}.targets.energy.{name}: key {spec['key']!r} not found in "
-                    f"any structure of {path} (keys in the file: {', '.join(found)})"
-                )
-        gradients[name] = spec
-
+    _check_required_keys(frames, target, path, where)
     structures = []
     stress_not_used = []  # structures with a stress but not periodic in 3D
     for index, atoms in enumerate(frames):
         label = f"{where}: {path}, structure {index}"
-        if len(atoms) == 0:
-            raise ConfigError(f"{label}: has no atoms; remove it from the file")
-        _check_finite(atoms.positions, label, "positions")
-        _check_finite(atoms.cell.array, label, "cell")
-        atoms.positions = atoms.positions * length
-        atoms.cell = atoms.cell.array * length
-        try:
-            structure = structure_from_atoms(atoms, cutoff)
-        except ValueError as error:
-            raise ConfigError(f"{label}: {error}") from None
-        energy = _get(atoms, target["key"], label, "energy")
-        energy = _check_finite(energy, label, target["key"])
-        structure.energy = float(energy.reshape(-1)[0]) * energy_unit
-        forces_spec = gradients["forces"]
-        if forces_spec and _has_key(atoms, forces_spec["key"]):
-            forces = _check_finite(
-                _get(atoms, forces_spec["key"], label, "forces"),
-                label,
-                forces_spec["key"],
-            )
-            structure.forces = torch.tensor(
-                forces.reshape(-1, 3) * energy_unit / length
-            )
-        stress_spec, virial_spec = gradients["stress"], gradients["virial"]
-        # stress needs the volume: only cells periodic in all three directions
-        has_stress = bool(stress_spec) and _has_key(atoms, stress_spec["key"])
-        if has_stress and not all(atoms.pbc):
+        structure = _structure(atoms, cutoff, length, label)
+        _read_labels(structure, atoms, target, energy_unit, length, label)
+        if _unused_stress(atoms, target["stress"]):
             stress_not_used.append(index)
-        if has_stress and all(atoms.pbc):
-            stress = _check_finite(
-                _get(atoms, stress_spec["key"], label, "stress"),
-                label,
-                stress_spec["key"],
-            )
-            structure.virial = _virial_from_stress(
-                stress, atoms, energy_unit, length, label
-            )
-        elif virial_spec and _has_key(atoms, virial_spec["key"]):
-            virial = _check_finite(
-                _get(atoms, virial_spec["key"], label, "virial"),
-                label,
-                virial_spec["key"],
-            )
-            structure.virial = torch.tensor(virial.reshape(3, 3) * energy_unit)
         structures.append(structure)
     if stress_not_used:
         shown = ", ".join(map(str, stress_not_used[:10]))
@@ -327,6 +265,93 @@ def read_structures(section: dict, cutoff: float, where: str) -> list[Structure]
             more,
         )
     return structures
+
+
+def _read_frames(path: str, reader: str | None, where: str) -> list[ase.Atoms]:
+    try:
+        frames = ase.io.read(path, index=":", format=reader)
+    except Exception as error:  # ASE raises many types for unreadable files
+        raise ConfigError(f"{where}: cannot read {path}: {error}") from None
+    if len(frames) == 0:
+        raise ConfigError(f"{where}: {path} holds no structures")
+    return frames
+
+
+def _check_required_keys(
+    frames: list[ase.Atoms], target: dict, path: str, where: str
+) -> None:
+    """A gradient key named in the options is found in at least one structure."""
+    for name in ("forces", "stress", "virial"):
+        spec = target[name]
+        if spec and spec["required"]:
+            if not any(_has_key(atoms, spec["key"]) for atoms in frames):
+                found = sorted({k for atoms in frames for k in available_keys(atoms)})
+                raise ConfigError(
+                    f"{where}.targets.energy.{name}: key {spec['key']!r} not found in "
+                    f"any structure of {path} (keys in the file: {', '.join(found)})"
+                )
+
+
+def _structure(atoms: ase.Atoms, cutoff: float, length: float, label: str) -> Structure:
+    """The structure's atoms, cell and neighbours, in Å."""
+    if len(atoms) == 0:
+        raise ConfigError(f"{label}: has no atoms; remove it from the file")
+    _check_finite(atoms.positions, label, "positions")
+    _check_finite(atoms.cell.array, label, "cell")
+    atoms.positions = atoms.positions * length
+    atoms.cell = atoms.cell.array * length
+    try:
+        return structure_from_atoms(atoms, cutoff)
+    except ValueError as error:
+        raise ConfigError(f"{label}: {error}") from None
+
+
+def _read_labels(
+    structure: Structure,
+    atoms: ase.Atoms,
+    target: dict,
+    energy_unit: float,
+    length: float,
+    label: str,
+) -> None:
+    """Energy (required), and forces, stress or virial where the structure has
+    them, in eV and Å; a stress only for cells periodic in all directions."""
+    energy = _get(atoms, target["key"], label, "energy")
+    energy = _check_finite(energy, label, target["key"])
+    structure.energy = float(energy.reshape(-1)[0]) * energy_unit
+    forces_spec = target["forces"]
+    if forces_spec and _has_key(atoms, forces_spec["key"]):
+        forces = _check_finite(
+            _get(atoms, forces_spec["key"], label, "forces"),
+            label,
+            forces_spec["key"],
+        )
+        structure.forces = torch.tensor(forces.reshape(-1, 3) * energy_unit / length)
+    stress_spec, virial_spec = target["stress"], target["virial"]
+    # stress needs the volume: only cells periodic in all three directions
+    has_stress = bool(stress_spec) and _has_key(atoms, stress_spec["key"])
+    if has_stress and all(atoms.pbc):
+        stress = _check_finite(
+            _get(atoms, stress_spec["key"], label, "stress"),
+            label,
+            stress_spec["key"],
+        )
+        structure.virial = _virial_from_stress(
+            stress, atoms, energy_unit, length, label
+        )
+    elif virial_spec and _has_key(atoms, virial_spec["key"]):
+        virial = _check_finite(
+            _get(atoms, virial_spec["key"], label, "virial"),
+            label,
+            virial_spec["key"],
+        )
+        structure.virial = torch.tensor(virial.reshape(3, 3) * energy_unit)
+
+
+def _unused_stress(atoms: ase.Atoms, stress_spec: dict | None) -> bool:
+    """A stress label on a structure not periodic in all directions (not used)."""
+    has_stress = bool(stress_spec) and _has_key(atoms, stress_spec["key"])
+    return has_stress and not all(atoms.pbc)
 
 
 def count_targets(structures: list[Structure]) -> dict[str, int]:

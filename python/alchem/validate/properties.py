@@ -10,6 +10,7 @@ moduli in GPa, surface energies in J/m², frequencies in THz.
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import Atoms, units
@@ -20,6 +21,9 @@ from ase.optimize import BFGS
 
 from ..errors import ConfigError
 from .systems import IDEAL_C_OVER_A, CrystalSystem
+
+if TYPE_CHECKING:
+    from ase.md.langevin import Langevin
 
 CalculatorFactory = Callable[[], object]
 J_PER_M2 = units.J / units.m**2  # eV/Å² in J/m²: divide by this
@@ -291,21 +295,9 @@ def md_stability(
     ``min_distance``, the potential energy drifts by more than
     ``max_energy_drift`` per atom, the pressure exceeds ``max_pressure`` or any
     value is not finite."""
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
     atoms = system.cell(eos.lattice_constant, eos.c_over_a).repeat(settings.supercell)
     atoms.calc = make()
-    rng = np.random.default_rng(settings.seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=settings.md_temperature, rng=rng)
-    dynamics = Langevin(
-        atoms,
-        timestep=settings.md_timestep * units.fs,
-        temperature_K=settings.md_temperature,
-        friction=0.02 / units.fs,
-        fixcm=False,
-        rng=rng,
-    )
+    dynamics = _langevin(atoms, settings)
     n_atoms = len(atoms)
     start = atoms.get_potential_energy() / n_atoms
     record = {"distance": np.inf, "drift": 0.0, "pressure": 0.0, "temperature": []}
@@ -330,19 +322,7 @@ def md_stability(
         dynamics.run(chunk)
         steps += chunk
         check()
-        if record["distance"] < settings.min_distance:
-            reasons.append(
-                f"atoms {record['distance']:.2f} Å apart (< {settings.min_distance} Å)"
-            )
-        if record["drift"] > settings.max_energy_drift:
-            reasons.append(
-                f"potential energy drifted {record['drift']:.2f} eV/atom "
-                f"(> {settings.max_energy_drift})"
-            )
-        if record["pressure"] > settings.max_pressure:
-            reasons.append(
-                f"pressure {record['pressure']:.0f} GPa (> {settings.max_pressure})"
-            )
+        reasons += _beyond_limits(record, settings)
     return StabilityResult(
         stable=not reasons,
         steps=steps,
@@ -352,3 +332,41 @@ def md_stability(
         max_pressure=record["pressure"],
         reasons=reasons,
     )
+
+
+def _langevin(atoms: Atoms, settings: Settings) -> "Langevin":
+    """Langevin dynamics at ``md_temperature``, velocities drawn from its
+    Maxwell-Boltzmann distribution (seeded)."""
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    rng = np.random.default_rng(settings.seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=settings.md_temperature, rng=rng)
+    return Langevin(
+        atoms,
+        timestep=settings.md_timestep * units.fs,
+        temperature_K=settings.md_temperature,
+        friction=0.02 / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
+
+
+def _beyond_limits(record: dict, settings: Settings) -> list[str]:
+    """What of the run so far makes it unstable (closest distance, energy drift,
+    pressure)."""
+    reasons = []
+    if record["distance"] < settings.min_distance:
+        reasons.append(
+            f"atoms {record['distance']:.2f} Å apart (< {settings.min_distance} Å)"
+        )
+    if record["drift"] > settings.max_energy_drift:
+        reasons.append(
+            f"potential energy drifted {record['drift']:.2f} eV/atom "
+            f"(> {settings.max_energy_drift})"
+        )
+    if record["pressure"] > settings.max_pressure:
+        reasons.append(
+            f"pressure {record['pressure']:.0f} GPa (> {settings.max_pressure})"
+        )
+    return reasons

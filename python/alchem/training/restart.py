@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from .data import Structure
-from .errors import ConfigError
+from ..data import Structure
+from ..errors import ConfigError
 
 # change nothing in the epochs already trained: free on a restart
 FREE = {

@@ -14,10 +14,8 @@ import copy
 import torch
 from ase.data import chemical_symbols
 
-from .errors import ConfigError
-from .model import EnergyModel, _ridge
-
-COMPOSITION_MODES = ("keep", "refit")
+from ..errors import ConfigError
+from ..model import EnergyModel, _ridge
 
 
 def symbols(types) -> str:
