@@ -871,7 +871,9 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   if (input.pairs.size() != d.neighbors.size()) {
     throw std::runtime_error("internal error: wrong number of neighbor lists");
   }
-  torch::AutoGradMode enable_grad(true);
+  // without gradients (the energies of Monte Carlo trials) no autograd graph
+  // is recorded through the model's parameters
+  torch::AutoGradMode enable_grad(input.need_gradients);
   CollectWarnings warnings;
   c10::WarningUtils::WarningHandlerGuard warnings_guard(&warnings);
   output.warnings.clear();

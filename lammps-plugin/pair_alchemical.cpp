@@ -87,7 +87,7 @@ std::pair<std::string, std::string> engine_units(const std::string &style)
 const char *const USAGE =
     "pair_style alchemical <model.pt> [device cpu|cuda|cuda:N] [extensions <dir>|none] "
     "[check_consistency on|off] [threads <N>] [chunk <N>|all] [malloc_reuse on|off] "
-    "[pair_ops loops|torch] [profile on|off]";
+    "[pair_ops loops|torch] [profile on|off] [swap_cache yes|no]";
 
 // close contacts: warn below this fraction of the shortest distance of a pair
 // of elements in the training data (as alchem.contacts.MARGIN)
@@ -131,7 +131,8 @@ bool malloc_reuse(bool on)
 /* ---------------------------------------------------------------------- */
 
 PairAlchemical::PairAlchemical(LAMMPS *lmp) :
-    Pair(lmp), input_(new alchem::EvaluationInput()), output_(new alchem::EvaluationOutput())
+    Pair(lmp), input_(new alchem::EvaluationInput()), output_(new alchem::EvaluationOutput()),
+    trial_input_(new alchem::EvaluationInput()), trial_output_(new alchem::EvaluationOutput())
 {
   single_enable = 0;
   restartinfo = 0;
@@ -146,6 +147,7 @@ PairAlchemical::PairAlchemical(LAMMPS *lmp) :
 
 PairAlchemical::~PairAlchemical()
 {
+  if (swap_trace_ != nullptr) fclose(swap_trace_);
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -184,6 +186,8 @@ void PairAlchemical::settings(int narg, char **arg)
   load_model(keywords, extensions, units);
   choose_chunk(keywords);
   profile_ = keywords.profile;
+  swap_cache_ = keywords.swap_cache;
+  swap_.valid = false;
 
   if (model_->energy_unit().empty() && comm->me == 0) {
     error->warning(FLERR,
@@ -211,11 +215,11 @@ PairAlchemical::Keywords PairAlchemical::parse_keywords(int narg, char **arg)
     const std::string keyword = arg[iarg];
     if (keyword != "device" && keyword != "extensions" && keyword != "check_consistency" &&
         keyword != "threads" && keyword != "chunk" && keyword != "malloc_reuse" &&
-        keyword != "pair_ops" && keyword != "profile") {
+        keyword != "pair_ops" && keyword != "profile" && keyword != "swap_cache") {
       error->all(FLERR,
                  "pair_style alchemical: unknown keyword '{}'; valid keywords are device, "
                  "extensions, check_consistency and threads, for memory and speed chunk, "
-                 "malloc_reuse and pair_ops, and profile ({})",
+                 "malloc_reuse, pair_ops and swap_cache, and profile ({})",
                  keyword, USAGE);
     }
     if (iarg + 1 >= narg) {
@@ -261,6 +265,8 @@ PairAlchemical::Keywords PairAlchemical::parse_keywords(int narg, char **arg)
       keywords.pair_ops = value;
     } else if (keyword == "profile") {
       keywords.profile = utils::logical(FLERR, value, false, lmp) == 1;
+    } else if (keyword == "swap_cache") {
+      keywords.swap_cache = utils::logical(FLERR, value, false, lmp) == 1;
     }
   }
   return keywords;
@@ -371,6 +377,11 @@ void PairAlchemical::log_settings(const Keywords &keywords, const std::string &e
                                      : "; malloc_reuse off";
   }
   if (!keywords.pair_ops.empty()) message += fmt::format("; pair_ops {}", keywords.pair_ops);
+  message +=
+      keywords.swap_cache
+          ? "\n  swap_cache yes: fix atom/swap trials evaluate the energy only, and only around "
+            "the atoms whose element changed"
+          : "\n  swap_cache no: fix atom/swap trials evaluate everything";
   message += fmt::format("\n  model units: length {}, energy {}; LAMMPS units {} ({}, {})\n",
                          model_->length_unit(), model_->energy_unit(), unit_style_, units.first,
                          units.second);
@@ -437,6 +448,7 @@ void PairAlchemical::coeff(int narg, char **arg)
     for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
   }
   setup_close_contacts();
+  swap_.valid = false;
 }
 
 /* ----------------------------------------------------------------------
@@ -598,6 +610,7 @@ void PairAlchemical::init_style()
   neighbor->add_request(this, flags);
 
   last_build_ = -1;
+  swap_.valid = false;
 }
 
 double PairAlchemical::init_one(int i, int j)
@@ -766,22 +779,36 @@ void PairAlchemical::compute(int eflag, int vflag)
 
   const int nall = atom->nlocal + atom->nghost;
   auto start = std::chrono::steady_clock::now();
+  // a Monte Carlo trial of fix atom/swap asks for the energy only: LAMMPS clears
+  // the forces and computes them again after the trials (pair_alchemical_swap.cpp)
+  const bool monte_carlo = eflag_global && !vflag_either && monte_carlo_trial();
+  const bool energy_only = monte_carlo && swap_cache_;
+  if (energy_only && only_types_changed()) {
+    local_trial_energy();
+    return;
+  }
   bool rebuilt = false;
   if (neighbor->ncalls != last_build_ || nall != last_nall_) {
     build_candidates();
     number_atoms();
+    index_candidates();
     last_build_ = neighbor->ncalls;
     last_nall_ = nall;
     rebuilt = true;
   }
 
-  // collective: every rank, with or without atoms
-  if (check_close_) check_close_contacts();
+  // collective: every rank, with or without atoms. Trials move no atom (and are
+  // the same on every rank): the evaluation after them checks
+  if (check_close_ && !energy_only) check_close_contacts();
 
   // a domain without owned atoms has no energy and puts no force anywhere
-  if (atom->nlocal == 0) return;
+  if (atom->nlocal == 0) {
+    if (energy_only) fill_swap_cache(*output_);
+    if (monte_carlo) trace_trial_energy(0.0);
+    return;
+  }
 
-  prepare_input(rebuilt);
+  prepare_input(rebuilt, energy_only);
   const double time_pairs = alchem::seconds_since(start);
   try {
     model_->compute(*input_, *output_);
@@ -792,7 +819,13 @@ void PairAlchemical::compute(int eflag, int vflag)
 
   start = std::chrono::steady_clock::now();
   check_finite(*output_);
-  accumulate(*output_);
+  accumulate(*output_);    // without gradients (a trial): the energies only
+  if (energy_only) {
+    fill_swap_cache(*output_);
+  } else {
+    swap_.valid = false;
+  }
+  if (monte_carlo) trace_trial_energy(output_->energy);
   if (profile_) {
     profile_calls_++;
     profile_evaluations_ += output_->n_evaluations;
@@ -806,13 +839,15 @@ void PairAlchemical::compute(int eflag, int vflag)
 
 /* this step's pairs of every list and the atoms' positions, for the model */
 
-void PairAlchemical::prepare_input(bool rebuilt)
+void PairAlchemical::prepare_input(bool rebuilt, bool energy_only)
 {
   auto &input = *input_;
   input.pairs.resize(lists_.size());
   // the model's atom numbering depends on the pairs of all lists: when one
-  // list changes, the metadata of every list is rebuilt
-  bool changed = rebuilt;
+  // list changes, the metadata of every list is rebuilt (also after a local
+  // trial, which sent the model other pairs)
+  bool changed = rebuilt || model_pairs_stale_;
+  model_pairs_stale_ = false;
   for (auto &model_list : lists_) {
     select_pairs(model_list);
     changed = changed || model_list.selection_changed();
@@ -824,8 +859,9 @@ void PairAlchemical::prepare_input(bool rebuilt)
   input.n_total = static_cast<int64_t>(model_atoms_.size());
   input.positions = positions_.data();
   input.types = types_.data();
-  input.per_atom_energy = eflag_atom != 0;
-  input.need_gradients = true;
+  // a trial keeps the per-atom energies, for the next trials to update
+  input.per_atom_energy = eflag_atom != 0 || (energy_only && model_->supports_per_atom_energy());
+  input.need_gradients = !energy_only;
   // per-atom virials need each pair's dE/dr; the global virial comes from
   // sum_i x_i (x) F_i over owned and ghost atoms, which equals the sum over
   // pairs since the ghosts are images: r_ij = x_j - x_i
@@ -852,6 +888,7 @@ void PairAlchemical::log_torch_warnings(const alchem::EvaluationOutput &output)
 
 void PairAlchemical::finish()
 {
+  finish_swap_summary();
   if (!profile_ || profile_calls_ == 0) return;
   double total = 0.0;
   for (int k = 0; k < 5; k++) total += profile_times_[k];

@@ -6,7 +6,7 @@
      pair_style alchemical model.pt [device cpu|cuda|cuda:N]
                 [extensions DIR|none] [check_consistency on|off] [threads N]
                 [chunk N|all] [malloc_reuse on|off] [pair_ops loops|torch]
-                [profile on|off]
+                [profile on|off] [swap_cache yes|no]
      pair_coeff * * Cu Ni Pt ...   (one element per LAMMPS atom type)
 ------------------------------------------------------------------------- */
 
@@ -16,6 +16,7 @@
 #include "pair.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <set>
 #include <string>
@@ -76,6 +77,7 @@ class PairAlchemical : public Pair {
     int chunk = DEFAULT_CHUNK;    // owned atoms per evaluation, 0: all
     std::string pair_ops;         // "": loops on the CPU, torch on a GPU
     bool profile = false;
+    bool swap_cache = true;
   };
 
   // the steps of settings(), in order
@@ -93,7 +95,7 @@ class PairAlchemical : public Pair {
   void build_candidates();
   void number_atoms();
   void gather_atoms();
-  void prepare_input(bool rebuilt);
+  void prepare_input(bool rebuilt, bool energy_only);
   void log_torch_warnings(const alchem::EvaluationOutput &);
   void check_finite(const alchem::EvaluationOutput &);
   void accumulate(const alchem::EvaluationOutput &);
@@ -102,6 +104,20 @@ class PairAlchemical : public Pair {
   void tally_atom_virial(int i, const double *wp, double scale);
   void setup_close_contacts();
   void check_close_contacts();
+
+  // energy-only evaluations during fix atom/swap's Monte Carlo trials
+  // (pair_alchemical_swap.cpp)
+  bool monte_carlo_trial();
+  void index_candidates();
+  bool only_types_changed();
+  void local_trial_energy();
+  void undo_rejected_trial();
+  void find_affected_atoms();
+  void evaluate_affected_atoms();
+  void build_trial_system(const std::vector<int32_t> &affected);
+  void fill_swap_cache(const alchem::EvaluationOutput &);
+  void trace_trial_energy(double energy);
+  void finish_swap_summary();
 
   std::unique_ptr<alchem::AlchemicalModel> model_;
   std::unique_ptr<alchem::EvaluationInput> input_;
@@ -132,6 +148,49 @@ class PairAlchemical : public Pair {
   bool ghost_centers_ = false;      // message passing: pairs between ghosts too
   int chunk_ = 0;                   // owned atoms per evaluation of the model, 0: all
   std::set<std::string> warned_;    // torch warnings already in the log
+
+  // keyword swap_cache: during fix atom/swap's trials, evaluate the energy only
+  // (forward pass), and when only atom types changed since the last evaluation,
+  // only the owned atoms with a changed atom within the cutoff
+  bool swap_cache_ = true;
+  struct SwapCache {
+    bool valid = false;
+    bigint build = -1;    // neighbor->ncalls of the cached evaluation
+    int nlocal = -1;
+    double box[9] = {};               // boxlo, boxhi, xy, xz, yz
+    double total = 0.0;               // energy of the owned atoms at the full evaluation
+    std::vector<double> reference;    // per-atom energies at the full evaluation
+    std::vector<double> energies;     // per-atom energies now (owned atoms)
+    // the previous trial's changes: (model atom, atomic number before) and
+    // (owned atom, energy before)
+    std::vector<std::pair<int32_t, int32_t>> undo_types;
+    std::vector<std::pair<int32_t, double>> undo_energies;
+    bool undo_valid = false;
+  } swap_;
+  // candidate pairs of LAMMPS atom i: [candidate_offsets_[i], candidate_offsets_[i + 1])
+  std::vector<size_t> candidate_offsets_;
+  bool candidates_grouped_ = false;    // candidates come grouped by first atom
+  // the model's cached pair metadata belongs to a trial's small system: the next
+  // full evaluation sends its pairs again
+  bool model_pairs_stale_ = false;
+  // the small system of a local trial: affected owned atoms first, then their
+  // neighbours (model atom -> trial atom, -1: not in it)
+  std::unique_ptr<alchem::EvaluationInput> trial_input_;
+  std::unique_ptr<alchem::EvaluationOutput> trial_output_;
+  std::vector<int32_t> trial_index_;
+  std::vector<int32_t> trial_atoms_;    // trial atom -> model atom
+  std::vector<double> trial_positions_;
+  std::vector<int32_t> trial_types_;
+  std::vector<std::vector<int32_t>> trial_samples_;    // per list, rows of 5
+  std::vector<int32_t> changed_;                       // model atoms whose element changed
+  std::vector<int32_t> affected_;                      // owned atoms to re-evaluate
+  std::vector<char> affected_mark_;
+  // counts for the summary at the end of a run, and ALCHEM_SWAP_TRACE
+  bigint swap_local_ = 0;
+  bigint swap_full_ = 0;
+  bigint swap_atoms_ = 0;    // owned atoms re-evaluated by the local trials
+  double swap_local_time_ = 0.0;
+  FILE *swap_trace_ = nullptr;
 
   // close contacts: pairs nearer than CLOSE_CONTACT_MARGIN x the shortest
   // distance of their elements in the training data (metadata extra
