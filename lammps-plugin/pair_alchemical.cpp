@@ -87,7 +87,7 @@ std::pair<std::string, std::string> engine_units(const std::string &style)
 const char *const USAGE =
     "pair_style alchemical <model.pt> [device cpu|cuda|cuda:N] [extensions <dir>|none] "
     "[check_consistency on|off] [threads <N>] [chunk <N>|all] [malloc_reuse on|off] "
-    "[pair_ops loops|torch] [profile on|off] [swap_cache yes|no]";
+    "[pair_ops loops|torch] [profile on|off] [swap_cache yes|no] [swap_trace <prefix>|none]";
 
 // close contacts: warn below this fraction of the shortest distance of a pair
 // of elements in the training data (as alchem.contacts.MARGIN)
@@ -188,6 +188,9 @@ void PairAlchemical::settings(int narg, char **arg)
   profile_ = keywords.profile;
   swap_cache_ = keywords.swap_cache;
   swap_.valid = false;
+  if (swap_trace_ != nullptr) fclose(swap_trace_);
+  swap_trace_ = nullptr;
+  swap_trace_path_ = keywords.swap_trace;
 
   if (model_->energy_unit().empty() && comm->me == 0) {
     error->warning(FLERR,
@@ -215,11 +218,12 @@ PairAlchemical::Keywords PairAlchemical::parse_keywords(int narg, char **arg)
     const std::string keyword = arg[iarg];
     if (keyword != "device" && keyword != "extensions" && keyword != "check_consistency" &&
         keyword != "threads" && keyword != "chunk" && keyword != "malloc_reuse" &&
-        keyword != "pair_ops" && keyword != "profile" && keyword != "swap_cache") {
+        keyword != "pair_ops" && keyword != "profile" && keyword != "swap_cache" &&
+        keyword != "swap_trace") {
       error->all(FLERR,
                  "pair_style alchemical: unknown keyword '{}'; valid keywords are device, "
                  "extensions, check_consistency and threads, for memory and speed chunk, "
-                 "malloc_reuse, pair_ops and swap_cache, and profile ({})",
+                 "malloc_reuse, pair_ops and swap_cache, and profile and swap_trace ({})",
                  keyword, USAGE);
     }
     if (iarg + 1 >= narg) {
@@ -267,6 +271,8 @@ PairAlchemical::Keywords PairAlchemical::parse_keywords(int narg, char **arg)
       keywords.profile = utils::logical(FLERR, value, false, lmp) == 1;
     } else if (keyword == "swap_cache") {
       keywords.swap_cache = utils::logical(FLERR, value, false, lmp) == 1;
+    } else if (keyword == "swap_trace") {
+      keywords.swap_trace = value == "none" ? "" : value;
     }
   }
   return keywords;
@@ -785,6 +791,7 @@ void PairAlchemical::compute(int eflag, int vflag)
   const bool energy_only = monte_carlo && swap_cache_;
   if (energy_only && only_types_changed()) {
     local_trial_energy();
+    swap_local_time_ += alchem::seconds_since(start);    // all of the pair style's work
     return;
   }
   bool rebuilt = false;

@@ -6,7 +6,7 @@
      pair_style alchemical model.pt [device cpu|cuda|cuda:N]
                 [extensions DIR|none] [check_consistency on|off] [threads N]
                 [chunk N|all] [malloc_reuse on|off] [pair_ops loops|torch]
-                [profile on|off] [swap_cache yes|no]
+                [profile on|off] [swap_cache yes|no] [swap_trace PREFIX|none]
      pair_coeff * * Cu Ni Pt ...   (one element per LAMMPS atom type)
 ------------------------------------------------------------------------- */
 
@@ -78,6 +78,7 @@ class PairAlchemical : public Pair {
     std::string pair_ops;         // "": loops on the CPU, torch on a GPU
     bool profile = false;
     bool swap_cache = true;
+    std::string swap_trace;    // "": none
   };
 
   // the steps of settings(), in order
@@ -185,11 +186,12 @@ class PairAlchemical : public Pair {
   std::vector<int32_t> changed_;                       // model atoms whose element changed
   std::vector<int32_t> affected_;                      // owned atoms to re-evaluate
   std::vector<char> affected_mark_;
-  // counts for the summary at the end of a run, and ALCHEM_SWAP_TRACE
+  // counts for the summary at the end of a run, and the swap_trace file
   bigint swap_local_ = 0;
   bigint swap_full_ = 0;
   bigint swap_atoms_ = 0;    // owned atoms re-evaluated by the local trials
   double swap_local_time_ = 0.0;
+  std::string swap_trace_path_;    // keyword swap_trace: <prefix>.<rank>, "": none
   FILE *swap_trace_ = nullptr;
 
   // close contacts: pairs nearer than CLOSE_CONTACT_MARGIN x the shortest

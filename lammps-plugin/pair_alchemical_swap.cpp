@@ -41,9 +41,7 @@
 #include "alchemical_model.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 
@@ -160,7 +158,6 @@ bool PairAlchemical::only_types_changed()
 
 void PairAlchemical::local_trial_energy()
 {
-  const auto start = std::chrono::steady_clock::now();
   const int nlocal = atom->nlocal;
   undo_rejected_trial();
   find_affected_atoms();
@@ -186,7 +183,6 @@ void PairAlchemical::local_trial_energy()
   }
   swap_local_++;
   swap_atoms_ += static_cast<bigint>(affected_.size());
-  swap_local_time_ += alchem::seconds_since(start);
   trace_trial_energy(energy);
 }
 
@@ -370,20 +366,20 @@ void PairAlchemical::build_trial_system(const std::vector<int32_t> &affected)
 }
 
 /* ----------------------------------------------------------------------
-   ALCHEM_SWAP_TRACE=<prefix>: each rank writes the energy of its owned atoms
+   keyword swap_trace <prefix>: each rank writes the energy of its owned atoms
    at every evaluation of a trial to <prefix>.<rank> (tests compare the local
    and the full evaluations trial by trial)
 ------------------------------------------------------------------------- */
 
 void PairAlchemical::trace_trial_energy(double energy)
 {
+  if (swap_trace_path_.empty()) return;
   if (swap_trace_ == nullptr) {
-    const char *prefix = std::getenv("ALCHEM_SWAP_TRACE");
-    if (prefix == nullptr || prefix[0] == '\0') return;
-    const std::string path = fmt::format("{}.{}", prefix, comm->me);
+    const std::string path = fmt::format("{}.{}", swap_trace_path_, comm->me);
     swap_trace_ = fopen(path.c_str(), "w");
     if (swap_trace_ == nullptr) {
-      error->one(FLERR, "pair_style alchemical: cannot write ALCHEM_SWAP_TRACE file {}", path);
+      error->one(FLERR, "pair_style alchemical: cannot write the swap_trace file {}: {}", path,
+                 utils::getsyserror());
     }
   }
   fputs(fmt::format("{} {:.17g}\n", update->ntimestep, energy).c_str(), swap_trace_);

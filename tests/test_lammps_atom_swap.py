@@ -6,7 +6,7 @@ changed atom within the cutoff (lammps-plugin/pair_alchemical_swap.cpp). Each te
 runs the same hybrid MD + Monte Carlo input twice, with `swap_cache yes` and with
 `swap_cache no` (every trial a whole evaluation with forces, as before), and asks
 for the same run: every trial's energy on every rank to 1e-10 eV
-(`ALCHEM_SWAP_TRACE`), the same accepted trials, the same thermo output, and the
+(`swap_trace`), the same accepted trials, the same thermo output, and the
 same final types, positions and forces. The plugin's summary line says how many
 trials were evaluated locally, so a run that silently took the full path fails.
 """
@@ -99,7 +99,7 @@ units metal
 atom_style atomic
 {processors}
 read_data alloy.data
-pair_style alchemical {model} swap_cache {cache}
+pair_style alchemical {model} swap_cache {cache} swap_trace trace
 pair_coeff * * {elements}
 velocity all create 600 4928 dist gaussian
 fix md all nve
@@ -125,11 +125,12 @@ def _run(
 ) -> dict:
     directory.mkdir(parents=True)
     write_data(directory / "alloy.data", _alloy(vacuum, numbers), numbers)
-    run_lammps(directory, script, nprocs=nprocs, env={"ALCHEM_SWAP_TRACE": "trace"})
+    run_lammps(directory, script, nprocs=nprocs)
     log = (directory / "log.lammps").read_text()
+    # swap_trace: <prefix>.<rank>, one file per pair_style command and rank
     traces = {
-        int(path.suffix[1:]): np.loadtxt(path, ndmin=2)
-        for path in sorted(directory.glob("trace.*"))
+        path.name: np.loadtxt(path, ndmin=2)
+        for path in sorted(directory.glob("trace*"))
     }
     final = np.loadtxt(directory / "final.dump", skiprows=9)
     return {
@@ -277,7 +278,8 @@ def test_model_kinds_exact(tmp_path, models, model, local):
         "displace_atoms all random 0.05 0.05 0.05 8123 units box",
         "change_box all x scale 1.01 y scale 0.99 remap units box",
         "set type 1 type/fraction 3 0.5 7741",
-        "pair_style alchemical {other} swap_cache {cache}\npair_coeff * * Ni Cu Pd Pt",
+        "pair_style alchemical {other} swap_cache {cache} swap_trace trace-2\n"
+        "pair_coeff * * Ni Cu Pd Pt",
     ],
     ids=["displace_atoms", "change_box", "set type", "pair_style"],
 )
