@@ -28,9 +28,12 @@ from lammps_support import (
     write_data,
 )
 
-pytestmark = pytest.mark.skipif(
-    not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
-)
+pytestmark = [
+    pytest.mark.slow,  # LAMMPS runs (subprocesses) on trained or written models
+    pytest.mark.skipif(
+        not plugin_built(), reason="LAMMPS plugin not built: run `make plugin` first"
+    ),
+]
 
 NUMBERS = [28, 29, 46, 78]  # Ni Cu Pd Pt: a 4-element alloy
 TOLERANCE = 1e-10  # eV, every trial's energy of every rank
@@ -162,11 +165,8 @@ def _compare(cached: dict, full: dict) -> None:
     assert np.abs(cached["final"][:, 2:] - full["final"][:, 2:]).max() < TOLERANCE
 
 
-@pytest.mark.parametrize(
-    "nprocs, steps",
-    # 4 ranks oversubscribe 2 cores: each trial's communication waits
-    [(1, 50), (2, 50), pytest.param(4, 10, marks=pytest.mark.slow)],
-)
+# 4 ranks oversubscribe 2 cores, each trial's communication waits: fewer trials
+@pytest.mark.parametrize("nprocs, steps", [(1, 50), (2, 50), (4, 10)])
 def test_canonical_swaps_exact(tmp_path, models, nprocs, steps):
     """1000 swaps on a 4-element alloy (200 on 4 ranks, some owning no atom): the
     local update gives every trial the energy of a whole evaluation, so both runs
