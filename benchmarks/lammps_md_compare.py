@@ -54,7 +54,13 @@ def compare(args: argparse.Namespace) -> list[dict]:
             warmup, steps = lammps_md.steps_for(potential, atoms, 1, quick=False)
             for round_ in range(args.rounds):
                 for build, (folder, library) in builds.items():
-                    env = {"ALCHEM_PLUGIN_DIR": library} if library else None
+                    # importing the lammps module set LAMMPS_PLUGIN_PATH in this
+                    # process to this checkout's plugin; lmp would load it too
+                    env = (
+                        {"ALCHEM_PLUGIN_DIR": library, "LAMMPS_PLUGIN_PATH": library}
+                        if library
+                        else None
+                    )
                     row = lammps_md.run_lammps(
                         folder,
                         potential,
@@ -68,6 +74,12 @@ def compare(args: argparse.Namespace) -> list[dict]:
                         env=env,
                     )
                     row.update(build=build, round=round_ + 1)
+                    expected = os.path.realpath(library or lammps_md.plugin_folder())
+                    if os.path.realpath(row["plugin_folder"]) != expected:
+                        sys.exit(
+                            f"lammps_md_compare.py: the {build} run loaded the plugin "
+                            f"of {row['plugin_folder']}, not of {expected}"
+                        )
                     rows.append(row)
                     lammps_md.log(
                         f"{build:6s} {potential}, {atoms} atoms, round {round_ + 1}: "
@@ -87,9 +99,13 @@ def summary(rows: list[dict], args: argparse.Namespace) -> list[str]:
         "thread, the plugin's default keywords; µs per atom per step (LAMMPS "
         "`Loop time`, wall). Spread: (max - min) / median of one build's runs.",
         "",
+        "Paired: each after run over the before run just before it (the machine's "
+        "load changes between rounds; a pair ran seconds apart).",
+        "",
         "| model | atoms | steps | before: runs | after: runs | before median "
-        "| after median | after / before | spread before | spread after |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| after median | after / before (medians) | paired after / before: median "
+        "(range) | spread before | spread after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for build in ("after", "before"):  # inserted in front: before comes first
         folders = sorted({r["plugin_folder"] for r in rows if r["build"] == build})
@@ -108,6 +124,7 @@ def summary(rows: list[dict], args: argparse.Namespace) -> list[str]:
             for build in ("before", "after")
         }
         medians = {b: statistics.median(t) for b, t in times.items()}
+        paired = [a / b for a, b in zip(times["after"], times["before"])]
         spreads = {b: (max(t) - min(t)) / medians[b] for b, t in times.items()}
         steps = next(r["steps"] for r in rows if r["potential"] == potential)
         lines.append(
@@ -115,9 +132,16 @@ def summary(rows: list[dict], args: argparse.Namespace) -> list[str]:
             + " | ".join(", ".join(f"{t:.2f}" for t in times[b]) for b in times)
             + f" | {medians['before']:.2f} | {medians['after']:.2f} | "
             f"{medians['after'] / medians['before']:.3f} | "
+            f"{statistics.median(paired):.3f} ({min(paired):.3f}-{max(paired):.3f}) | "
             f"{100 * spreads['before']:.1f} % | {100 * spreads['after']:.1f} % |"
         )
     return lines
+
+
+def write_report(rows: list[dict], args: argparse.Namespace, stem: str) -> None:
+    with open(stem + ".md.tmp", "w") as handle:
+        handle.write("\n".join(summary(rows, args)) + "\n")
+    os.replace(stem + ".md.tmp", stem + ".md")
 
 
 def main() -> None:
@@ -130,13 +154,28 @@ def main() -> None:
     parser.add_argument("--sizes", default="2048,16384")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--output", default="lammps_md_compare")
+    parser.add_argument(
+        "--report-only", action="store_true", help="the .md again from the .csv"
+    )
     args = parser.parse_args()
+    stem = os.path.join(lammps_md.RESULTS, args.output)
+    if args.report_only:
+        with open(stem + ".csv") as handle:
+            rows = [
+                dict(
+                    row,
+                    atoms=int(row["atoms"]),
+                    us_per_atom_step=float(row["us_per_atom_step"]),
+                )
+                for row in csv.DictReader(handle)
+            ]
+        write_report(rows, args, stem)
+        return
     for path, what in ((args.before_lib, "library"), (args.before_work, "model")):
         if not os.path.isdir(path):
             sys.exit(f"lammps_md_compare.py: the {what} folder '{path}' does not exist")
     started = time.perf_counter()
     rows = compare(args)
-    stem = os.path.join(lammps_md.RESULTS, args.output)
     fields = ["build", "round"] + [k for k in rows[0] if k not in ("build", "round")]
     temporary = stem + ".csv.tmp"
     with open(temporary, "w", newline="") as handle:
@@ -144,9 +183,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(temporary, stem + ".csv")
-    with open(stem + ".md.tmp", "w") as handle:
-        handle.write("\n".join(summary(rows, args)) + "\n")
-    os.replace(stem + ".md.tmp", stem + ".md")
+    write_report(rows, args, stem)
     lammps_md.log(f"done in {time.perf_counter() - started:.0f} s: {stem}.md")
 
 
