@@ -56,6 +56,11 @@ def data_file(tmp_path_factory) -> str:
     return str(path)
 
 
+def radial_functions(net, distances, elements):
+    """W[k, a] g_{k,nl}(r) per l, as the model's torch operations compute it."""
+    return net.torch_operations().radial(distances, elements, net.spline_coefficients())
+
+
 def expand(data_file, model=None, name="alchemical_model", precision=64, **top):
     return expand_options(
         {
@@ -313,7 +318,7 @@ def test_tabulated_radial_functions_match_the_basis(data_file, kind):
     net = model.architecture
     r = torch.linspace(0.3, net.cutoff, 501)
     element = 1
-    rows = net.radial(r, torch.full_like(r, element, dtype=torch.int64))
+    rows = radial_functions(net, r, torch.full_like(r, element, dtype=torch.int64))
     values, derivatives = basis.tabulate(kind, net.n_per_l, net.cutoff, 3.0, r.numpy())
     switch, _ = basis.shifted_cosine(r.numpy(), net.cutoff, 1.0)
     expected_all = torch.tensor(values * switch[:, None])
@@ -331,7 +336,7 @@ def test_tabulated_radial_functions_match_the_basis(data_file, kind):
     edge = torch.tensor(
         [net.cutoff, net.cutoff + 0.5], dtype=torch.float64, requires_grad=True
     )
-    out = torch.cat(net.radial(edge, torch.zeros(2, dtype=torch.int64)), 1)
+    out = torch.cat(radial_functions(net, edge, torch.zeros(2, dtype=torch.int64)), 1)
     (gradient,) = torch.autograd.grad(out.pow(2).sum() + out.sum(), edge)
     assert out.abs().max() < 1e-14 and gradient.abs().max() < 1e-12
 
@@ -381,8 +386,10 @@ def reference_energies(net, species, vectors, centers, neighbors):
     F-wide power spectrum, torch's LayerNorm and plain linear layers."""
     n_atoms = species.shape[0]
     r = torch.linalg.norm(vectors, dim=1)
-    radial = torch.cat(net.radial(r, species[neighbors]), 1)  # W and s_l included
-    harmonics = net.spherical_harmonics(vectors)
+    radial = torch.cat(
+        radial_functions(net, r, species[neighbors]), 1
+    )  # W and s_l included
+    harmonics = net.torch_operations().spherical_harmonics(vectors)
     features = []
     for l in range(net.max_angular + 1):
         a, b = net.column_offsets[l], net.column_offsets[l + 1]
@@ -698,7 +705,7 @@ def test_inference_cache_follows_the_parameters(data_file, alloy):
 
 # ------------------------------------------------------------ the inference kernel
 # alchem::power_spectrum (python/alchem/ops/alchemical_ops.cpp) runs in eval mode on
-# CPU; the same model with ``use_kernel = False`` runs the torch operations checked
+# CPU; the same model with ``use_backend("torch")`` runs the torch operations checked
 # above against the spec's equations. Energies, forces and virials must agree for
 # every variant, in float64 and float32, with atoms without neighbours and edges at
 # the cutoff.
@@ -709,7 +716,7 @@ needs_kernel = pytest.mark.skipif(
 
 
 def run_kernel(model, atoms, use_kernel, dtype):
-    model.architecture.use_kernel = use_kernel
+    model.architecture.use_backend("kernel" if use_kernel else "torch")
     batch = collate([structure_from_atoms(atoms, model.cutoff)]).to("cpu", dtype)
     out = predict(model, batch, forces=True, virial=bool(np.all(atoms.pbc)))
     return {k: v.detach().double().numpy() for k, v in out.items()}
@@ -717,10 +724,11 @@ def run_kernel(model, atoms, use_kernel, dtype):
 
 def compare_kernel(model, atoms, dtype, rtol):
     model.eval()
-    assert model.architecture.cached and model.architecture.use_kernel
+    assert model.architecture.cached
+    assert model.architecture.feature_backend == "kernel"
     kernel = run_kernel(model, atoms, True, dtype)
     torch_ops = run_kernel(model, atoms, False, dtype)
-    model.architecture.use_kernel = True
+    model.architecture.use_backend("kernel")
     for key, value in torch_ops.items():
         scale = max(np.abs(value).max(), 1e-300)
         np.testing.assert_allclose(kernel[key], value, rtol=0, atol=rtol * scale)

@@ -177,8 +177,8 @@ def test_cpu_kernel_matches_the_torch_operations(
     architecture, layernorm, emt_dir, alloy
 ):
     """In eval mode on the CPU both architectures compute their features with
-    alchem::power_spectrum; the same model on its torch operations (use_kernel
-    False) must give the same energies, forces and virials."""
+    alchem::power_spectrum; the same model on its torch operations
+    (use_backend("torch")) must give the same energies, forces and virials."""
     key = "layernorm" if architecture == "soap_bpnn" else "normalize"
     if architecture == "soap_bpnn":
         model = make_model(
@@ -201,12 +201,42 @@ def test_cpu_kernel_matches_the_torch_operations(
     model.eval()
     if hasattr(net, "refresh_cache"):
         net.refresh_cache()
-    assert net.use_kernel
+    assert net.feature_backend == "kernel"
     kernel = evaluate(model, alloy)
-    net.use_kernel = False
+    net.use_backend("torch")
     reference = evaluate(model, alloy)
-    net.use_kernel = True
+    net.use_backend("kernel")
     for key, value in reference.items():
         scale = np.abs(value).max()
         np.testing.assert_allclose(kernel[key], value, rtol=0, atol=1e-12 * scale)
     assert np.abs(kernel["forces"]).max() > 1e-5  # forces are not all zero
+
+
+# keys of constants that checkpoints written before the feature backends carried
+# (read from such checkpoints): SOAP-BPNN's never-read pair_weight and both
+# architectures' spherical-harmonics constants
+OLD_CONSTANTS = {
+    "soap_bpnn": ["pair_weight", "spherical_harmonics.a", "spherical_harmonics.b"],
+    "alchemical_model": ["spherical_harmonics.factors", "spherical_harmonics.reverse"],
+}
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_checkpoints_with_old_constants_load(architecture, emt_dir, alloy):
+    """A state dict with the constants older versions saved loads strictly into a
+    model of this version, which neither saves them nor changes its numbers."""
+    model = make_model(architecture, emt_dir)
+    reference = evaluate(model, alloy)
+    state = model.state_dict()
+    assert not any("spherical_harmonics" in key for key in state)
+    assert "architecture.pair_weight" not in state
+    old = dict(state)
+    for name in OLD_CONSTANTS[architecture]:
+        old[f"architecture.{name}"] = torch.full((3,), float("nan"))
+    fresh = make_model(architecture, emt_dir)
+    with torch.no_grad():  # other parameters than the reference's
+        for parameter in fresh.parameters():
+            parameter.add_(0.1)
+    fresh.load_state_dict(old)  # strict: unexpected keys would raise
+    for key, value in evaluate(fresh, alloy).items():
+        np.testing.assert_array_equal(value, reference[key])

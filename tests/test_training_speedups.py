@@ -27,7 +27,7 @@ def reference_network(net, species, vectors, centers, neighbors) -> torch.Tensor
         smooth = smooth * net.radial_scaling(r)
     radial = torch.cat(net.radial(r), dim=1) * net.damping * smooth.unsqueeze(1)
     radial = radial.reshape(-1, net.max_angular + 1, net.n_radial)
-    harmonics = net.spherical_harmonics(vectors)
+    harmonics = net.torch_operations().spherical_harmonics(vectors)
     blocks = []
     for l in range(net.max_angular + 1):
         density = torch.zeros(

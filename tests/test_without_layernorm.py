@@ -43,7 +43,7 @@ def small_hypers(section: str, option: str, architecture: str, value: bool) -> d
 def in_memory(model, atoms, use_kernel: bool) -> dict[str, np.ndarray]:
     """Energy, per-atom energies, forces and virial (eV, eV/A) of the model in this
     process, on the CPU kernel or on the torch operations."""
-    model.architecture.use_kernel = use_kernel
+    model.architecture.use_backend("kernel" if use_kernel else "torch")
     batch = collate([structure_from_atoms(atoms, model.cutoff)]).to(
         "cpu", torch.float64
     )

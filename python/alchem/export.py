@@ -13,7 +13,7 @@ import shutil
 import site
 import sys
 from copy import deepcopy
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
@@ -29,7 +29,6 @@ from metatomic.torch import (
 from . import __version__, contacts, ops
 from .errors import ConfigError
 from .model import EnergyModel
-from .ops.modules import NoKernel
 
 REFERENCES = {
     "soap_bpnn": [
@@ -65,6 +64,24 @@ class MetatomicEnergyModel(torch.nn.Module):
     ) -> Dict[str, TensorMap]:
         if "energy" not in outputs:
             return {}
+        numbers, vectors, centers, neighbors, samples = self._pairs(systems)
+        if selected_atoms is None:
+            energies = self.model.atomic_energies(numbers, vectors, centers, neighbors)
+        else:
+            energies, samples = self._selected_atom_energies(
+                numbers, vectors, centers, neighbors, samples, selected_atoms, systems
+            )
+        return {
+            "energy": _energy_map(
+                energies, samples, outputs["energy"].sample_kind, len(systems)
+            )
+        }
+
+    def _pairs(
+        self, systems: List[System]
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Atomic numbers, pair vectors, first and second atoms of every system
+        as one system (atoms numbered on), and the (system, atom) of each atom."""
         numbers: List[torch.Tensor] = []
         vectors: List[torch.Tensor] = []
         centers: List[torch.Tensor] = []
@@ -87,71 +104,45 @@ class MetatomicEnergyModel(torch.nn.Module):
             system_index.append(torch.full((n_atoms,), index, device=device))
             atom_index.append(torch.arange(n_atoms, device=device))
             offset += n_atoms
-
-        if len(systems) == 1:  # no copies: LAMMPS gives one (large) system
-            all_numbers, all_vectors = numbers[0], vectors[0]
-            all_centers, all_neighbors = centers[0], neighbors[0]
-        else:
-            all_numbers = torch.cat(numbers)
-            all_centers = torch.cat(centers)
-            all_neighbors = torch.cat(neighbors)
-            all_vectors = torch.cat(vectors)
         samples = torch.stack([torch.cat(system_index), torch.cat(atom_index)], dim=1)
-        if selected_atoms is None:
-            energies = self.model.atomic_energies(
-                all_numbers, all_vectors, all_centers, all_neighbors
-            )
-        else:
-            # Only the selected atoms are centres (in LAMMPS: the owned atoms, not
-            # the ghosts): put them first and drop the pairs of the others, so no
-            # feature or network is computed for an atom whose energy is not asked.
-            selected = selected_atoms.values.to(samples.device)
-            first = _atom_range(selected, len(systems))
-            if first >= 0 and _is_sorted(all_centers):
-                energies, samples = self._atom_range_energies(
-                    all_numbers,
-                    all_vectors,
-                    all_centers,
-                    all_neighbors,
-                    first,
-                    selected.shape[0],
-                    samples,
-                )
-            else:
-                energies, samples = self._selected_energies(
-                    all_numbers,
-                    all_vectors,
-                    all_centers,
-                    all_neighbors,
-                    selected,
-                    samples,
-                    offset,
-                )
+        if len(systems) == 1:  # no copies: LAMMPS gives one (large) system
+            return numbers[0], vectors[0], centers[0], neighbors[0], samples
+        return (
+            torch.cat(numbers),
+            torch.cat(vectors),
+            torch.cat(centers),
+            torch.cat(neighbors),
+            samples,
+        )
 
-        properties = Labels("energy", torch.tensor([[0]], device=energies.device))
-        if outputs["energy"].sample_kind == "atom":
-            block = TensorBlock(
-                values=energies.reshape(-1, 1),
-                samples=Labels(["system", "atom"], samples),
-                components=[],
-                properties=properties,
+    def _selected_atom_energies(
+        self,
+        numbers: torch.Tensor,
+        vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        samples: torch.Tensor,
+        selected_atoms: Labels,
+        systems: List[System],
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Only the selected atoms are centres (in LAMMPS: the owned atoms, not the
+        ghosts): put them first and drop the pairs of the others, so no feature or
+        network is computed for an atom whose energy is not asked."""
+        selected = selected_atoms.values.to(samples.device)
+        first = _atom_range(selected, len(systems))
+        if first >= 0 and _is_sorted(centers):
+            return self._atom_range_energies(
+                numbers, vectors, centers, neighbors, first, selected.shape[0], samples
             )
-        else:
-            total = torch.zeros(
-                len(systems), dtype=energies.dtype, device=energies.device
-            )
-            total = total.index_add(0, samples[:, 0], energies)
-            block = TensorBlock(
-                values=total.reshape(-1, 1),
-                samples=Labels(
-                    "system",
-                    torch.arange(len(systems), device=energies.device).reshape(-1, 1),
-                ),
-                components=[],
-                properties=properties,
-            )
-        keys = Labels("_", torch.tensor([[0]], device=energies.device))
-        return {"energy": TensorMap(keys, [block])}
+        return self._selected_energies(
+            numbers,
+            vectors,
+            centers,
+            neighbors,
+            selected,
+            samples,
+            samples.shape[0],
+        )
 
     def _atom_range_energies(
         self,
@@ -220,6 +211,33 @@ class MetatomicEnergyModel(torch.nn.Module):
         return energies, samples.index_select(0, order[:n_centers])
 
 
+def _energy_map(
+    energies: torch.Tensor, samples: torch.Tensor, sample_kind: str, n_systems: int
+) -> TensorMap:
+    """Per-atom energies (samples: system, atom) or their sums per system."""
+    device = energies.device
+    properties = Labels("energy", torch.tensor([[0]], device=device))
+    if sample_kind == "atom":
+        block = TensorBlock(
+            values=energies.reshape(-1, 1),
+            samples=Labels(["system", "atom"], samples),
+            components=[],
+            properties=properties,
+        )
+    else:
+        total = torch.zeros(n_systems, dtype=energies.dtype, device=device)
+        total = total.index_add(0, samples[:, 0], energies)
+        block = TensorBlock(
+            values=total.reshape(-1, 1),
+            samples=Labels(
+                "system", torch.arange(n_systems, device=device).reshape(-1, 1)
+            ),
+            components=[],
+            properties=properties,
+        )
+    return TensorMap(Labels("_", torch.tensor([[0]], device=device)), [block])
+
+
 def _atom_range(selected: torch.Tensor, n_systems: int) -> int:
     """The first atom if ``selected`` is atoms first, first + 1, ... of the only
     system, in that order; else -1."""
@@ -262,8 +280,13 @@ def _is_sorted(values: torch.Tensor) -> bool:
 KERNEL_CHUNK = 4096
 
 
+def _on_kernel(model: EnergyModel) -> bool:
+    """Whether the model computes its features with the CPU kernel."""
+    return getattr(model.architecture, "feature_backend", "torch") == "kernel"
+
+
 def _chunk_hint(model: EnergyModel) -> Dict[str, str]:
-    if getattr(model.architecture, "use_kernel", False):
+    if _on_kernel(model):
         return {"alchem.chunk": str(KERNEL_CHUNK)}
     return {}
 
@@ -271,7 +294,7 @@ def _chunk_hint(model: EnergyModel) -> Dict[str, str]:
 def _operator_schema(model: EnergyModel) -> Dict[str, str]:
     """The signature of the operator the model calls, for loaders to compare with
     the library they have (alchem.calculator, the pair style)."""
-    if getattr(model.architecture, "use_kernel", False):
+    if _on_kernel(model):
         return {"alchem.ops_schema": ops.schema()}
     return {}
 
@@ -356,10 +379,8 @@ def export_model(
 def _on_torch_operations(model: EnergyModel) -> EnergyModel:
     """A copy of ``model`` that calls no custom operator."""
     copy = deepcopy(model)
-    architecture = copy.architecture
-    if getattr(architecture, "use_kernel", False):
-        architecture.use_kernel = False
-        architecture.kernel = NoKernel()
+    if _on_kernel(copy):
+        copy.architecture.use_backend("torch")
     return copy
 
 
@@ -367,7 +388,7 @@ def _needed_libraries(model: EnergyModel) -> List[str]:
     """The TorchScript libraries the exported model calls: the operator library
     where the model runs on the kernel, else none (sphericart-torch, loaded while
     training, is never called by the scripted model)."""
-    if getattr(model.architecture, "use_kernel", False):
+    if _on_kernel(model):
         return [ops.library_path()]
     return []
 

@@ -44,11 +44,12 @@ def _library_calculator(max_angular: int):
 
 
 class SphericalHarmonics(torch.nn.Module):
-    def __init__(self, max_angular: int):
+    def __init__(self, max_angular: int, dtype: torch.dtype | None = None):
+        """``dtype``: of the constants (default: torch's default dtype); a model
+        built in one precision and used in another passes its own."""
         super().__init__()
         self.max_angular = max_angular
         self.use_library = True
-        dtype = torch.get_default_dtype()
         a, b, f, top, reverse = [], [], [], [], []
         q_top = 1.0
         for l in range(max_angular + 1):
@@ -56,8 +57,8 @@ class SphericalHarmonics(torch.nn.Module):
                 q_top *= -(2 * l - 1)
             top.append(q_top)  # Q_l^l, a constant
             m = torch.arange(max(l - 1, 0), dtype=torch.float64)
-            a.append(((2 * l - 1) / (l - m)).to(dtype))
-            b.append(((l + m - 1) / (l - m)).to(dtype))
+            a.append((2 * l - 1) / (l - m))
+            b.append((l + m - 1) / (l - m))
             factors = [
                 (-1) ** mm
                 * math.sqrt(
@@ -69,14 +70,16 @@ class SphericalHarmonics(torch.nn.Module):
                 for mm in range(l + 1)
             ]
             factors[0] /= math.sqrt(2.0)
-            f.append(torch.tensor(factors, dtype=dtype))
+            f.append(torch.tensor(factors, dtype=torch.float64))
             reverse.append(torch.arange(l, 0, -1))
         self.q_top: list[float] = top
-        # buffers in lists are not visible to .to(); keep them concatenated
-        self.register_buffer("a", torch.cat(a))
-        self.register_buffer("b", torch.cat(b))
-        self.register_buffer("factors", torch.cat(f))
-        self.register_buffer("reverse", torch.cat(reverse))
+        # buffers in lists are not visible to .to(); keep them concatenated. Not
+        # persistent: constants of max_angular, never part of a checkpoint
+        self.register_buffer("a", torch.cat(a), persistent=False)
+        self.register_buffer("b", torch.cat(b), persistent=False)
+        self.register_buffer("factors", torch.cat(f), persistent=False)
+        self.register_buffer("reverse", torch.cat(reverse), persistent=False)
+        self.to(dtype or torch.get_default_dtype())
 
     def forward(self, vectors: torch.Tensor) -> list[torch.Tensor]:
         """[n, 3] vectors (any length > 0) -> [Y_0 [n, 1], Y_1 [n, 3], ...]."""

@@ -1,8 +1,11 @@
 """Registry of model architectures.
 
-Each architecture is a folder holding its model code, its default hyperparameters
-(``default-hypers.yaml``) and its documentation, the way metatrain lays them out. A
-folder's ``__init__.py`` provides:
+Each architecture is a folder holding its model code and its default
+hyperparameters (``default-hypers.yaml``), the way metatrain lays them out; its
+documentation is docs/architectures/<folder>.md (with the rest of the user docs).
+Code both use: ``folded_head.py`` (the LayerNorm-folded first layer) and
+``checkpoints.py`` (loading checkpoints of earlier versions). A folder's
+``__init__.py`` provides:
 
 - ``NAMES``: the names accepted in ``architecture.name``;
 - ``default_hypers()``: the defaults as a nested dict (``model`` and ``training``);

@@ -19,6 +19,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 # the physical-basis tables stop at l = 50; the same bound is used for `le`
 MAX_BASIS_CUTOFF = 3000.0
@@ -122,15 +123,12 @@ def tabulate(
 def shifted_cosine(
     r: np.ndarray, cutoff: float, width: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """f(r) = 1/2 (1 + cos(pi x)), x = clip((r - r_c + w) / w, 0, 1), and f'(r).
+    """The switch ``alchem.features.shifted_cosine`` and its r-derivative at ``r``."""
+    from ...features import shifted_cosine as value
+    from ...features import shifted_cosine_slope as slope
 
-    Same function as ``alchem.features.ShiftedCosineCutoff``; value and derivative
-    vanish at r_c.
-    """
-    x = np.clip((r - cutoff + width) / width, 0.0, 1.0)
-    value = np.where(x < 1.0, 0.5 * (1.0 + np.cos(np.pi * x)), 0.0)
-    derivative = np.where(x < 1.0, -0.5 * np.pi / width * np.sin(np.pi * x), 0.0)
-    return value, derivative
+    r = torch.as_tensor(np.asarray(r, dtype=np.float64))
+    return value(r, cutoff, width).numpy(), slope(r, cutoff, width).numpy()
 
 
 def grid(

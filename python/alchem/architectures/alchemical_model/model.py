@@ -40,15 +40,23 @@ import torch
 
 from ... import ops
 from ...data import DatasetInfo
-from ...features import neighbor_slots
-from ...harmonics import SphericalHarmonics
-from ...ops.modules import kernel_module
+from ..checkpoints import drop_derived_keys
+from ..folded_head import fold_layernorm, folded_first_layer, layernorm_statistics
 from . import basis
+from .power_spectrum import KernelPowerSpectrum, TorchPowerSpectrum
 
 RADIAL_HIDDEN = 32  # width of the per-(l, k) radial MLPs (upstream: 32)
 RADIAL_LAYERS = 3  # hidden layers of the per-(l, k) radial MLPs (upstream: 3)
 RADIAL_GAIN = 1.7  # initialisation gain of the radial MLPs (see __init__)
 LAYERNORM_EPS = 1e-5
+# constants rebuilt from the hyperparameters, saved by checkpoints before the
+# features had their own module: dropped when such a checkpoint loads
+DERIVED_KEYS = (
+    "spherical_harmonics.a",
+    "spherical_harmonics.b",
+    "spherical_harmonics.factors",
+    "spherical_harmonics.reverse",
+)
 
 
 def _activation(name: str) -> torch.nn.Module:
@@ -96,26 +104,30 @@ class AlchemicalModel(torch.nn.Module):
     def __init__(self, hypers: dict, info: DatasetInfo):
         super().__init__()
         soap, bpnn = hypers["soap"], hypers["bpnn"]
-        dtype = torch.get_default_dtype()
         self.cutoff = float(soap["cutoff"])
         self.n_species = len(info.atomic_types)
         self.n_pseudo = int(soap["num_pseudo_species"])
         self.trainable_basis = bool(soap["trainable_basis"])
         self.normalize = bool(soap["normalize"])
         self.contract_center_species = bool(soap["contract_center_species"])
-        kind = soap["radial_basis_type"]
-        basis_cutoff = float(soap["basis_cutoff_power_spectrum"])
-        scale = float(soap["basis_scale"])
-        width = float(soap["cutoff_width"])
-        K = self.n_pseudo
         # its features are built on neighbour slots: each pair once would not help
         self.accepts_both_directions = False
         self.radial_hidden_size = RADIAL_HIDDEN
         self.radial_layers = RADIAL_LAYERS
         self.layernorm_eps = LAYERNORM_EPS
+        # the order matters: each step reads what the previous ones set
+        self._init_columns(soap["radial_basis_type"], soap)
+        self._init_radial_table(soap["radial_basis_type"], soap)
+        self._init_compression(info)
+        self._init_triangles()
+        self._init_head(bpnn)
+        self._init_inference_cache()
+        self.use_backend("kernel" if ops.kernel_enabled() else "torch")
 
-        # ---- radial basis, truncated by eigenvalue ----
-        self.n_per_l = basis.n_per_l(kind, basis_cutoff)
+    def _init_columns(self, kind: str, soap: dict) -> None:
+        """The radial basis, truncated by eigenvalue, and the columns (l, k, n)."""
+        K = self.n_pseudo
+        self.n_per_l = basis.n_per_l(kind, float(soap["basis_cutoff_power_spectrum"]))
         self.max_angular = len(self.n_per_l) - 1
         self.n_radial = sum(self.n_per_l)
         self.radial_offsets = [0]  # columns of l in the basis [(l, n)]
@@ -126,15 +138,21 @@ class AlchemicalModel(torch.nn.Module):
         self.n_columns = K * self.n_radial
         self.column_sizes = [K * count for count in self.n_per_l]
         pseudo_of_column = []
-        basis_of_column = []
+        self.basis_of_column = []
         for l, count in enumerate(self.n_per_l):
             for k in range(K):
                 for n in range(count):
                     pseudo_of_column.append(k)
-                    basis_of_column.append(self.radial_offsets[l] + n)
+                    self.basis_of_column.append(self.radial_offsets[l] + n)
         self.register_buffer("pseudo_of_column", torch.tensor(pseudo_of_column))
 
-        # ---- the grid on which the radial functions are tabulated ----
+    def _init_radial_table(self, kind: str, soap: dict) -> None:
+        """The grid on which the radial functions are tabulated, and either the
+        fixed table (f_c R_nl) or the basis and switch the trainable MLPs read."""
+        dtype = torch.get_default_dtype()
+        basis_cutoff = float(soap["basis_cutoff_power_spectrum"])
+        scale = float(soap["basis_scale"])
+        width = float(soap["cutoff_width"])
         nodes, below = basis.grid(kind, basis_cutoff, self.cutoff, scale, width)
         self.n_nodes = len(nodes)
         # two uniform segments, [0, r_c - w] and [r_c - w, r_c], meeting at a node
@@ -159,24 +177,9 @@ class AlchemicalModel(torch.nn.Module):
                 "switch_derivative", torch.tensor(switch_derivative, dtype=dtype)
             )
             self.register_buffer("table", torch.zeros(0, 2, 0))
-            L, H = len(self.n_per_l), RADIAL_HIDDEN
-            # normal, std gain / sqrt(fan_in): gain 1.7 through the SiLU layers
-            # keeps the outputs' RMS near that of the basis (about 1) at init
-            fan_in = torch.tensor(self.n_per_l).repeat_interleave(
-                torch.tensor(self.n_per_l)
-            )
-            self.radial_in = torch.nn.Parameter(
-                torch.randn(self.n_radial, K * H)
-                * (RADIAL_GAIN / fan_in.to(dtype).sqrt().unsqueeze(1))
-            )
-            self.radial_hidden = torch.nn.Parameter(
-                torch.randn(RADIAL_LAYERS - 1, L * K, H, H) * (RADIAL_GAIN / H**0.5)
-            )
-            self.radial_out = torch.nn.Parameter(
-                torch.randn(K, H, self.n_radial) / H**0.5
-            )
+            self._init_radial_mlps()
         else:
-            columns = np.asarray(basis_of_column)
+            columns = np.asarray(self.basis_of_column)
             value = switch[:, None] * values
             derivative = switch_derivative[:, None] * values + switch[:, None] * (
                 derivatives
@@ -189,10 +192,30 @@ class AlchemicalModel(torch.nn.Module):
             self.radial_hidden = torch.nn.Parameter(torch.zeros(0, 0, 0, 0))
             self.radial_out = torch.nn.Parameter(torch.zeros(0, 0, 0))
 
-        self.spherical_harmonics = SphericalHarmonics(self.max_angular)
+    def _init_radial_mlps(self) -> None:
+        """One MLP per (l, k), batched: normal weights, std gain / sqrt(fan_in); gain
+        1.7 through the SiLU layers keeps the outputs' RMS near that of the basis
+        (about 1) at initialisation."""
+        dtype = torch.get_default_dtype()
+        K, L, H = self.n_pseudo, len(self.n_per_l), RADIAL_HIDDEN
+        fan_in = torch.tensor(self.n_per_l).repeat_interleave(
+            torch.tensor(self.n_per_l)
+        )
+        self.radial_in = torch.nn.Parameter(
+            torch.randn(self.n_radial, K * H)
+            * (RADIAL_GAIN / fan_in.to(dtype).sqrt().unsqueeze(1))
+        )
+        self.radial_hidden = torch.nn.Parameter(
+            torch.randn(RADIAL_LAYERS - 1, L * K, H, H) * (RADIAL_GAIN / H**0.5)
+        )
+        self.radial_out = torch.nn.Parameter(torch.randn(K, H, self.n_radial) / H**0.5)
 
-        # ---- alchemical compression ----
-        self.compression = torch.nn.Parameter(torch.randn(K, self.n_species))
+    def _init_compression(self, info: DatasetInfo) -> None:
+        """W [K, S] and the per-l scale s_l^2 / sqrt(2l + 1) of P_l."""
+        dtype = torch.get_default_dtype()
+        self.compression = torch.nn.Parameter(
+            torch.randn(self.n_pseudo, self.n_species)
+        )
         neighbors = max(float(info.mean_num_neighbors), 1.0)
         ps_scale = []
         for l in range(self.max_angular + 1):
@@ -209,12 +232,12 @@ class AlchemicalModel(torch.nn.Module):
             "column_scale", torch.tensor(ps_scale, dtype=dtype)[column_l].sqrt()
         )
 
-        # ---- power spectrum: upper triangle of each P_l, and its place in F ----
+    def _init_triangles(self) -> None:
+        """The upper triangle of each P_l, and its place in the F features."""
         local, full, transposed, multiplicity = [], [], [], []
         self.triangle_offsets = [0]
         full_offset = 0
-        for count in self.n_per_l:
-            size = K * count
+        for size in self.column_sizes:
             rows, cols = torch.triu_indices(size, size)
             local.append(rows * size + cols)
             full.append(full_offset + rows * size + cols)
@@ -229,12 +252,13 @@ class AlchemicalModel(torch.nn.Module):
         self.register_buffer("triangle_local", torch.cat(local))
         self.register_buffer("triangle_full", torch.cat(full))
         self.register_buffer("triangle_transposed", torch.cat(transposed))
-        multiplicity = torch.cat(multiplicity).to(dtype)
+        multiplicity = torch.cat(multiplicity).to(torch.get_default_dtype())
         self.register_buffer("multiplicity", multiplicity)
         self.register_buffer("off_diagonal", (multiplicity - 1.0).unsqueeze(1))
 
-        # ---- LayerNorm and head ----
-        F = self.n_features
+    def _init_head(self, bpnn: dict) -> None:
+        """LayerNorm over the F features and the MLPs (K or S groups)."""
+        F, K = self.n_features, self.n_pseudo
         if self.normalize:
             self.layernorm_weight = torch.nn.Parameter(torch.ones(F))
             self.layernorm_bias = torch.nn.Parameter(torch.zeros(F))
@@ -259,32 +283,54 @@ class AlchemicalModel(torch.nn.Module):
         if self.normalize and self.contract_center_species:
             self.output_scale = 1.0 / math.sqrt(K)
 
-        # Inference cache: the spline table and the folded first layer depend on the
-        # parameters only. In eval mode they are computed once (on eval(), and again
-        # after load_state_dict) instead of on every call; train() drops them.
-        # Not persistent: never part of a checkpoint.
+    def _init_inference_cache(self) -> None:
+        """The spline table and the folded first layer depend on the parameters
+        only. In eval mode they are computed once (on eval(), and again after
+        load_state_dict) instead of on every call; train() drops them. Not
+        persistent: never part of a checkpoint."""
         self.cached = False
-        # The CPU kernel (python/alchem/ops) replaces steps 1-3 in eval mode, where
-        # the spline table is a constant; training (parameter gradients, double
-        # backward) and other devices use the torch operations.
-        self.use_kernel = ops.kernel_enabled()
-        self.kernel = kernel_module()
-        # no centre term, no per-edge factor (both folded into the table)
-        self.register_buffer(
-            "kernel_center_species", torch.zeros(0, dtype=torch.long), persistent=False
-        )
-        self.register_buffer(
-            "kernel_center_density", torch.zeros(0, 0), persistent=False
-        )
-        self.kernel_smooth = [0.0, 1.0, 1.0, 0.0]
-        self.kernel_grid = [self.cutoff, self.onset, self.step_below, self.step_above]
-        self.kernel_nodes = [self.n_below, self.n_nodes]
         self.register_buffer("cache_table", torch.zeros(0), persistent=False)
         for name in ("cache_c0", "cache_c1", "cache_c2", "cache_c3"):
             self.register_buffer(name, torch.zeros(0), persistent=False)
         for name in ("cache_weight", "cache_bias"):
             self.register_buffer(name, torch.zeros(0), persistent=False)
         self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    @torch.jit.unused
+    def use_backend(self, name: str) -> None:
+        """Compute the features with the CPU kernel (``kernel``: inference on the
+        CPU; training and other devices on torch operations) or with torch
+        operations only (``torch``: alchem-export --torch-only)."""
+        torch_operations = TorchPowerSpectrum(
+            [self.cutoff, self.onset, self.step_below, self.step_above],
+            [self.n_below, self.n_nodes],
+            self.column_sizes,
+            self.triangle_local,
+            self.triangle_offsets,
+            self.normalize,
+            self.multiplicity.dtype,
+        ).to(self.multiplicity.device)
+        if name == "kernel":
+            if not ops.load():
+                raise RuntimeError(f"{ops.OPERATOR} is not loaded")
+            self.features = KernelPowerSpectrum(torch_operations, self.multiplicity)
+            self.features.to(self.multiplicity.device, self.multiplicity.dtype)
+        elif name == "torch":
+            self.features = torch_operations
+        else:
+            raise ValueError(f"unknown feature backend {name!r}: kernel or torch")
+        self.feature_backend = name
+
+    @torch.jit.unused
+    def torch_operations(self) -> TorchPowerSpectrum:
+        """The torch operations of the features, whatever the backend."""
+        if isinstance(self.features, KernelPowerSpectrum):
+            return self.features.torch_operations
+        return self.features
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        drop_derived_keys(state_dict, prefix, DERIVED_KEYS)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -368,135 +414,14 @@ class AlchemicalModel(torch.nn.Module):
         weights = weights.reshape(self.n_species, 1, self.n_columns)
         return [(c.unsqueeze(0) * weights).reshape(-1, self.n_columns) for c in cubic]
 
-    def radial(
-        self, distances: torch.Tensor, elements: torch.Tensor
-    ) -> list[torch.Tensor]:
-        """W[k, a_j] g_{k,nl}(r_ij) for every edge, one [n_edges, K n_l] per l.
-
-        Evaluated l by l: the per-edge tensors stay a few MB, which avoids both the
-        memory traffic and the page faults of one [n_edges, C] tensor per step.
-        """
-        r = torch.clamp(distances, 0.0, self.cutoff)
-        above = r >= self.onset
-        x = torch.where(
-            above,
-            (r - self.onset) / self.step_above + self.n_below,
-            r / self.step_below,
-        )
-        interval = torch.floor(x).to(torch.int64)
-        interval = torch.clamp(interval, 0, self.n_nodes - 2)
-        # the first segment never reaches into the second (rounding at the onset)
-        interval = torch.where(
-            above, interval, torch.clamp(interval, max=max(self.n_below - 1, 0))
-        )
-        t = (x - interval.to(x.dtype)).unsqueeze(1)
-        row = elements * (self.n_nodes - 1) + interval
-        if self.cached:
-            coefficients = [self.cache_c0, self.cache_c1, self.cache_c2, self.cache_c3]
-        else:
-            coefficients = self.spline_coefficients()
-        c0, c1, c2, c3 = [c.split(self.column_sizes, dim=1) for c in coefficients]
-        result: list[torch.Tensor] = []
-        for l in range(self.max_angular + 1):
-            value = c3[l].index_select(0, row) * t + c2[l].index_select(0, row)
-            value = value * t + c1[l].index_select(0, row)
-            result.append(value * t + c0[l].index_select(0, row))
-        return result
-
-    # ---------------------------------------------------------------- features
-    def power_spectrum(
-        self,
-        species: torch.Tensor,
-        edge_vectors: torch.Tensor,
-        centers: torch.Tensor,
-        neighbors: torch.Tensor,
-        n_centers: int,
-    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Upper triangles of the scaled P_l, one [n_atoms, T_l] per l, and the
-        sums of the F features and of their squares per atom.
-
-        The blocks are not concatenated: the first layer is a sum of per-l
-        products, which keeps every tensor small and the backward passes free
-        of full-size zero fills."""
-        n_atoms = n_centers  # features only for the centres
-        if self.use_kernel and self.cached and edge_vectors.device.type == "cpu":
-            triangles, total, squares = self.kernel(
-                edge_vectors,
-                species.index_select(0, neighbors),
-                centers,
-                n_atoms,
-                self.cache_table,
-                self.column_sizes,
-                self.kernel_grid,
-                self.kernel_nodes,
-                self.multiplicity,
-                self.multiplicity,
-                self.kernel_center_species,
-                self.kernel_center_density,
-                self.kernel_smooth,
-            )
-            return [triangles], total, squares
-        n_edges = centers.shape[0]
-        # Neighbour slots: edge e goes to slot centers[e] * M + (its rank among the
-        # edges of centers[e]), M the largest neighbour count. Empty slots hold a
-        # vector of length r_c, where every radial function and its derivative
-        # vanish, so they add nothing and the sums over neighbours become batched
-        # matrix products.
-        rank, slots = neighbor_slots(centers, n_atoms)
-        if n_edges == 0:
-            slots = 0
-        slot = centers * slots + rank
-        padding = torch.zeros(
-            (n_atoms * slots, 3), dtype=edge_vectors.dtype, device=edge_vectors.device
-        )
-        padding[:, 2] = self.cutoff
-        vectors = padding.index_copy(0, slot, edge_vectors)
-        elements = torch.zeros(
-            n_atoms * slots, dtype=species.dtype, device=species.device
-        ).index_copy(0, slot, species.index_select(0, neighbors))
-
-        distances = torch.linalg.norm(vectors, dim=1)
-        radial_l = self.radial(distances, elements)
-        angular_l = self.spherical_harmonics(vectors)
-
-        blocks: list[torch.Tensor] = []
-        total = torch.zeros(n_atoms, dtype=vectors.dtype, device=vectors.device)
-        squares = torch.zeros(n_atoms, dtype=vectors.dtype, device=vectors.device)
-        for l in range(self.max_angular + 1):
-            radial = radial_l[l].reshape(n_atoms, slots, self.column_sizes[l])
-            angular = angular_l[l].reshape(n_atoms, slots, 2 * l + 1)
-            # The density c [n_atoms, K n_l, 2l + 1] is made as a transposed
-            # view of c^T [n_atoms, 2l + 1, K n_l] when it has more channels
-            # than components (l <= 9 by default): these batched products of
-            # small matrices, forward and backward, then take 1.3-2x less time
-            # on the CPU (MKL; a 1024-atom chunk of the default model: 122 ->
-            # 97 ms for all l).
-            if self.column_sizes[l] >= 2 * l + 1:
-                density = torch.bmm(angular.transpose(1, 2), radial).transpose(1, 2)
-            else:
-                density = torch.bmm(radial.transpose(1, 2), angular)
-            power = torch.bmm(density, density.transpose(1, 2))
-            t0, t1 = self.triangle_offsets[l], self.triangle_offsets[l + 1]
-            blocks.append(
-                power.reshape(n_atoms, -1).index_select(1, self.triangle_local[t0:t1])
-            )
-            if self.normalize:
-                # sums of P_l and of P_l^2 over the full matrix, from the density:
-                # sum P = |sum_x c_x|^2 and sum P^2 = |c^T c|_F^2
-                column = density.sum(dim=1)
-                gram = torch.bmm(density.transpose(1, 2), density)
-                total = total + (column * column).sum(dim=1)
-                squares = squares + (gram * gram).sum(dim=(1, 2))
-        return blocks, total, squares
-
     # -------------------------------------------------------------------- head
     def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
         """LayerNorm affine + first layer folded onto the upper triangle."""
-        weight = self.head_weight
-        bias = self.head_bias
+        weight, bias = self.head_weight, self.head_bias
         if self.normalize:
-            bias = bias + self.layernorm_bias @ weight
-            weight = weight * self.layernorm_weight.unsqueeze(1)
+            weight, bias = fold_layernorm(
+                weight, bias, self.layernorm_weight, self.layernorm_bias
+            )
         folded = (
             weight.index_select(0, self.triangle_full)
             + weight.index_select(0, self.triangle_transposed) * self.off_diagonal
@@ -519,59 +444,74 @@ class AlchemicalModel(torch.nn.Module):
             raise RuntimeError("the Alchemical Model needs every directed edge")
         if n_centers < 0:
             n_centers = species.shape[0]
-        blocks, total, squares = self.power_spectrum(
-            species, edge_vectors, centers, neighbors, n_centers
-        )
-        n_atoms = n_centers
-        species = species[:n_centers]
         if self.cached:
+            coefficients = [self.cache_c0, self.cache_c1, self.cache_c2, self.cache_c3]
             weight, bias = self.cache_weight, self.cache_bias
         else:
+            coefficients = self.spline_coefficients()
             weight, bias = self.first_layer()
+        blocks, total, squares = self.features(
+            species,
+            edge_vectors,
+            centers,
+            neighbors,
+            n_centers,
+            coefficients,
+            self.cache_table,
+        )
+        # the LayerNorm over the F features of the full symmetric P, applied after
+        # the first layer (folded_head.py)
+        mean, inverse_std = layernorm_statistics(
+            total, squares, self.n_features, self.layernorm_eps, self.normalize
+        )
         # one block: the kernel's triangles of every l, side by side
         if len(blocks) == 1:
             weights = [weight]
         else:
-            weights = weight.split(self.triangle_sizes, dim=0)
-        size = self.first_size
+            weights = list(weight.split(self.triangle_sizes, dim=0))
         column_sum = weight.sum(dim=0)
-        if self.normalize:
-            # LayerNorm over the F features of the full symmetric P, applied after
-            # the first layer: (x - mean) W / std = (x W - mean sum_f W_f) / std
-            mean = total / self.n_features
-            variance = torch.clamp(squares / self.n_features - mean * mean, min=0.0)
-            inverse_std = torch.rsqrt(variance + self.layernorm_eps).unsqueeze(1)
-            mean = mean.unsqueeze(1)
-        else:
-            inverse_std = torch.ones_like(total).unsqueeze(1)
-            mean = torch.zeros_like(total).unsqueeze(1)
-
+        species = species[:n_centers]
         if self.contract_center_species:
             # all K first layers in one product per l
-            hidden = -mean * column_sum
-            for l in range(len(blocks)):
-                hidden = torch.addmm(hidden, blocks[l], weights[l])
-            hidden = torch.addcmul(bias, hidden, inverse_std)
-            hidden = hidden.reshape(n_atoms, self.n_groups, size).transpose(0, 1)
+            hidden = folded_first_layer(
+                blocks, weights, column_sum, bias, mean, inverse_std
+            )
+            hidden = hidden.reshape(n_centers, self.n_groups, self.first_size)
+            hidden = hidden.transpose(0, 1)
             for layer in self.head_layers:
                 hidden = layer(self.activation(hidden))
             outputs = hidden.sum(dim=2)  # [K, n_atoms]
             mix = self.compression.index_select(1, species)  # W[k, a_i]
             return (outputs * mix).sum(dim=0) * self.output_scale
+        return self.element_networks(
+            species, blocks, weights, column_sum, bias, mean, inverse_std
+        )
 
-        energies = torch.zeros(n_atoms, dtype=total.dtype, device=total.device)
+    def element_networks(
+        self,
+        species: torch.Tensor,
+        blocks: list[torch.Tensor],
+        weights: list[torch.Tensor],
+        column_sum: torch.Tensor,
+        bias: torch.Tensor,
+        mean: torch.Tensor,
+        inverse_std: torch.Tensor,
+    ) -> torch.Tensor:
+        """One MLP per centre element (without ``contract_center_species``)."""
+        size = self.first_size
+        energies = torch.zeros(species.shape[0], dtype=mean.dtype, device=mean.device)
         for group in range(self.n_groups):
             atoms = torch.nonzero(species == group).reshape(-1)
             if atoms.shape[0] == 0:
                 continue
             a, b = group * size, (group + 1) * size
-            hidden = -mean.index_select(0, atoms) * column_sum[a:b]
-            for l in range(len(blocks)):
-                hidden = torch.addmm(
-                    hidden, blocks[l].index_select(0, atoms), weights[l][:, a:b]
-                )
-            hidden = torch.addcmul(
-                bias[a:b], hidden, inverse_std.index_select(0, atoms)
+            hidden = folded_first_layer(
+                [block.index_select(0, atoms) for block in blocks],
+                [weight[:, a:b] for weight in weights],
+                column_sum[a:b],
+                bias[a:b],
+                mean.index_select(0, atoms),
+                inverse_std.index_select(0, atoms),
             )
             for layer in self.head_layers:
                 hidden = layer.single(self.activation(hidden), group)
