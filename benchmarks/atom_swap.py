@@ -56,7 +56,11 @@ FULL_TRIALS = {500: 10, 4000: 3, 32000: 1}
 LOCAL_TRIALS = {500: 300, 4000: 500, 32000: 1000}
 CHEAP_TRIALS = 300
 REPEATS = {500: 3, 4000: 2, 32000: 1}
-MODIFY = re.compile(r"^Modify\s*\|\s*\S+\s*\|\s*(\S+)\s*\|", re.MULTILINE)
+# `timer full`: min, avg, max wall seconds, %varavg, %CPU (CPU time / wall time)
+MODIFY = re.compile(
+    r"^Modify\s*\|\s*\S+\s*\|\s*(\S+)\s*\|\s*\S+\s*\|\s*\S+\s*\|\s*(\S+)\s*\|",
+    re.MULTILINE,
+)
 SUMMARY = re.compile(
     r"fix atom/swap on rank 0: (\d+) energy evaluations, (\d+) local"
     r"(?: \(([\d.]+) owned atoms re-evaluated, ([\d.]+) ms each)?"
@@ -106,6 +110,7 @@ def script(data: str, variants: list[tuple[list[str], int]], repeats: int) -> st
         "fix md all nve",
         "timestep 0.001",
         "thermo_style custom step pe",
+        "timer full",
         "run 0",
     ]
     for _ in range(repeats):
@@ -134,15 +139,27 @@ def measure(
     result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}")
-    modify = [float(m) for m in MODIFY.findall(result.stdout)][1:]  # after run 0
+    # (wall, CPU) seconds of each run after run 0
+    modify = [
+        (float(wall), float(wall) * float(cpu) / 100.0)
+        for wall, cpu in MODIFY.findall(result.stdout)
+    ][1:]
     summaries = [s for s in SUMMARY.findall(result.stdout) if int(s[1]) > 0]
     rows = []
     for v, (_, trials) in enumerate(variants):
-        costs = []
+        wall, cpu = [], []
         for r in range(repeats):
             k = 2 * (r * len(variants) + v)
-            costs.append(1e3 * (modify[k + 1] - modify[k]) / trials)
-        rows.append({"trials": trials, "repeats": repeats, "ms_per_trial": min(costs)})
+            wall.append(1e3 * (modify[k + 1][0] - modify[k][0]) / trials)
+            cpu.append(1e3 * (modify[k + 1][1] - modify[k][1]) / trials)
+        rows.append(
+            {
+                "trials": trials,
+                "repeats": repeats,
+                "ms_per_trial": min(wall),
+                "cpu_ms_per_trial": min(cpu),
+            }
+        )
     return rows, summaries
 
 
@@ -167,7 +184,7 @@ def main() -> None:
         measured, _ = measure(work, f"lammps{atoms}", data, cheap, repeats)
         for name, row in zip(PAIRS, measured, strict=True):
             rows.append({"potential": name, "mode": "lammps", "atoms": atoms, **row})
-            log(f"{name} {atoms} atoms: {row['ms_per_trial']:.3f} ms per trial")
+            log(f"{name} {atoms} atoms: {row['cpu_ms_per_trial']:.3f} ms per trial")
         for potential, model in MODELS.items():
             pair = [
                 f"pair_style alchemical {model}-f64.pt swap_cache {{}}",
@@ -189,7 +206,10 @@ def main() -> None:
                 rows.append(
                     {"potential": potential, "mode": mode, "atoms": atoms, **row}
                 )
-                log(f"{potential} {mode} {atoms} atoms: {row['ms_per_trial']:.3f} ms")
+                log(
+                    f"{potential} {mode} {atoms} atoms: {row['cpu_ms_per_trial']:.3f} "
+                    f"ms CPU, {row['ms_per_trial']:.3f} ms wall"
+                )
 
     os.makedirs(RESULTS, exist_ok=True)
     fields = [
@@ -199,6 +219,7 @@ def main() -> None:
         "trials",
         "repeats",
         "ms_per_trial",
+        "cpu_ms_per_trial",
         "atoms_reevaluated",
         "plugin_ms_per_local_evaluation",
     ]
@@ -218,58 +239,65 @@ def report(rows: list[dict]) -> str:
     lines = [
         "# fix atom/swap: milliseconds per trial",
         "",
-        f"Machine: {machine()}. 1 MPI rank, 1 thread, default-size models (float64, "
-        "cutoff 5 Å) on random fcc Cu-Ni-Pd-Pt (a = 3.6 Å); canonical swaps of types 1 "
-        "and 2 at 600 K. A trial's cost: LAMMPS' Modify time of a step with K trials "
-        "minus that of a step with none, over K, fastest of 3 (500 atoms), 2 (4000) "
-        "or 1 (32,000) alternated measurements (`benchmarks/atom_swap.py`). "
-        "`swap_cache yes`: in brackets the owned atoms a trial re-evaluated on average "
-        "and the pair style's own milliseconds per trial (its end-of-run summary).",
+        f"Machine: {machine()}, shared with other jobs. 1 MPI rank, 1 thread, "
+        "default-size models (float64, cutoff 5 Å) on random fcc Cu-Ni-Pd-Pt (a = "
+        "3.6 Å); canonical swaps of types 1 and 2 at 600 K. A trial's cost: LAMMPS' "
+        "Modify time of a step with K trials minus that of a step with none, over K; "
+        "the CPU time (wall time x LAMMPS' %CPU of the section, `timer full`: the "
+        "time the process computed, which a shared machine disturbs less), wall time "
+        "in brackets; fastest of 3 (500 atoms), 2 (4000) or 1 (32,000) alternated "
+        "measurements (`benchmarks/atom_swap.py`). `swap_cache yes`: also the owned "
+        "atoms a trial re-evaluated on average and the pair style's own wall "
+        "milliseconds per trial (its end-of-run summary).",
         "",
         "| potential | " + " | ".join(f"{n} atoms" for n in sizes) + " |",
         "|---|" + "---|" * len(sizes),
     ]
+
+    def cell(row: dict) -> str:
+        return f"{row['cpu_ms_per_trial']:.3f} ({row['ms_per_trial']:.3f})"
+
     for name in PAIRS:
-        cells = [f"{cost[(name, 'lammps', n)]['ms_per_trial']:.3f}" for n in sizes]
+        cells = [cell(cost[(name, "lammps", n)]) for n in sizes]
         lines.append(f"| LAMMPS, `pair_style {name}` | " + " | ".join(cells) + " |")
     for potential in MODELS:
         for mode, label in (("full", "swap_cache no"), ("local", "swap_cache yes")):
             cells = []
             for n in sizes:
                 row = cost[(potential, mode, n)]
-                cell = f"{row['ms_per_trial']:.3f}"
+                text = cell(row)
                 if mode == "local":
-                    cell += (
-                        f" ({row['atoms_reevaluated']:.0f} atoms; pair style "
-                        f"{row['plugin_ms_per_local_evaluation']:.3f})"
+                    text += (
+                        f"; {row['atoms_reevaluated']:.0f} atoms, pair style "
+                        f"{row['plugin_ms_per_local_evaluation']:.3f}"
                     )
-                cells.append(cell)
+                cells.append(text)
             lines.append(f"| {potential}, {label} | " + " | ".join(cells) + " |")
-        ratios = [
-            cost[(potential, "full", n)]["ms_per_trial"]
-            / cost[(potential, "local", n)]["ms_per_trial"]
-            for n in sizes
-        ]
-        lines.append(
-            f"| {potential}: full / local | "
-            + " | ".join(f"{r:.0f}x" for r in ratios)
-            + " |"
-        )
+        ratios = []
+        for n in sizes:
+            full, local = cost[(potential, "full", n)], cost[(potential, "local", n)]
+            ratios.append(
+                f"{full['cpu_ms_per_trial'] / local['cpu_ms_per_trial']:.0f}x "
+                f"({full['ms_per_trial'] / local['ms_per_trial']:.0f}x)"
+            )
+        lines.append(f"| {potential}: no / yes | " + " | ".join(ratios) + " |")
     first, last = sizes[0], sizes[-1]
     lines += [
         "",
-        f"Growth of the cost per trial from {first} to {last} atoms (ms):",
+        f"Growth of the cost per trial from {first} to {last} atoms, CPU ms (wall):",
         "",
     ]
     for potential, mode in [(p, "local") for p in MODELS] + [
         (name, "lammps") for name in PAIRS
     ]:
-        growth = (
-            cost[(potential, mode, last)]["ms_per_trial"]
-            - cost[(potential, mode, first)]["ms_per_trial"]
-        )
-        label = potential if mode == "lammps" else f"{potential}, swap_cache yes"
-        lines.append(f"- {label}: {growth:+.3f}")
+        growth = [
+            cost[(potential, mode, last)][key] - cost[(potential, mode, first)][key]
+            for key in ("cpu_ms_per_trial", "ms_per_trial")
+        ]
+        label = f"`pair_style {potential}`" if mode == "lammps" else potential
+        if mode == "local":
+            label += ", swap_cache yes"
+        lines.append(f"- {label}: {growth[0]:+.3f} ({growth[1]:+.3f})")
     return "\n".join(lines) + "\n"
 
 
