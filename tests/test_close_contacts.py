@@ -15,6 +15,8 @@ from ase.neighborlist import neighbor_list
 from conftest import run_cli, write_options
 from lammps_support import fcc_alloy, plugin_built, run_lammps, write_data
 
+pytestmark = pytest.mark.slow  # trains models (alchem-train) in its fixtures
+
 ELEMENTS = [28, 29, 78]  # Ni Cu Pt
 
 

@@ -184,6 +184,7 @@ EVAL_MISTAKES = [
 @pytest.mark.parametrize(
     "name, arguments, expected", EVAL_MISTAKES, ids=[m[0] for m in EVAL_MISTAKES]
 )
+@pytest.mark.slow  # needs the trained models
 def test_alchem_eval_mistakes_are_one_line(
     trained, data_dir, name, arguments, expected
 ):
@@ -201,6 +202,7 @@ def test_alchem_eval_mistakes_are_one_line(
 
 
 @SOAP_BPNN
+@pytest.mark.slow  # needs the trained models
 def test_model_files_are_told_apart(trained, data_dir):
     """What alchem-eval, alchem-export, alchem-info and --restart are told about the
     file they were given (in process: the same function serves them all)."""
@@ -217,6 +219,7 @@ def test_model_files_are_told_apart(trained, data_dir):
 
 @SOAP_BPNN
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.slow  # needs the trained models
 def test_alchem_eval_cuda_without_a_gpu(trained, data_dir):
     result = run_cli(
         "alchem-eval",
@@ -313,6 +316,7 @@ def test_model_pt_is_not_a_checkpoint(trained, tmp_path):
     assert not os.path.exists(tmp_path / "r")
 
 
+@pytest.mark.slow  # needs the trained models
 def test_output_into_a_missing_folder_is_one_line(trained, tmp_path):
     """-o into a folder that does not exist: said before any work, exit 2."""
     for command in (

@@ -15,6 +15,8 @@ from alchem.data.emt import write_emt_dataset
 from alchem.training import CHECKPOINT_FORMAT, load_checkpoint
 from conftest import BIN, run_cli, write_options
 
+pytestmark = pytest.mark.slow  # trains models (alchem-train) in its fixtures
+
 # 3 batches of 4 per epoch, a checkpoint every epoch; scheduler_patience 0 makes
 # the learning rate move, so that a resume that lost the scheduler's state differs
 TRAINING = {

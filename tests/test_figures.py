@@ -13,6 +13,8 @@ import pytest
 from alchem.plots import read_metrics_csv
 from conftest import run_cli
 
+pytestmark = pytest.mark.slow  # trains models (alchem-train) in its fixtures
+
 
 def _image(path: str) -> np.ndarray:
     image = matplotlib.image.imread(path)

@@ -11,6 +11,8 @@ from alchem.data.emt import write_emt_dataset
 from alchem.training import load_checkpoint
 from conftest import run_cli, write_options
 
+pytestmark = pytest.mark.slow  # trains models (alchem-train) in its fixtures
+
 CU, NI, PT = 29, 28, 78
 TRAINING = {"num_epochs": 2, "batch_size": 4, "log_interval": 1}
 

@@ -85,6 +85,8 @@ import sys
 import numpy as np
 from alchem.calculator import load_calculator
 
+pytestmark = pytest.mark.slow  # trains models (alchem-train) in its fixtures
+
 
 def rss_kb():
     for line in open("/proc/self/status"):

@@ -22,6 +22,8 @@ from alchem.training import load_checkpoint
 from alchem.training.progress import LINE_INTERVAL, TrainingProgress
 from conftest import BIN, run_cli, write_options
 
+pytestmark = pytest.mark.slow  # trains models (alchem-train) in its fixtures
+
 # 8 batches of 4 per epoch: a signal lands inside an epoch most of the time
 TRAINING = {"num_epochs": 3, "batch_size": 4, "log_interval": 3}
 

@@ -199,6 +199,7 @@ def test_model_file_as_reference(morse_model, tmp_path):
         assert entry["error"] == 0.0 and entry["within_target"] is True
 
 
+@pytest.mark.slow  # needs the trained models
 def test_trained_model_against_emt(trained, tmp_path):
     """Any exported model against any ASE calculator: EMT's own Cu and a CuNi
     alloy, the model's values finite and compared."""
