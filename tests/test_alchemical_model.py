@@ -341,6 +341,7 @@ def test_tabulated_radial_functions_match_the_basis(data_file, kind):
     assert out.abs().max() < 1e-14 and gradient.abs().max() < 1e-12
 
 
+@pytest.mark.slow  # over 10 s
 def test_trainable_radial_table_is_the_mlp_of_the_basis(data_file):
     """The per-(l, k) MLP on the basis, times f_c: values and r-derivatives."""
     model = make(data_file, small(radial_basis_type="physical"))
@@ -529,6 +530,7 @@ def test_invariances(data_file, alloy, hypers):
 
 
 @pytest.mark.parametrize("hypers", VARIANTS)
+@pytest.mark.slow  # over 10 s
 def test_forces_and_virial_are_derivatives(data_file, alloy, hypers):
     model = make(data_file, variant(*hypers))
     atoms = alloy.copy()
@@ -570,6 +572,7 @@ def dimer(model, distance):
 
 
 @pytest.mark.parametrize("kind", ["le", "physical"])
+@pytest.mark.slow  # over 10 s
 def test_energy_and_force_are_continuous_across_the_cutoff(data_file, kind):
     model = dimer_model(data_file, kind)
     cutoff = model.cutoff
@@ -598,6 +601,7 @@ def test_energy_and_force_are_continuous_across_the_cutoff(data_file, kind):
 
 
 @pytest.mark.parametrize("kind", ["le", "physical"])
+@pytest.mark.slow  # over 10 s
 def test_nve_conserves_energy_across_the_cutoff(data_file, kind):
     """Velocity Verlet on a dimer that flies apart through r_c (and a third atom
     that stays bonded): the total energy stays flat."""
@@ -804,6 +808,7 @@ def test_kernel_threads_give_the_same_numbers(data_file, alloy):
 
 
 @needs_kernel
+@pytest.mark.slow  # over 10 s
 def test_kernel_baseline_build():
     """The kernel is built for the x86-64 baseline and for x86-64-v3 (AVX2, FMA)
     and picks one at run time; ALCHEM_KERNEL=baseline forces the build that CPUs

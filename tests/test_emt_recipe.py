@@ -1,10 +1,12 @@
 """The EMT recipe data of examples/emt-validated and make demo."""
 
 import numpy as np
+import pytest
 from alchem.data.emt_recipe import EOS_SCALES, generate_recipe_structures
 from ase.calculators.emt import EMT
 
 
+@pytest.mark.slow  # over 10 s
 def test_recipe_covers_what_validation_asks():
     frames = generate_recipe_structures(("Cu", "Ni"), n_alloys=2, seed=0)
     counts: dict[int, int] = {}

@@ -47,6 +47,7 @@ def alloy():
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.slow  # over 10 s
 def test_invariances(architecture, emt_dir, alloy):
     model = make_model(architecture, emt_dir)
     reference = evaluate(model, alloy)
@@ -87,6 +88,7 @@ def test_invariances(architecture, emt_dir, alloy):
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.slow  # over 10 s
 def test_forces_and_stress_are_derivatives(architecture, emt_dir, alloy):
     model = make_model(architecture, emt_dir)
     atoms = alloy.copy()

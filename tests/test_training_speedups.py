@@ -90,6 +90,7 @@ def batch():
 
 
 @pytest.mark.parametrize("layernorm,scaling", [(True, True), (False, False)])
+@pytest.mark.slow  # over 10 s
 def test_optimised_soap_bpnn_equals_reference(emt_dir, batch, layernorm, scaling):
     model = make_model(emt_dir, layernorm, scaling)
     net = model.architecture
