@@ -15,6 +15,8 @@ from alchem.model import predict
 from alchem.training import load_checkpoint, model_from_checkpoint
 from conftest import ARCHITECTURES, run_cli, write_options
 
+pytestmark = pytest.mark.slow  # trains models (alchem-train) in its fixtures
+
 
 def test_training_writes_every_output(trained):
     folder = trained["dir"]
@@ -84,8 +86,6 @@ MEMORY_SCRIPT = """
 import sys
 import numpy as np
 from alchem.calculator import load_calculator
-
-pytestmark = pytest.mark.slow  # trains models (alchem-train) in its fixtures
 
 
 def rss_kb():
