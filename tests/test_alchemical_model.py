@@ -633,11 +633,34 @@ def test_nve_conserves_energy_across_the_cutoff(data_file, kind):
     assert drift < 1e-4, drift
 
 
+def test_per_centre_head_with_an_absent_element(data_file, alloy):
+    """One MLP per element: a structure without one of the elements, and atoms
+    in any order, give the direct implementation's energies."""
+    model = make(data_file, small(contract_center_species=False))
+    atoms = alloy.copy()
+    atoms.symbols[[i for i, s in enumerate(atoms.symbols) if s == "Ni"]] = "Pt"
+    atoms = atoms[np.random.default_rng(3).permutation(len(atoms))]
+    structure = structure_from_atoms(atoms, model.cutoff)
+    vectors = (
+        structure.positions[structure.neighbors]
+        - structure.positions[structure.centers]
+        + structure.shifts @ structure.cell
+    )
+    species = model.type_to_index[structure.numbers]
+    assert set(species.tolist()) == {1, 2}  # Cu and Pt; no Ni (index 0)
+    args = (species, vectors, structure.centers, structure.neighbors)
+    got = model.architecture(*args)
+    torch.testing.assert_close(
+        got, reference_energies(model.architecture, *args), rtol=1e-10, atol=1e-10
+    )
+
+
 # -------------------------------------------------------------- export, precision
 
 
-def test_torchscript_and_save_load(data_file, alloy):
-    model = make(data_file)
+@pytest.mark.parametrize("contract", [True, False])
+def test_torchscript_and_save_load(data_file, alloy, contract):
+    model = make(data_file, small(contract_center_species=contract))
     structure = structure_from_atoms(alloy, model.cutoff)
     vectors = (
         structure.positions[structure.neighbors]

@@ -497,23 +497,42 @@ class AlchemicalModel(torch.nn.Module):
         mean: torch.Tensor,
         inverse_std: torch.Tensor,
     ) -> torch.Tensor:
-        """One MLP per centre element (without ``contract_center_species``)."""
+        """One MLP per centre element (without ``contract_center_species``).
+
+        The atoms are sorted by element once, and each element's rows are one
+        contiguous chunk of a single gathered feature matrix: gathering each
+        element's rows from every l block instead (18 elements x 14 blocks) made
+        this head 3.9x slower per training step than the contracted one, mostly in
+        the double backward of those gathers."""
         size = self.first_size
-        energies = torch.zeros(species.shape[0], dtype=mean.dtype, device=mean.device)
+        features = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        weight = weights[0] if len(weights) == 1 else torch.cat(weights, dim=0)
+        order = torch.argsort(species, stable=True)
+        counts: list[int] = torch.bincount(species, minlength=self.n_groups).tolist()
+        chunks = features.index_select(0, order).split(counts)
+        means = mean.index_select(0, order).split(counts)
+        scales = inverse_std.index_select(0, order).split(counts)
+        # split, not slices: their backward is one concatenation, where each
+        # slice's would be a zero-filled gradient of the whole first layer
+        group_weights = weight.split(size, dim=1)
+        group_sums = column_sum.split(size)
+        group_biases = bias.split(size)
+        outputs: list[torch.Tensor] = []
         for group in range(self.n_groups):
-            atoms = torch.nonzero(species == group).reshape(-1)
-            if atoms.shape[0] == 0:
+            if counts[group] == 0:
                 continue
-            a, b = group * size, (group + 1) * size
             hidden = folded_first_layer(
-                [block.index_select(0, atoms) for block in blocks],
-                [weight[:, a:b] for weight in weights],
-                column_sum[a:b],
-                bias[a:b],
-                mean.index_select(0, atoms),
-                inverse_std.index_select(0, atoms),
+                [chunks[group]],
+                [group_weights[group]],
+                group_sums[group],
+                group_biases[group],
+                means[group],
+                scales[group],
             )
             for layer in self.head_layers:
                 hidden = layer.single(self.activation(hidden), group)
-            energies = energies.index_put((atoms,), hidden.sum(dim=1))
-        return energies
+            outputs.append(hidden.sum(dim=1))
+        energies = torch.zeros(species.shape[0], dtype=mean.dtype, device=mean.device)
+        if len(outputs) == 0:
+            return energies
+        return energies.index_copy(0, order, torch.cat(outputs))
