@@ -26,7 +26,6 @@ import alchem
 from alchem.calculator import load_calculator
 from metatomic_ase import MetatomicCalculator
 
-pytestmark = pytest.mark.slow  # trains models (alchem-train) in its fixtures
 
 assert "site-packages" in alchem.__file__, alchem.__file__
 bin_dir = os.path.dirname(sys.executable)
