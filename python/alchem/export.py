@@ -29,6 +29,7 @@ from metatomic.torch import (
 from . import __version__, contacts, ops
 from .errors import ConfigError
 from .model import EnergyModel
+from .uncertainty.posterior import atom_sigma, ensemble_offsets, structure_sigma
 
 REFERENCES = {
     "soap_bpnn": [
@@ -43,8 +44,22 @@ REFERENCES = {
 }
 
 
+UNCERTAINTY_OUTPUTS = (
+    "energy_uncertainty",
+    "energy_ensemble",
+    "alchem::energy_uncertainty_projection",
+)
+
+
 class MetatomicEnergyModel(torch.nn.Module):
-    """Adapter from metatomic systems and neighbour lists to ``EnergyModel``."""
+    """Adapter from metatomic systems and neighbour lists to ``EnergyModel``.
+
+    With uncertainty (alchem.uncertainty), the outputs ``energy_uncertainty`` (eV,
+    per atom: sqrt(f_i C f_i), per system: that of the summed features),
+    ``energy_ensemble`` (eV, the energies of the ensemble's members) and
+    ``alchem::energy_uncertainty_projection`` (per system: s R with C = R R^T,
+    additive over atoms, so engines that evaluate a system in parts sum it and
+    take its norm). They cost nothing unless requested."""
 
     def __init__(self, model: EnergyModel):
         super().__init__()
@@ -52,6 +67,12 @@ class MetatomicEnergyModel(torch.nn.Module):
         self.neighbor_options = NeighborListOptions(
             cutoff=model.cutoff, full_list=True, strict=True, requestor="alchem"
         )
+        covariance = model.uncertainty_covariance.double()
+        root = torch.zeros(0, 0, dtype=covariance.dtype)
+        if covariance.numel() > 0:
+            values, vectors = torch.linalg.eigh(covariance)
+            root = vectors * torch.sqrt(torch.clamp(values, min=0.0))
+        self.register_buffer("projection", root.to(model.composition.dtype))
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         return [self.neighbor_options]
@@ -62,20 +83,109 @@ class MetatomicEnergyModel(torch.nn.Module):
         outputs: Dict[str, ModelOutput],
         selected_atoms: Optional[Labels] = None,
     ) -> Dict[str, TensorMap]:
-        if "energy" not in outputs:
+        with_features = (
+            "energy_uncertainty" in outputs
+            or "energy_ensemble" in outputs
+            or "alchem::energy_uncertainty_projection" in outputs
+        )
+        if not ("energy" in outputs or with_features):
             return {}
         numbers, vectors, centers, neighbors, samples = self._pairs(systems)
         if selected_atoms is None:
-            energies = self.model.atomic_energies(numbers, vectors, centers, neighbors)
-        else:
-            energies, samples = self._selected_atom_energies(
-                numbers, vectors, centers, neighbors, samples, selected_atoms, systems
+            energies, features = self._energies(
+                numbers, vectors, centers, neighbors, -1, with_features
             )
-        return {
-            "energy": _energy_map(
+        else:
+            energies, features, samples = self._selected_atom_energies(
+                numbers,
+                vectors,
+                centers,
+                neighbors,
+                samples,
+                selected_atoms,
+                systems,
+                with_features,
+            )
+        result: Dict[str, TensorMap] = {}
+        if "energy" in outputs:
+            result["energy"] = _energy_map(
                 energies, samples, outputs["energy"].sample_kind, len(systems)
             )
-        }
+        if with_features:
+            self._uncertainty(
+                energies, features, samples, outputs, len(systems), result
+            )
+        return result
+
+    def _energies(
+        self,
+        numbers: torch.Tensor,
+        vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int,
+        with_features: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Energies of the first ``n_centers`` atoms, and their last-layer features
+        where asked (else an empty tensor)."""
+        if with_features:
+            return self.model.atomic_energies_and_features(
+                numbers, vectors, centers, neighbors, n_centers
+            )
+        energies = self.model.atomic_energies(
+            numbers, vectors, centers, neighbors, n_centers
+        )
+        return energies, energies.new_zeros(0)
+
+    def _uncertainty(
+        self,
+        energies: torch.Tensor,
+        features: torch.Tensor,
+        samples: torch.Tensor,
+        outputs: Dict[str, ModelOutput],
+        n_systems: int,
+        result: Dict[str, TensorMap],
+    ) -> None:
+        """The requested uncertainty outputs, from the atoms' features."""
+        covariance = self.model.uncertainty_covariance
+        if covariance.numel() == 0:
+            raise ValueError(
+                "this model has no uncertainty: apply it with alchem-uncertainty"
+            )
+        per_system = features.new_zeros((n_systems, features.shape[1]))
+        per_system = per_system.index_add(0, samples[:, 0], features)
+        if "energy_uncertainty" in outputs:
+            if outputs["energy_uncertainty"].sample_kind == "atom":
+                sigma = atom_sigma(features, covariance)
+            else:
+                sigma = structure_sigma(per_system, covariance)
+            kind = outputs["energy_uncertainty"].sample_kind
+            result["energy_uncertainty"] = _values_map(
+                sigma.reshape(-1, 1), samples, kind, n_systems, "energy", kind != "atom"
+            )
+        if "energy_ensemble" in outputs:
+            ensemble = self.model.uncertainty_ensemble
+            if outputs["energy_ensemble"].sample_kind == "atom":
+                members = energies.unsqueeze(1) + ensemble_offsets(features, ensemble)
+            else:
+                totals = energies.new_zeros(n_systems).index_add(
+                    0, samples[:, 0], energies
+                )
+                members = totals.unsqueeze(1) + ensemble_offsets(per_system, ensemble)
+            kind = outputs["energy_ensemble"].sample_kind
+            result["energy_ensemble"] = _values_map(
+                members, samples, kind, n_systems, "energy", kind != "atom"
+            )
+        name = "alchem::energy_uncertainty_projection"
+        if name in outputs:
+            result[name] = _values_map(
+                per_system @ self.projection,
+                samples,
+                "system",
+                n_systems,
+                "projection",
+                True,
+            )
 
     def _pairs(
         self, systems: List[System]
@@ -124,7 +234,8 @@ class MetatomicEnergyModel(torch.nn.Module):
         samples: torch.Tensor,
         selected_atoms: Labels,
         systems: List[System],
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        with_features: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Only the selected atoms are centres (in LAMMPS: the owned atoms, not the
         ghosts): put them first and drop the pairs of the others, so no feature or
         network is computed for an atom whose energy is not asked."""
@@ -132,7 +243,14 @@ class MetatomicEnergyModel(torch.nn.Module):
         first = _atom_range(selected, len(systems))
         if first >= 0 and _is_sorted(centers):
             return self._atom_range_energies(
-                numbers, vectors, centers, neighbors, first, selected.shape[0], samples
+                numbers,
+                vectors,
+                centers,
+                neighbors,
+                first,
+                selected.shape[0],
+                samples,
+                with_features,
             )
         return self._selected_energies(
             numbers,
@@ -142,6 +260,7 @@ class MetatomicEnergyModel(torch.nn.Module):
             selected,
             samples,
             samples.shape[0],
+            with_features,
         )
 
     def _atom_range_energies(
@@ -153,7 +272,8 @@ class MetatomicEnergyModel(torch.nn.Module):
         first: int,
         count: int,
         samples: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with_features: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Energies of atoms first .. first + count - 1 of the one system, its pairs
         sorted by centre: their pairs are one slice, found by binary search.
 
@@ -172,14 +292,15 @@ class MetatomicEnergyModel(torch.nn.Module):
                 chunk_neighbors + count,
             ),
         )
-        energies = self.model.atomic_energies(
+        energies, features = self._energies(
             torch.cat([numbers[first:end], numbers[:first], numbers[end:]]),
             vectors[low:high],
             centers[low:high] - first,
             position,
             count,
+            with_features,
         )
-        return energies, samples[first:end]
+        return energies, features, samples[first:end]
 
     def _selected_energies(
         self,
@@ -190,7 +311,8 @@ class MetatomicEnergyModel(torch.nn.Module):
         selected: torch.Tensor,
         samples: torch.Tensor,
         n_atoms: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with_features: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Energies of any selected atoms: a mask over all atoms and pairs."""
         keys = samples[:, 0] * (n_atoms + 1) + samples[:, 1]
         wanted = selected[:, 0] * (n_atoms + 1) + selected[:, 1]
@@ -201,34 +323,55 @@ class MetatomicEnergyModel(torch.nn.Module):
         )
         kept = mask.index_select(0, centers)
         n_centers = int(mask.sum().item())
-        energies = self.model.atomic_energies(
+        energies, features = self._energies(
             numbers.index_select(0, order),
             vectors[kept],
             position.index_select(0, centers[kept]),
             position.index_select(0, neighbors[kept]),
             n_centers,
+            with_features,
         )
-        return energies, samples.index_select(0, order[:n_centers])
+        return energies, features, samples.index_select(0, order[:n_centers])
 
 
 def _energy_map(
     energies: torch.Tensor, samples: torch.Tensor, sample_kind: str, n_systems: int
 ) -> TensorMap:
     """Per-atom energies (samples: system, atom) or their sums per system."""
-    device = energies.device
-    properties = Labels("energy", torch.tensor([[0]], device=device))
+    return _values_map(
+        energies.reshape(-1, 1), samples, sample_kind, n_systems, "energy"
+    )
+
+
+def _values_map(
+    values: torch.Tensor,
+    samples: torch.Tensor,
+    sample_kind: str,
+    n_systems: int,
+    property_name: str,
+    per_system: bool = False,
+) -> TensorMap:
+    """Per-atom values [atoms, P] (samples: system, atom), or for ``sample_kind``
+    "system" their sums per system (``per_system``: the values are already one
+    row per system)."""
+    device = values.device
+    properties = Labels(
+        property_name,
+        torch.arange(values.shape[1], device=device).reshape(-1, 1),
+    )
     if sample_kind == "atom":
         block = TensorBlock(
-            values=energies.reshape(-1, 1),
+            values=values,
             samples=Labels(["system", "atom"], samples),
             components=[],
             properties=properties,
         )
     else:
-        total = torch.zeros(n_systems, dtype=energies.dtype, device=device)
-        total = total.index_add(0, samples[:, 0], energies)
+        if not per_system:
+            total = values.new_zeros((n_systems, values.shape[1]))
+            values = total.index_add(0, samples[:, 0], values)
         block = TensorBlock(
-            values=total.reshape(-1, 1),
+            values=values,
             samples=Labels(
                 "system", torch.arange(n_systems, device=device).reshape(-1, 1)
             ),
@@ -299,12 +442,27 @@ def _operator_schema(model: EnergyModel) -> Dict[str, str]:
     return {}
 
 
+def _uncertainty_summary(options: dict) -> Dict[str, str]:
+    """What alchem.uncertainty fitted (method, ensemble size, calibration)."""
+    summary = options.get("uncertainty_fit")
+    if summary:
+        return {"alchem.uncertainty": json.dumps(summary)}
+    return {}
+
+
 def atomistic_model(model: EnergyModel, options: dict) -> AtomisticModel:
     """Wrap a trained model with its capabilities and metadata."""
     dtype = "float64" if options["base_precision"] == 64 else "float32"
     name = options["architecture"]["name"]
+    outputs = {"energy": ModelOutput(unit="eV", sample_kind="atom")}
+    if model.has_uncertainty:
+        outputs["energy_uncertainty"] = ModelOutput(unit="eV", sample_kind="atom")
+        outputs["energy_ensemble"] = ModelOutput(unit="eV", sample_kind="atom")
+        outputs["alchem::energy_uncertainty_projection"] = ModelOutput(
+            unit="eV", sample_kind="system"
+        )
     capabilities = ModelCapabilities(
-        outputs={"energy": ModelOutput(unit="eV", sample_kind="atom")},
+        outputs=outputs,
         atomic_types=model.atomic_types,
         interaction_range=model.cutoff,
         length_unit="angstrom",
@@ -336,6 +494,7 @@ def atomistic_model(model: EnergyModel, options: dict) -> AtomisticModel:
                 model.shortest_distance, model.atomic_types
             ),
             **_operator_schema(model),
+            **_uncertainty_summary(options),
         },
     )
     wrapper = MetatomicEnergyModel(model.to("cpu").eval())

@@ -10,6 +10,12 @@ import torch
 
 from .data import Batch, DatasetInfo, Structure
 
+UNCERTAINTY_BUFFERS = (
+    "uncertainty_covariance",
+    "uncertainty_ensemble",
+    "uncertainty_force_factor",
+)
+
 
 class EnergyModel(torch.nn.Module):
     def __init__(self, architecture: torch.nn.Module, info: DatasetInfo):
@@ -30,11 +36,36 @@ class EnergyModel(torch.nn.Module):
             torch.full((n_types, n_types), float("inf"), dtype=torch.float64),
         )
 
+        # uncertainty (alchem.uncertainty, LLPR): the calibrated covariance of the
+        # last layers' weights [D, D] in eV^2 per squared feature, an ensemble of
+        # weight offsets drawn from it [D, M], and the factor that calibrates
+        # the ensemble's force spread; empty until alchem.uncertainty fits them
+        self.register_buffer("uncertainty_covariance", torch.zeros(0, 0))
+        self.register_buffer("uncertainty_ensemble", torch.zeros(0, 0))
+        self.register_buffer("uncertainty_force_factor", torch.ones(()))
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the shortest distances were recorded load
         # with none (inf: no close-contact warning)
         state_dict.setdefault(prefix + "shortest_distance", self.shortest_distance)
+        # the uncertainty's buffers take the saved shapes (empty: none fitted)
+        for name in UNCERTAINTY_BUFFERS:
+            saved = state_dict.setdefault(prefix + name, getattr(self, name))
+            if saved.shape != getattr(self, name).shape:
+                setattr(
+                    self, name, torch.empty_like(saved, device=self.composition.device)
+                )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def has_uncertainty(self) -> bool:
+        """Whether alchem.uncertainty has fitted the model's uncertainty."""
+        return self.uncertainty_covariance.numel() > 0
+
+    @property
+    def n_last_layer_features(self) -> int:
+        """D: per-atom features of the last layers (0: none, no hidden layer)."""
+        return int(getattr(self.architecture, "n_last_layer_features", 0))
 
     def atomic_energies(
         self,
@@ -60,6 +91,27 @@ class EnergyModel(torch.nn.Module):
             species, edge_vectors, centers, neighbors, n_centers, both_directions
         )
         return network * self.energy_scale + self.composition[species[:n_centers]]
+
+    def atomic_energies_and_features(
+        self,
+        numbers: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int = -1,
+        both_directions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``atomic_energies`` and each atom's last-layer features [atoms, D] in
+        eV: atom i's network energy is features[i] . theta, theta the last layers'
+        weights and biases (the linear model of uncertainty, alchem.uncertainty)."""
+        species = self.type_to_index[numbers]
+        if n_centers < 0:
+            n_centers = species.shape[0]
+        network, features = self.architecture.forward_with_features(
+            species, edge_vectors, centers, neighbors, n_centers, both_directions
+        )
+        energies = network * self.energy_scale + self.composition[species[:n_centers]]
+        return energies, features * self.energy_scale
 
 
 def fit_composition_and_scale(model: EnergyModel, structures: list[Structure]) -> None:
@@ -104,11 +156,14 @@ def predict(
     forces: bool,
     virial: bool,
     create_graph: bool = False,
+    with_features: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Energies per structure, and forces and virials by autograd.
 
     The virial is W = -dE/d(epsilon) for a strain epsilon applied to positions and
-    cell, so that stress = -W / V.
+    cell, so that stress = -W / V. ``with_features``: also the last-layer features
+    per atom (``atomic_features``) and summed per structure (``features``), for
+    alchem.uncertainty; ``positions`` is the tensor the forces derive from.
     """
     positions = batch.positions
     if forces:
@@ -136,16 +191,33 @@ def predict(
             torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
         )
         vectors = torch.einsum("ea,eab->eb", vectors, deformation[edge_structure])
-    atomic = model.atomic_energies(
-        batch.numbers, vectors, centers, neighbors, both_directions=one_way is not None
-    )
+    both_directions = one_way is not None
+    if with_features:
+        atomic, features = model.atomic_energies_and_features(
+            batch.numbers, vectors, centers, neighbors, both_directions=both_directions
+        )
+    else:
+        atomic = model.atomic_energies(
+            batch.numbers, vectors, centers, neighbors, both_directions=both_directions
+        )
     energy = torch.zeros(n_structures, dtype=atomic.dtype, device=atomic.device)
     energy = energy.index_add(0, batch.atom_structure, atomic)
     result = {"energy": energy, "atomic_energies": atomic}
+    if with_features:
+        result["atomic_features"] = features
+        result["features"] = features.new_zeros(
+            (n_structures, features.shape[1])
+        ).index_add(0, batch.atom_structure, features)
+        result["positions"] = positions
     inputs = ([positions] if forces else []) + ([strain] if virial else [])
     if inputs:
         grads = torch.autograd.grad(
-            energy.sum(), inputs, create_graph=create_graph, allow_unused=True
+            energy.sum(),
+            inputs,
+            create_graph=create_graph,
+            # the features' graph stays for the ensemble's forces (uncertainty)
+            retain_graph=create_graph or with_features,
+            allow_unused=True,
         )
         grads = [
             torch.zeros_like(i) if g is None else g

@@ -25,7 +25,16 @@ TOP_LEVEL_DEFAULTS: dict[str, Any] = {
     "training_set": None,  # required
     "validation_set": None,  # 0.1 of the training set unless given
     "test_set": None,
+    "uncertainty": None,  # none unless asked (UNCERTAINTY_DEFAULTS)
 }
+
+# alchem.uncertainty, fitted after training (docs/uncertainty.md)
+UNCERTAINTY_DEFAULTS: dict[str, Any] = {
+    "method": "none",  # none or llpr
+    "ensemble_size": 16,  # last layers drawn from the calibrated posterior
+    "regularizer": "auto",  # varsigma^2 (eV^2), or auto: calibrated on validation
+}
+UNCERTAINTY_METHODS = ("none", "llpr")
 
 TARGET_DEFAULTS: dict[str, Any] = {
     "key": "energy",
@@ -107,6 +116,7 @@ def expand_options(user: dict, source: str, base_dir: str = ".") -> dict:
         )
     options["device"] = _check_device(options["device"], source)
     options["architecture"] = _expand_architecture(options["architecture"], source)
+    options["uncertainty"] = expand_uncertainty(options["uncertainty"], source)
 
     # validation and test sets without their own 'targets' read the same keys and
     # units as the training set
@@ -149,6 +159,40 @@ def expand_options(user: dict, source: str, base_dir: str = ".") -> dict:
             f"{sum(fractions)}, leaving no training data"
         )
     return options
+
+
+def expand_uncertainty(section: Any, source: str) -> dict:
+    """The ``uncertainty:`` section with its defaults, checked."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(
+            f"{source}: uncertainty must be a section (method, ensemble_size, "
+            f"regularizer), got {section!r}"
+        )
+    regularizer = section.get("regularizer", "auto")
+    rest = {k: v for k, v in section.items() if k != "regularizer"}
+    result = _merge_known(rest, UNCERTAINTY_DEFAULTS, source, "uncertainty")
+    if result["method"] not in UNCERTAINTY_METHODS:
+        raise ConfigError(
+            f"{source}: uncertainty.method must be one of "
+            f"{', '.join(UNCERTAINTY_METHODS)}, got {result['method']!r}"
+        )
+    if result["ensemble_size"] < 2 or result["ensemble_size"] % 2:
+        raise ConfigError(
+            f"{source}: uncertainty.ensemble_size must be even and at least 2 (the "
+            f"members come in pairs theta +- delta), got {result['ensemble_size']}"
+        )
+    numeric = isinstance(regularizer, (int, float)) and not isinstance(
+        regularizer, bool
+    )
+    if not (regularizer == "auto" or (numeric and regularizer > 0)):
+        raise ConfigError(
+            f"{source}: uncertainty.regularizer must be auto or a number > 0 (eV^2), "
+            f"got {regularizer!r}"
+        )
+    result["regularizer"] = regularizer if regularizer == "auto" else float(regularizer)
+    return result
 
 
 def _expand_architecture(section: Any, source: str) -> dict:

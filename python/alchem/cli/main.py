@@ -14,6 +14,10 @@ COMMANDS = {
     "export": ("alchem.cli.export", "export a checkpoint (model.ckpt) as model.pt"),
     "info": ("alchem.cli.info", "what a model.pt or model.ckpt is and was trained on"),
     "lammps": ("alchem.cli.lammps", "where the LAMMPS plugin is (plugin load)"),
+    "uncertainty": (
+        "alchem.cli.uncertainty",
+        "add calibrated uncertainty (LLPR) to a model.ckpt, export model.pt",
+    ),
 }
 
 
@@ -26,7 +30,7 @@ def usage() -> str:
         "",
         "commands:",
     ]
-    lines += [f"  {name:<8} {what}" for name, (_, what) in COMMANDS.items()]
+    lines += [f"  {name:<11} {what}" for name, (_, what) in COMMANDS.items()]
     lines += ["", "alchem COMMAND --help lists a command's options."]
     return "\n".join(lines)
 

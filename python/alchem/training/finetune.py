@@ -15,7 +15,7 @@ import torch
 from ase.data import chemical_symbols
 
 from ..errors import ConfigError
-from ..model import EnergyModel, _ridge
+from ..model import UNCERTAINTY_BUFFERS, EnergyModel, _ridge
 
 
 def symbols(types) -> str:
@@ -76,6 +76,8 @@ def transfer_weights(
         target = state[key]
         if key == "type_to_index":
             continue  # built for the new element list
+        if key in UNCERTAINTY_BUFFERS:
+            continue  # fitted for the old weights: refitted after training, if asked
         if key == "architecture.compression":
             target.copy_(value.mean(1, keepdim=True).expand_as(target))
             target[:, columns] = value.to(target.dtype)

@@ -21,6 +21,7 @@ from ..io import atomic_write_text
 from ..memory import reuse_freed_memory
 from ..model import EnergyModel, predict
 from ..plots import learning_curve
+from ..uncertainty.apply import fit_from_options
 from .build import precision
 from .checkpoints import checkpoint, save_checkpoint
 from .interrupts import TrainingInterrupted, stop_requests
@@ -435,6 +436,10 @@ class Loop:
         LOG.info(
             "best validation loss %.4e at epoch %d", self.best.loss, self.best.epoch
         )
+        if fit_from_options(model, self.data.train, self.data.validation, self.options):
+            # the best model of the checkpoint carries it too (alchem-export)
+            self.best.state = copy.deepcopy(model.state_dict())
+            save_checkpoint(self._snapshot(), self.checkpoint_path)
         summary = {}
         for name, structures in (
             ("validation", self.data.validation),

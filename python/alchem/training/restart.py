@@ -20,9 +20,13 @@ FREE = {
     "architecture.training.num_epochs",
     "architecture.training.log_interval",
     "architecture.training.checkpoint_interval",
+    # applied to the best model after the last epoch
+    "uncertainty.method",
+    "uncertainty.ensemble_size",
+    "uncertainty.regularizer",
 }
 # bookkeeping that training writes into the options, not options of the user
-IGNORED = {"data_summary", "metrics"}
+IGNORED = {"data_summary", "metrics", "uncertainty_fit"}
 # the checkpoint's model hyperparameters are used (docs/training.md)
 MODEL = "architecture.model"
 

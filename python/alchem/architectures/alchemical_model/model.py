@@ -277,6 +277,11 @@ class AlchemicalModel(torch.nn.Module):
             ]
         )
         self.activation = _activation(bpnn["activation_function"])
+        # the last layer's input, plus 1 for its bias, per group: the per-atom
+        # features of uncertainty (forward_with_features); 0 without hidden layers
+        self.n_head_layers = len(self.head_layers)
+        self.last_layer_size = sizes[-2] + 1 if self.n_head_layers > 0 else 0
+        self.n_last_layer_features = self.n_groups * self.last_layer_size
         # e_i = sum_k W[k, a_i] MLP_k: with W ~ N(0, 1) this grows like sqrt(K);
         # as upstream, ``normalize`` divides it by sqrt(K)
         self.output_scale = 1.0
@@ -440,8 +445,43 @@ class AlchemicalModel(torch.nn.Module):
         """Outputs of the first ``n_centers`` atoms (all atoms if negative); the
         others only serve as neighbours. Every directed edge must be given
         (``both_directions`` is for architectures with ``accepts_both_directions``)."""
+        return self.outputs(
+            species, edge_vectors, centers, neighbors, n_centers, both_directions, False
+        )[0]
+
+    @torch.jit.export
+    def forward_with_features(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int = -1,
+        both_directions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and the last layer's features [atoms, n_last_layer_features]:
+        each atom's output is its features times the last layer's weights and
+        biases (summed over its outputs), the input of uncertainty (LLPR)."""
+        return self.outputs(
+            species, edge_vectors, centers, neighbors, n_centers, both_directions, True
+        )
+
+    def outputs(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int,
+        both_directions: bool,
+        with_features: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if both_directions:
             raise RuntimeError("the Alchemical Model needs every directed edge")
+        if with_features and self.n_head_layers == 0:
+            raise RuntimeError(
+                "last-layer features need at least one hidden layer (bpnn.hidden_sizes)"
+            )
         if n_centers < 0:
             n_centers = species.shape[0]
         if self.cached:
@@ -472,20 +512,53 @@ class AlchemicalModel(torch.nn.Module):
         column_sum = weight.sum(dim=0)
         species = species[:n_centers]
         if self.contract_center_species:
-            # all K first layers in one product per l
-            hidden = folded_first_layer(
-                blocks, weights, column_sum, bias, mean, inverse_std
+            return self.contracted_networks(
+                species,
+                blocks,
+                weights,
+                column_sum,
+                bias,
+                mean,
+                inverse_std,
+                with_features,
             )
-            hidden = hidden.reshape(n_centers, self.n_groups, self.first_size)
-            hidden = hidden.transpose(0, 1)
-            for layer in self.head_layers:
-                hidden = layer(self.activation(hidden))
-            outputs = hidden.sum(dim=2)  # [K, n_atoms]
-            mix = self.compression.index_select(1, species)  # W[k, a_i]
-            return (outputs * mix).sum(dim=0) * self.output_scale
         return self.element_networks(
-            species, blocks, weights, column_sum, bias, mean, inverse_std
+            species, blocks, weights, column_sum, bias, mean, inverse_std, with_features
         )
+
+    def contracted_networks(
+        self,
+        species: torch.Tensor,
+        blocks: list[torch.Tensor],
+        weights: list[torch.Tensor],
+        column_sum: torch.Tensor,
+        bias: torch.Tensor,
+        mean: torch.Tensor,
+        inverse_std: torch.Tensor,
+        with_features: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """e_i = sum_k W[k, a_i] MLP_k(P_i): all K first layers in one product per
+        l block; features: W[k, a_i] (last layer input_k, 1), side by side."""
+        n_centers = species.shape[0]
+        hidden = folded_first_layer(
+            blocks, weights, column_sum, bias, mean, inverse_std
+        )
+        hidden = hidden.reshape(n_centers, self.n_groups, self.first_size)
+        hidden = hidden.transpose(0, 1)
+        last_input = hidden
+        for position, layer in enumerate(self.head_layers):
+            hidden = self.activation(hidden)
+            if position == self.n_head_layers - 1:
+                last_input = hidden
+            hidden = layer(hidden)
+        outputs = hidden.sum(dim=2)  # [K, n_atoms]
+        mix = self.compression.index_select(1, species)  # W[k, a_i]
+        energies = (outputs * mix).sum(dim=0) * self.output_scale
+        if not with_features:
+            return energies, energies.new_zeros(0)
+        with_bias = torch.cat([last_input, torch.ones_like(last_input[:, :, :1])], 2)
+        features = with_bias * (mix * self.output_scale).unsqueeze(2)
+        return energies, features.transpose(0, 1).reshape(n_centers, -1)
 
     def element_networks(
         self,
@@ -496,8 +569,10 @@ class AlchemicalModel(torch.nn.Module):
         bias: torch.Tensor,
         mean: torch.Tensor,
         inverse_std: torch.Tensor,
-    ) -> torch.Tensor:
-        """One MLP per centre element (without ``contract_center_species``).
+        with_features: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One MLP per centre element (without ``contract_center_species``);
+        features: (last layer input, 1) in the block of the atom's element.
 
         The atoms are sorted by element once, and each element's rows are one
         contiguous chunk of a single gathered feature matrix: gathering each
@@ -518,6 +593,7 @@ class AlchemicalModel(torch.nn.Module):
         group_sums = column_sum.split(size)
         group_biases = bias.split(size)
         outputs: list[torch.Tensor] = []
+        last_features: list[torch.Tensor] = []
         for group in range(self.n_groups):
             if counts[group] == 0:
                 continue
@@ -529,10 +605,24 @@ class AlchemicalModel(torch.nn.Module):
                 means[group],
                 scales[group],
             )
-            for layer in self.head_layers:
-                hidden = layer.single(self.activation(hidden), group)
+            for position, layer in enumerate(self.head_layers):
+                hidden = self.activation(hidden)
+                if with_features and position == self.n_head_layers - 1:
+                    last_features.append(self.element_block(hidden, group))
+                hidden = layer.single(hidden, group)
             outputs.append(hidden.sum(dim=1))
         energies = torch.zeros(species.shape[0], dtype=mean.dtype, device=mean.device)
         if len(outputs) == 0:
-            return energies
-        return energies.index_copy(0, order, torch.cat(outputs))
+            return energies, mean.new_zeros((0, self.n_last_layer_features))
+        energies = energies.index_copy(0, order, torch.cat(outputs))
+        if not with_features:
+            return energies, energies.new_zeros(0)
+        rows = mean.new_zeros((species.shape[0], self.n_last_layer_features))
+        return energies, rows.index_copy(0, order, torch.cat(last_features))
+
+    def element_block(self, last_input: torch.Tensor, group: int) -> torch.Tensor:
+        """(last_input, 1) placed in the columns of ``group``: [atoms, all]."""
+        with_bias = torch.cat([last_input, torch.ones_like(last_input[:, :1])], 1)
+        before = group * self.last_layer_size
+        after = self.n_last_layer_features - before - self.last_layer_size
+        return torch.nn.functional.pad(with_bias, [before, after])

@@ -91,6 +91,14 @@ class SoapBpnn(torch.nn.Module):
                 for _ in range(self.n_species)
             ]
         )
+        # position of the last layer in each network, and the per-atom features
+        # of uncertainty (forward_with_features): its input plus 1 for its bias,
+        # in the block of the atom's species; 0 without hidden layers
+        self.last_position = 2 * int(bpnn["num_hidden_layers"])
+        self.last_layer_size = (
+            int(bpnn["num_neurons_per_layer"]) + 1 if self.last_position > 0 else 0
+        )
+        self.n_last_layer_features = self.n_species * self.last_layer_size
         self.use_backend("kernel" if ops.kernel_enabled() else "torch")
 
     def _init_radial_basis(self, soap: dict) -> None:
@@ -174,6 +182,42 @@ class SoapBpnn(torch.nn.Module):
         """Outputs of the first ``n_centers`` atoms (all atoms if negative); the
         others only serve as neighbours. ``both_directions``: see
         power_spectrum.py."""
+        return self.outputs(
+            species, edge_vectors, centers, neighbors, n_centers, both_directions, False
+        )[0]
+
+    @torch.jit.export
+    def forward_with_features(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int = -1,
+        both_directions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and the last layer's features [atoms, n_last_layer_features]:
+        each atom's output is its features times the last layers' weights and
+        biases, the input of uncertainty (LLPR)."""
+        return self.outputs(
+            species, edge_vectors, centers, neighbors, n_centers, both_directions, True
+        )
+
+    def outputs(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int,
+        both_directions: bool,
+        with_features: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if with_features and self.last_position == 0:
+            raise RuntimeError(
+                "last-layer features need at least one hidden layer "
+                "(bpnn.num_hidden_layers)"
+            )
         if n_centers < 0:
             n_centers = species.shape[0]
         center_species = species[:n_centers]
@@ -210,6 +254,7 @@ class SoapBpnn(torch.nn.Module):
         means = mean.split(counts)
         scales = inverse_std.split(counts)
         outputs: list[torch.Tensor] = []
+        last_features: list[torch.Tensor] = []
         for index, network in enumerate(self.networks):
             first = network[0]
             weight, bias = first.weight.t(), first.bias
@@ -226,6 +271,18 @@ class SoapBpnn(torch.nn.Module):
             )
             for position, layer in enumerate(network):
                 if position > 0:
+                    if with_features and position == self.last_position:
+                        last_features.append(self.species_block(hidden, index))
                     hidden = layer(hidden)
             outputs.append(hidden.reshape(-1))
-        return torch.cat(outputs).index_select(0, row)
+        energies = torch.cat(outputs).index_select(0, row)
+        if not with_features:
+            return energies, energies.new_zeros(0)
+        return energies, torch.cat(last_features).index_select(0, row)
+
+    def species_block(self, last_input: torch.Tensor, index: int) -> torch.Tensor:
+        """(last_input, 1) placed in the columns of species ``index``."""
+        with_bias = torch.cat([last_input, torch.ones_like(last_input[:, :1])], 1)
+        before = index * self.last_layer_size
+        after = self.n_last_layer_features - before - self.last_layer_size
+        return torch.nn.functional.pad(with_bias, [before, after])
