@@ -8,6 +8,7 @@ import torch
 from ..data import Structure, collate
 from ..errors import ConfigError
 from ..model import EnergyModel, predict
+from .posterior import structure_sigma
 
 LOG = logging.getLogger("alchem")
 
@@ -74,9 +75,7 @@ def fit_uncertainty(
     force_factor = _force_factor(model, calibration, batch_size, dtype)
     model.uncertainty_force_factor.fill_(force_factor)
     model.train(was_training)
-    sigma = torch.sqrt(
-        torch.clamp((validation_summed @ covariance) * validation_summed, min=0).sum(1)
-    )
+    sigma = structure_sigma(validation_summed, covariance)
     within = float((errors.abs() <= sigma).double().mean())
     summary = {
         "method": "llpr",

@@ -1,0 +1,417 @@
+"""Uncertainty (alchem.uncertainty, LLPR): the last-layer features, the fit, the
+exported outputs, the options and alchem-uncertainty."""
+
+import json
+import math
+import os
+import shutil
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from alchem.data import DatasetInfo, collate, read_structures, structure_from_atoms
+from alchem.data.emt import write_emt_dataset
+from alchem.errors import ConfigError
+from alchem.model import predict
+from alchem.options import expand_options
+from alchem.training import build_model, model_from_checkpoint
+from alchem.uncertainty import atom_sigma, fit_uncertainty, structure_sigma
+from alchem.uncertainty.llpr import ensemble_force_spread
+from conftest import SMALL_HYPERS, run_cli, write_options
+from metatomic.torch import ModelOutput
+
+TYPES = [28, 29, 78]
+ALCHEMICAL = SMALL_HYPERS["alchemical_model"]
+PER_CENTRE = {
+    "soap": {**ALCHEMICAL["soap"], "contract_center_species": False},
+    "bpnn": ALCHEMICAL["bpnn"],
+}
+# (architecture, hyperparameters)
+MODELS = {
+    "soap_bpnn": ("soap_bpnn", SMALL_HYPERS["soap_bpnn"]),
+    "alchemical": ("alchemical_model", ALCHEMICAL),
+    "alchemical_per_centre": ("alchemical_model", PER_CENTRE),
+}
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("uncertainty") / "train.xyz"
+    write_emt_dataset(str(path), 3, elements=("Cu", "Ni", "Pt"), seed=2)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def structures(tmp_path_factory):
+    """14 labelled structures (energies, forces), read as training reads them."""
+    path = str(tmp_path_factory.mktemp("labelled") / "data.xyz")
+    write_emt_dataset(path, 14, elements=("Cu", "Ni", "Pt"), seed=21)
+    options = expand_options(
+        {"architecture": {"name": "soap_bpnn"}, "training_set": path}, "test.yaml"
+    )
+    return read_structures(options["training_set"], 4.5, "test")
+
+
+def make(data_file: str, name: str, **top):
+    architecture, hypers = MODELS[name]
+    options = expand_options(
+        {
+            "architecture": {"name": architecture, "model": hypers},
+            "training_set": data_file,
+            **top,
+        },
+        "test.yaml",
+    )
+    torch.manual_seed(0)
+    info = DatasetInfo(atomic_types=TYPES, mean_num_neighbors=30.0)
+    model = build_model(options, info)
+    model.composition.copy_(torch.tensor([-1.0, -2.0, -3.0]))
+    model.energy_scale.fill_(0.7)
+    return model
+
+
+def perturb_last_layer(model, delta: torch.Tensor) -> None:
+    """Add ``delta`` (laid out as the features: per group, weights then bias) to
+    the last layer of every network (its first output)."""
+    architecture = model.architecture
+    blocks = delta.reshape(-1, architecture.last_layer_size)
+    with torch.no_grad():
+        if hasattr(architecture, "networks"):
+            for index, network in enumerate(architecture.networks):
+                network[-1].weight[0] += blocks[index, :-1]
+                network[-1].bias[0] += blocks[index, -1]
+        else:
+            last = architecture.head_layers[-1]
+            last.weight[:, :, 0] += blocks[:, :-1]
+            last.bias[:, 0] += blocks[:, -1]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_energies_are_linear_in_the_last_layer_through_the_features(
+    data_file, structures, name
+):
+    """E(theta + delta) - E(theta) = f . delta per atom: the features are exactly
+    the last layer's inputs (with 1 for its bias), scaled by the energy scale."""
+    model = make(data_file, name).eval()
+    batch = collate(structures[:3]).to("cpu", torch.float64)
+    plain = predict(model, batch, forces=False, virial=False)
+    out = predict(model, batch, forces=False, virial=False, with_features=True)
+    features = out["atomic_features"]
+    assert features.shape == (batch.numbers.shape[0], model.n_last_layer_features)
+    torch.testing.assert_close(
+        out["atomic_energies"], plain["atomic_energies"], rtol=0, atol=1e-13
+    )
+    delta = torch.randn(model.n_last_layer_features, dtype=torch.float64) * 0.1
+    perturb_last_layer(model, delta)
+    changed = predict(model, batch, forces=False, virial=False)["atomic_energies"]
+    change = (changed - plain["atomic_energies"]).detach()
+    assert float(change.abs().max()) > 1e-3  # the perturbation does something
+    torch.testing.assert_close(change, features.detach() @ delta, rtol=0, atol=1e-12)
+    # and per structure: the summed features
+    summed = out["features"].detach() @ delta
+    energy_change = predict(model, batch, forces=False, virial=False)["energy"]
+    torch.testing.assert_close(
+        energy_change.detach() - plain["energy"].detach(), summed, rtol=0, atol=1e-11
+    )
+
+
+def test_fit_is_the_llpr_posterior_calibrated_on_validation(data_file, structures):
+    """With a fixed regularizer, C = alpha^2 (S^T S + varsigma^2 I)^-1 and alpha^2
+    is the maximum-likelihood mean of err^2 / (s (S^T S + varsigma^2)^-1 s) over
+    the validation structures; computed here independently."""
+    model = make(data_file, "soap_bpnn").eval()
+    train, validation = structures[:10], structures[10:]
+    summary = fit_uncertainty(
+        model, train, validation, ensemble_size=4, regularizer=1e-3
+    )
+
+    def summed(chunk):
+        batch = collate(chunk).to("cpu", torch.float64)
+        out = predict(model, batch, forces=False, virial=False, with_features=True)
+        energies = torch.tensor([s.energy for s in chunk], dtype=torch.float64)
+        return out["features"].detach(), out["energy"].detach() - energies
+
+    s_train, _ = summed(train)
+    s_val, errors = summed(validation)
+    inverse = torch.linalg.inv(
+        s_train.T @ s_train + 1e-3 * torch.eye(s_train.shape[1], dtype=torch.float64)
+    )
+    q = ((s_val @ inverse) * s_val).sum(1)
+    alpha2 = float((errors**2 / q).mean())
+    assert summary["alpha2"] == pytest.approx(alpha2, rel=1e-8)
+    torch.testing.assert_close(
+        model.uncertainty_covariance, alpha2 * inverse, rtol=1e-7, atol=1e-14
+    )
+    sigma = structure_sigma(s_val, model.uncertainty_covariance)
+    within = float((errors.abs() <= sigma).double().mean())
+    assert summary["validation"]["energy_within_1_sigma"] == pytest.approx(within)
+    assert model.has_uncertainty
+
+
+def test_auto_regularizer_and_the_ensemble(data_file, structures):
+    """``auto`` picks a finite regularizer; the ensemble's offsets are antithetic
+    (mean exactly zero) and spread as the covariance says."""
+    model = make(data_file, "alchemical").eval()
+    summary = fit_uncertainty(
+        model, structures[:10], structures[10:], ensemble_size=4000
+    )
+    assert summary["regularizer"] > 0 and math.isfinite(summary["regularizer"])
+    ensemble = model.uncertainty_ensemble
+    assert ensemble.shape == (model.n_last_layer_features, 4000)
+    torch.testing.assert_close(
+        ensemble.sum(1),
+        torch.zeros(ensemble.shape[0], dtype=ensemble.dtype),
+        rtol=0,
+        atol=1e-9 * float(ensemble.abs().max()),
+    )
+    empirical = ensemble @ ensemble.T / ensemble.shape[1]
+    diagonal = torch.diagonal(model.uncertainty_covariance)
+    ratio = torch.diagonal(empirical) / diagonal
+    assert float((ratio - 1).abs().max()) < 0.15, ratio
+
+
+def test_ensemble_forces_match_finite_differences(data_file, structures):
+    """The ensemble's force spread (autograd, per member) against central
+    differences of the members' energy offsets."""
+    model = make(data_file, "soap_bpnn").eval()
+    fit_uncertainty(model, structures[:10], structures[10:], ensemble_size=4)
+    structure = structures[0]
+    batch = collate([structure]).to("cpu", torch.float64)
+    out = predict(model, batch, forces=True, virial=False, with_features=True)
+    spread = ensemble_force_spread(out["features"], out["positions"], model)
+
+    def offsets(positions: torch.Tensor) -> torch.Tensor:
+        moved = collate([structure]).to("cpu", torch.float64)
+        moved.positions = positions
+        features = predict(model, moved, False, False, with_features=True)["features"]
+        return (features @ model.uncertainty_ensemble).detach()[0]
+
+    h = 1e-5
+    for atom, axis in [(0, 0), (1, 2), (3, 1)]:
+        plus, minus = batch.positions.clone(), batch.positions.clone()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        forces = -(offsets(plus) - offsets(minus)) / (2 * h)  # [M]
+        assert float(spread[atom, axis]) == pytest.approx(
+            float((forces**2).mean()), rel=1e-5
+        )
+
+
+def test_a_model_without_hidden_layers_says_why(data_file, structures):
+    architecture, hypers = MODELS["soap_bpnn"]
+    options = expand_options(
+        {
+            "architecture": {
+                "name": architecture,
+                "model": {**hypers, "bpnn": {"num_hidden_layers": 0}},
+            },
+            "training_set": data_file,
+        },
+        "test.yaml",
+    )
+    model = build_model(options, DatasetInfo(TYPES, 30.0))
+    with pytest.raises(ConfigError, match="hidden layer"):
+        fit_uncertainty(model, structures[:4], structures[4:6])
+
+
+@pytest.mark.parametrize(
+    "section, words",
+    [
+        ({"method": "ensemble"}, "uncertainty.method must be one of none, llpr"),
+        (
+            {"method": "llpr", "ensemble_size": 7},
+            "uncertainty.ensemble_size must be even",
+        ),
+        ({"method": "llpr", "regularizer": -1}, "uncertainty.regularizer must be auto"),
+        ({"method": "llpr", "regulariser": 1}, "regulariser"),
+        ("llpr", "uncertainty must be a section"),
+    ],
+)
+def test_bad_uncertainty_options_name_the_key(data_file, section, words):
+    with pytest.raises(ConfigError, match=words):
+        expand_options(
+            {
+                "architecture": {"name": "soap_bpnn"},
+                "training_set": data_file,
+                "uncertainty": section,
+            },
+            "options.yaml",
+        )
+
+
+def test_default_options_have_no_uncertainty(data_file):
+    options = expand_options(
+        {"architecture": {"name": "soap_bpnn"}, "training_set": data_file}, "o.yaml"
+    )
+    assert options["uncertainty"] == {
+        "method": "none",
+        "ensemble_size": 16,
+        "regularizer": "auto",
+    }
+
+
+# ------------------------------------------------------ checkpoints and export
+
+
+@pytest.fixture(scope="module")
+def uncertain(trained, tmp_path_factory) -> dict:
+    """A copy of a trained checkpoint given uncertainty by alchem-uncertainty."""
+    folder = tmp_path_factory.mktemp(f"uncertain-{trained['architecture']}")
+    shutil.copy(trained["checkpoint"], folder / "model.ckpt")
+    result = run_cli(
+        "alchem-uncertainty", "model.ckpt", "--ensemble-size", "8", cwd=str(folder)
+    )
+    return {**trained, "folder": str(folder), "stdout": result.stdout}
+
+
+def test_alchem_uncertainty_writes_checkpoint_and_model(uncertain):
+    from alchem.calculator import load_calculator
+    from alchem.training import load_checkpoint
+
+    folder = uncertain["folder"]
+    assert "exported model.pt" in uncertain["stdout"]
+    state = load_checkpoint(os.path.join(folder, "model.ckpt"))
+    assert state["options"]["uncertainty"]["method"] == "llpr"
+    assert state["options"]["uncertainty_fit"]["ensemble_size"] == 8
+    model, _ = model_from_checkpoint(os.path.join(folder, "model.ckpt"))
+    assert model.has_uncertainty
+
+    calculator = load_calculator(os.path.join(folder, "model.pt"))
+    outputs = calculator._model.capabilities().outputs
+    for name in (
+        "energy_uncertainty",
+        "energy_ensemble",
+        "alchem::energy_uncertainty_projection",
+    ):
+        assert name in outputs
+    extra = calculator._model.metadata().extra
+    assert json.loads(extra["alchem.uncertainty"])["method"] == "llpr"
+
+
+def test_exported_outputs_equal_the_model(uncertain, emt_dir):
+    """Per-atom and per-structure sigma, the projection's norm, the ensemble (per
+    atom, per structure, its mean) from model.pt against the checkpoint's model;
+    the plain energy is unchanged by the uncertainty."""
+    from alchem.calculator import load_calculator
+
+    folder = uncertain["folder"]
+    atoms = ase.io.read(os.path.join(emt_dir, "test.xyz"), 0)
+    calculator = load_calculator(os.path.join(folder, "model.pt"))
+    kinds = {
+        "energy": "system",
+        "energy_uncertainty": "atom",
+        "energy_ensemble": "atom",
+        "alchem::energy_uncertainty_projection": "system",
+    }
+    out = calculator.run_model(
+        atoms, {k: ModelOutput(sample_kind=v) for k, v in kinds.items()}
+    )
+    values = {k: v.block().values.detach().double() for k, v in out.items()}
+    totals = calculator.run_model(
+        atoms,
+        {
+            "energy_uncertainty": ModelOutput(sample_kind="system"),
+            "energy_ensemble": ModelOutput(sample_kind="system"),
+        },
+    )
+    total_sigma = float(totals["energy_uncertainty"].block().values)
+    total_ensemble = totals["energy_ensemble"].block().values.detach().double()[0]
+
+    model, _ = model_from_checkpoint(os.path.join(folder, "model.ckpt"))
+    batch = collate([structure_from_atoms(atoms, model.cutoff)]).to(
+        "cpu", torch.float64
+    )
+    direct = predict(model, batch, False, False, with_features=True)
+    sigma = atom_sigma(direct["atomic_features"], model.uncertainty_covariance)
+    torch.testing.assert_close(
+        values["energy_uncertainty"][:, 0], sigma.detach(), rtol=1e-10, atol=1e-12
+    )
+    expected_total = float(
+        structure_sigma(direct["features"], model.uncertainty_covariance)
+    )
+    assert total_sigma == pytest.approx(expected_total, rel=1e-10)
+    projection = values["alchem::energy_uncertainty_projection"]
+    assert float(projection.norm()) == pytest.approx(expected_total, rel=1e-8)
+    energy = float(values["energy"])
+    assert energy == pytest.approx(float(direct["energy"]), rel=1e-12)
+    per_atom = values["energy_ensemble"]
+    assert per_atom.shape == (len(atoms), 8)
+    torch.testing.assert_close(per_atom.sum(0), total_ensemble, rtol=1e-10, atol=1e-9)
+    assert float(total_ensemble.mean()) == pytest.approx(energy, abs=1e-9)
+    assert float(total_ensemble.std()) > 0
+
+    # the plain model.pt of the same checkpoint (no uncertainty) gives the same
+    # energy and forces
+    plain = load_calculator(uncertain["model"])
+    for calc in (calculator, plain):
+        atoms.calc = calc
+        calc.results = {}
+    atoms.calc = plain
+    e_plain, f_plain = atoms.get_potential_energy(), atoms.get_forces()
+    atoms.calc = calculator
+    assert atoms.get_potential_energy() == pytest.approx(e_plain, abs=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), f_plain, atol=1e-12)
+
+
+def test_uncertainty_on_a_model_without_it(trained, emt_dir):
+    from alchem.calculator import load_calculator
+
+    calculator = load_calculator(trained["model"])
+    assert "energy_uncertainty" not in calculator._model.capabilities().outputs
+
+
+@pytest.mark.slow
+def test_training_with_uncertainty_and_fine_tuning_from_it(emt_dir, tmp_path):
+    """``uncertainty: {method: llpr}`` in the options: model.pt has it; a
+    fine-tuning from that checkpoint trains (the fit does not transfer) and fits
+    it again."""
+    from alchem.calculator import load_calculator
+
+    os.symlink(os.path.join(emt_dir, "train.xyz"), tmp_path / "train.xyz")
+    write_options(
+        str(tmp_path / "options.yaml"),
+        "soap_bpnn",
+        uncertainty={"method": "llpr", "ensemble_size": 4},
+        training={"num_epochs": 2},
+    )
+    result = run_cli(
+        "alchem-train", "options.yaml", "--run-dir", "a", cwd=str(tmp_path)
+    )
+    assert "uncertainty (LLPR)" in result.stdout
+    model = load_calculator(str(tmp_path / "model.pt"))._model
+    assert "energy_uncertainty" in model.capabilities().outputs
+    run_cli(
+        "alchem-train",
+        "options.yaml",
+        "--fine-tune",
+        "model.ckpt",
+        "-o",
+        "tuned.pt",
+        "--run-dir",
+        "b",
+        cwd=str(tmp_path),
+    )
+    tuned = load_calculator(str(tmp_path / "tuned.pt"))._model
+    assert "energy_uncertainty" in tuned.capabilities().outputs
+
+
+def test_alchem_uncertainty_errors(tmp_path, trained):
+    result = run_cli(
+        "alchem-uncertainty", "missing.ckpt", cwd=str(tmp_path), check=False
+    )
+    assert (
+        result.returncode == 2 and "missing.ckpt: checkpoint not found" in result.stderr
+    )
+    shutil.copy(trained["checkpoint"], tmp_path / "model.ckpt")
+    result = run_cli(
+        "alchem-uncertainty",
+        "model.ckpt",
+        "--ensemble-size",
+        "3",
+        cwd=str(tmp_path),
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "ensemble_size must be even" in result.stderr
+    assert "Traceback" not in result.stderr
