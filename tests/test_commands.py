@@ -11,6 +11,7 @@ import ase.io
 import numpy as np
 import pytest
 import torch
+from alchem.cli.main import COMMANDS as SUBCOMMANDS
 from alchem.data.emt import write_emt_dataset
 from alchem.errors import ConfigError
 from alchem.model_files import (
@@ -30,6 +31,8 @@ COMMANDS = [
     "alchem-export",
     "alchem-info",
     "alchem-lammps",
+    "alchem-validate",
+    "alchem-uncertainty",
 ]
 # the session's small SOAP-BPNN of conftest.trained (Cu, Ni, Pt)
 SOAP_BPNN = pytest.mark.parametrize("trained", ["soap_bpnn"], indirect=True)
@@ -63,7 +66,7 @@ def test_python_m_alchem_lists_the_commands_and_runs_them(tmp_path):
     listing = subprocess.run(
         [sys.executable, "-m", "alchem"], capture_output=True, text=True, check=True
     ).stdout
-    for name in ("train", "eval", "export", "info", "lammps"):
+    for name in ("train", "eval", "export", "info", "lammps", "uncertainty"):
         line = next(
             line for line in listing.splitlines() if line.startswith(f"  {name} ")
         )
@@ -75,7 +78,7 @@ def test_python_m_alchem_lists_the_commands_and_runs_them(tmp_path):
     message = one_line_error(run_cli("alchem", "trian", cwd=str(tmp_path), check=False))
     assert message == (
         "error: unknown command 'trian'; did you mean 'train'? "
-        "(commands: train, eval, export, info, lammps)"
+        f"(commands: {', '.join(SUBCOMMANDS)})"
     )
 
 

@@ -14,6 +14,10 @@ COMMANDS = {
     "export": ("alchem.cli.export", "export a checkpoint (model.ckpt) as model.pt"),
     "info": ("alchem.cli.info", "what a model.pt or model.ckpt is and was trained on"),
     "lammps": ("alchem.cli.lammps", "where the LAMMPS plugin is (plugin load)"),
+    "validate": (
+        "alchem.cli.validate",
+        "physics of model.pt against a reference (elastic constants, phonons, MD)",
+    ),
     "uncertainty": (
         "alchem.cli.uncertainty",
         "add calibrated uncertainty (LLPR) to a model.ckpt, export model.pt",

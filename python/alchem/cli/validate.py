@@ -6,6 +6,8 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from .common import add_version
+
 if TYPE_CHECKING:
     from ..validate.properties import Settings
 
@@ -98,7 +100,13 @@ def parser() -> argparse.ArgumentParser:
         default=",".join(GROUPS),
         help=f"which to compute, comma-separated (default: {','.join(GROUPS)})",
     )
-    parser.add_argument("-o", "--output", default="validation", help="folder")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="validation",
+        help="folder of validation.md, validation.json and the figures "
+        "(default: %(default)s)",
+    )
     parser.add_argument(
         "--supercell",
         type=int,
@@ -130,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
         help="Å: atoms closer than this flag the MD run (default: %(default)s)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
+    add_version(parser)
     return parser
 
 
