@@ -70,3 +70,17 @@ def folded_first_layer(
         for index in range(len(blocks)):
             hidden = torch.addmm(hidden, blocks[index], weights[index])
     return torch.addcmul(bias, hidden, inverse_std)
+
+
+def last_layer_block(
+    last_input: torch.Tensor, group: int, block_size: int, n_features: int
+) -> torch.Tensor:
+    """(last_input, 1) placed in the columns of ``group``, block_size each:
+    [atoms, n_features], the last-layer features of uncertainty for heads with one
+    network per group (a network's output is this row times its last layer's
+    weights and bias)."""
+    with_bias = torch.cat([last_input, torch.ones_like(last_input[:, :1])], 1)
+    before = group * block_size
+    return torch.nn.functional.pad(
+        with_bias, [before, n_features - before - block_size]
+    )

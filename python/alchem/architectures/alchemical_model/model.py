@@ -41,7 +41,12 @@ import torch
 from ... import ops
 from ...data import DatasetInfo
 from ..checkpoints import drop_derived_keys
-from ..folded_head import fold_layernorm, folded_first_layer, layernorm_statistics
+from ..folded_head import (
+    fold_layernorm,
+    folded_first_layer,
+    last_layer_block,
+    layernorm_statistics,
+)
 from . import basis
 from .power_spectrum import KernelPowerSpectrum, TorchPowerSpectrum
 
@@ -608,7 +613,14 @@ class AlchemicalModel(torch.nn.Module):
             for position, layer in enumerate(self.head_layers):
                 hidden = self.activation(hidden)
                 if with_features and position == self.n_head_layers - 1:
-                    last_features.append(self.element_block(hidden, group))
+                    last_features.append(
+                        last_layer_block(
+                            hidden,
+                            group,
+                            self.last_layer_size,
+                            self.n_last_layer_features,
+                        )
+                    )
                 hidden = layer.single(hidden, group)
             outputs.append(hidden.sum(dim=1))
         energies = torch.zeros(species.shape[0], dtype=mean.dtype, device=mean.device)
@@ -619,10 +631,3 @@ class AlchemicalModel(torch.nn.Module):
             return energies, energies.new_zeros(0)
         rows = mean.new_zeros((species.shape[0], self.n_last_layer_features))
         return energies, rows.index_copy(0, order, torch.cat(last_features))
-
-    def element_block(self, last_input: torch.Tensor, group: int) -> torch.Tensor:
-        """(last_input, 1) placed in the columns of ``group``: [atoms, all]."""
-        with_bias = torch.cat([last_input, torch.ones_like(last_input[:, :1])], 1)
-        before = group * self.last_layer_size
-        after = self.n_last_layer_features - before - self.last_layer_size
-        return torch.nn.functional.pad(with_bias, [before, after])

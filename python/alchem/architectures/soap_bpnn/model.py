@@ -18,7 +18,12 @@ from ... import ops
 from ...data import DatasetInfo
 from ...features import RadialScaling, ShiftedCosineCutoff, laplacian_zeros
 from ..checkpoints import drop_derived_keys
-from ..folded_head import fold_layernorm, folded_first_layer, layernorm_statistics
+from ..folded_head import (
+    fold_layernorm,
+    folded_first_layer,
+    last_layer_block,
+    layernorm_statistics,
+)
 from .power_spectrum import KernelPowerSpectrum, TorchPowerSpectrum
 
 # constants rebuilt from the hyperparameters (or never read) that checkpoints of
@@ -272,17 +277,17 @@ class SoapBpnn(torch.nn.Module):
             for position, layer in enumerate(network):
                 if position > 0:
                     if with_features and position == self.last_position:
-                        last_features.append(self.species_block(hidden, index))
+                        last_features.append(
+                            last_layer_block(
+                                hidden,
+                                index,
+                                self.last_layer_size,
+                                self.n_last_layer_features,
+                            )
+                        )
                     hidden = layer(hidden)
             outputs.append(hidden.reshape(-1))
         energies = torch.cat(outputs).index_select(0, row)
         if not with_features:
             return energies, energies.new_zeros(0)
         return energies, torch.cat(last_features).index_select(0, row)
-
-    def species_block(self, last_input: torch.Tensor, index: int) -> torch.Tensor:
-        """(last_input, 1) placed in the columns of species ``index``."""
-        with_bias = torch.cat([last_input, torch.ones_like(last_input[:, :1])], 1)
-        before = index * self.last_layer_size
-        after = self.n_last_layer_features - before - self.last_layer_size
-        return torch.nn.functional.pad(with_bias, [before, after])
