@@ -29,7 +29,7 @@ from metatomic.torch import (
 from . import __version__, contacts, ops
 from .errors import ConfigError
 from .model import EnergyModel
-from .uncertainty.posterior import atom_sigma, ensemble_offsets, structure_sigma
+from .uncertainty.posterior import ensemble_offsets, projected_sigma, square_root
 
 REFERENCES = {
     "soap_bpnn": [
@@ -67,11 +67,9 @@ class MetatomicEnergyModel(torch.nn.Module):
         self.neighbor_options = NeighborListOptions(
             cutoff=model.cutoff, full_list=True, strict=True, requestor="alchem"
         )
-        covariance = model.uncertainty_covariance.double()
-        root = torch.zeros(0, 0, dtype=covariance.dtype)
-        if covariance.numel() > 0:
-            values, vectors = torch.linalg.eigh(covariance)
-            root = vectors * torch.sqrt(torch.clamp(values, min=0.0))
+        # sigma = |f R| with C = R R^T: never negative, and without the
+        # cancellation of f C f in float32
+        root = square_root(model.uncertainty_covariance)
         self.register_buffer("projection", root.to(model.composition.dtype))
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
@@ -147,8 +145,7 @@ class MetatomicEnergyModel(torch.nn.Module):
         result: Dict[str, TensorMap],
     ) -> None:
         """The requested uncertainty outputs, from the atoms' features."""
-        covariance = self.model.uncertainty_covariance
-        if covariance.numel() == 0:
+        if self.projection.numel() == 0:
             raise ValueError(
                 "this model has no uncertainty: apply it with alchem-uncertainty"
             )
@@ -156,9 +153,9 @@ class MetatomicEnergyModel(torch.nn.Module):
         per_system = per_system.index_add(0, samples[:, 0], features)
         if "energy_uncertainty" in outputs:
             if outputs["energy_uncertainty"].sample_kind == "atom":
-                sigma = atom_sigma(features, covariance)
+                sigma = projected_sigma(features, self.projection)
             else:
-                sigma = structure_sigma(per_system, covariance)
+                sigma = projected_sigma(per_system, self.projection)
             kind = outputs["energy_uncertainty"].sample_kind
             result["energy_uncertainty"] = _values_map(
                 sigma.reshape(-1, 1), samples, kind, n_systems, "energy", kind != "atom"
