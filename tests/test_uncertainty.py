@@ -288,6 +288,11 @@ def test_alchem_uncertainty_writes_checkpoint_and_model(uncertain):
         assert name in outputs
     extra = calculator._model.metadata().extra
     assert json.loads(extra["alchem.uncertainty"])["method"] == "llpr"
+    for path in ("model.pt", "model.ckpt"):
+        info = run_cli("alchem-info", path, cwd=folder).stdout
+        assert "uncertainty    llpr, ensemble of 8; validation energies" in info
+    info = run_cli("alchem-info", uncertain["model"], cwd=folder).stdout
+    assert "uncertainty    none" in info
 
 
 def test_exported_outputs_equal_the_model(uncertain, emt_dir):

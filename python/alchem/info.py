@@ -17,6 +17,7 @@ from .model_files import CHECKPOINT, EXPORTED, file_kind
 
 TRAINING_DATA_KEY = "alchem.training_data"
 METRICS_KEY = "alchem.metrics"
+UNCERTAINTY_KEY = "alchem.uncertainty"  # alchem.uncertainty's fit (export)
 
 
 def metrics_record(run: dict, final: dict | None = None) -> dict:
@@ -79,6 +80,7 @@ def _describe_exported(path: str) -> dict:
         "hypers": hypers.get("model", {}),
         "training_data": json.loads(extra.get(TRAINING_DATA_KEY, "{}")),
         "metrics": json.loads(extra.get(METRICS_KEY, "{}")),
+        "uncertainty": json.loads(extra.get(UNCERTAINTY_KEY, "{}")),
     }
 
 
@@ -99,6 +101,7 @@ def _describe_checkpoint(path: str) -> dict:
         "hypers": options["architecture"]["model"],
         "training_data": options.get("data_summary", {}),
         "metrics": metrics_record(state),
+        "uncertainty": options.get("uncertainty_fit") or {},
     }
 
 
@@ -167,7 +170,23 @@ def format_description(info: dict) -> list[str]:
                 lines.append(f"  {label:<12} {_metric_text(metrics[name])}")
     else:
         lines.append("metrics        not recorded in this file")
+    lines.append(_uncertainty_line(info.get("uncertainty") or {}))
     return lines
+
+
+def _uncertainty_line(fit: dict) -> str:
+    if not fit:
+        return "uncertainty    none (alchem-uncertainty model.ckpt adds it)"
+    within = fit.get("validation", {}).get("energy_within_1_sigma")
+    calibration = (
+        f"; validation energies within 1 sigma {100 * within:.0f} %"
+        if within is not None
+        else ""
+    )
+    return (
+        f"uncertainty    {fit.get('method', '?')}, ensemble of "
+        f"{fit.get('ensemble_size', '?')}{calibration}"
+    )
 
 
 def _metric_text(values: dict) -> str:
