@@ -22,6 +22,10 @@ COMMANDS = {
         "alchem.cli.uncertainty",
         "add calibrated uncertainty (LLPR) to a model.ckpt, export model.pt",
     ),
+    "select": (
+        "alchem.cli.select",
+        "the most uncertain, diverse frames of a trajectory, for labelling",
+    ),
 }
 
 
