@@ -33,6 +33,9 @@ RANKINGS = ("max", "mean")
 # Frames evaluated in one model call (by total atoms): large enough to amortise the
 # call, small enough for the model's temporaries to stay modest
 BATCH_ATOMS = 4096
+# Relative distance below which two frames are the same frame: the same positions
+# evaluated in different batches differ by float round-off (float32: ~1e-7)
+DUPLICATE_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -231,14 +234,16 @@ def select_diverse(
     scores: np.ndarray, descriptors: np.ndarray, n: int, min_distance: float
 ) -> list[int]:
     """Up to ``n`` frames, most uncertain first, none within ``min_distance`` of a
-    frame taken before it (greedy; a 0 distance keeps only exact duplicates out)."""
+    frame taken before it (greedy; a 0 distance keeps only duplicates out: frames
+    equal to DUPLICATE_TOLERANCE, the round-off of a float32 model)."""
     taken: list[int] = []
     for frame in np.argsort(-scores, kind="stable"):
         if len(taken) == n:
             break
         if taken:
             distances = np.linalg.norm(descriptors[taken] - descriptors[frame], axis=1)
-            if distances.min() <= min_distance:
+            duplicate = DUPLICATE_TOLERANCE * np.linalg.norm(descriptors[frame])
+            if distances.min() <= max(min_distance, duplicate):
                 continue
         taken.append(int(frame))
     return taken
