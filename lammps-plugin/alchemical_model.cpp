@@ -26,6 +26,10 @@ namespace alchem {
 
 namespace {
 
+// the outputs of a model with uncertainty (alchem.export) this plugin reads
+const char *const SIGMA_OUTPUT = "energy_uncertainty";
+const char *const PROJECTION_OUTPUT = "alchem::energy_uncertainty_projection";
+
 std::string join(const std::vector<std::string> &values, const std::string &separator)
 {
   std::string result;
@@ -126,6 +130,12 @@ struct ModelData {
   metatomic_torch::ModelCapabilities capabilities;
   metatomic_torch::ModelEvaluationOptions options;
   metatomic_torch::ModelOutput energy_output;
+  // the uncertainty outputs, requested only when EvaluationInput::uncertainty
+  // (in the model's own unit, converted by uncertainty_factor)
+  bool has_uncertainty = false;
+  metatomic_torch::ModelOutput sigma_output;
+  metatomic_torch::ModelOutput projection_output;
+  double uncertainty_factor = 1.0;
   std::vector<NeighborListCache> neighbors;
   std::string length_unit;
   bool check_consistency = false;
@@ -304,6 +314,17 @@ AlchemicalModel::AlchemicalModel(const std::string &path, const std::string &ext
   d.energy_output->explicit_gradients = {};
   d.energy_output->set_sample_kind("system");
   d.options->outputs.insert("energy", d.energy_output);
+
+  const auto &outputs = d.capabilities->outputs();
+  d.has_uncertainty = outputs.contains(SIGMA_OUTPUT) && outputs.contains(PROJECTION_OUTPUT);
+  if (d.has_uncertainty) {
+    d.sigma_output = torch::make_intrusive<metatomic_torch::ModelOutputHolder>();
+    d.sigma_output->set_sample_kind("atom");
+    d.sigma_output->set_unit(outputs.at(SIGMA_OUTPUT)->unit());
+    d.projection_output = torch::make_intrusive<metatomic_torch::ModelOutputHolder>();
+    d.projection_output->set_sample_kind("system");
+    d.projection_output->set_unit(outputs.at(PROJECTION_OUTPUT)->unit());
+  }
 }
 
 AlchemicalModel::~AlchemicalModel() = default;
@@ -326,6 +347,17 @@ void AlchemicalModel::set_engine_units(const std::string &length, const std::str
     } catch (const std::exception &e) {
       throw std::runtime_error("can not convert the model's energy unit '" + model_energy +
                                "' to the LAMMPS energy unit '" + energy + "': " + e.what());
+    }
+  }
+
+  if (d.has_uncertainty && !d.sigma_output->unit().empty()) {
+    try {
+      d.uncertainty_factor =
+          metatomic_torch::unit_conversion_factor(d.sigma_output->unit(), energy);
+    } catch (const std::exception &e) {
+      throw std::runtime_error("can not convert the unit '" + d.sigma_output->unit() +
+                               "' of the model's energy_uncertainty to the LAMMPS energy unit '" +
+                               energy + "': " + e.what());
     }
   }
 
@@ -466,6 +498,11 @@ std::vector<NeighborListRequest> AlchemicalModel::neighbor_lists() const
 double AlchemicalModel::interaction_range() const
 {
   return data_->capabilities->engine_interaction_range(data_->length_unit);
+}
+
+bool AlchemicalModel::has_uncertainty() const
+{
+  return data_->has_uncertainty;
 }
 
 bool AlchemicalModel::supports_per_atom_energy() const
@@ -761,6 +798,59 @@ static void add_atom_energies(const metatensor_torch::TensorBlock &block, int64_
   }
 }
 
+// the uncertainty outputs of one chunk: each selected atom's sigma into
+// output.atom_uncertainty, the chunk's projection added to
+// output.uncertainty_projection (both times `factor`, to the engine's unit)
+static void add_uncertainty(const c10::Dict<c10::IValue, c10::IValue> &result, int64_t n_local,
+                            double factor, EvaluationOutput &output)
+{
+  auto single_block = [&](const char *name) {
+    if (!result.contains(name)) {
+      throw std::runtime_error(std::string("the model did not return the requested output ") +
+                               name);
+    }
+    auto map = result.at(name).toCustomClass<metatensor_torch::TensorMapHolder>();
+    if (map->keys()->count() != 1) {
+      throw std::runtime_error(std::string("the model returned ") + name + " with " +
+                               std::to_string(map->keys()->count()) +
+                               " blocks, expected exactly one");
+    }
+    return metatensor_torch::TensorMapHolder::block_by_id(map, 0);
+  };
+
+  auto sigma = single_block(SIGMA_OUTPUT);
+  auto samples = sigma->samples()->values().to(torch::kCPU, torch::kInt32).contiguous();
+  auto values =
+      sigma->values().detach().reshape({-1}).to(torch::kCPU, torch::kFloat64).contiguous();
+  if (samples.dim() != 2 || samples.size(1) != 2 || values.size(0) != samples.size(0)) {
+    throw std::runtime_error("the model's energy_uncertainty is not one value per selected atom");
+  }
+  const auto *atoms = samples.data_ptr<int32_t>();
+  const auto *sigmas = values.data_ptr<double>();
+  for (int64_t i = 0; i < values.size(0); i++) {
+    const int32_t atom = atoms[2 * i + 1];
+    if (atom < 0 || atom >= n_local) {
+      throw std::runtime_error("the model returned an energy_uncertainty for atom " +
+                               std::to_string(atom) + ", which was not selected");
+    }
+    output.atom_uncertainty[static_cast<size_t>(atom)] = factor * sigmas[i];
+  }
+
+  auto projection = single_block(PROJECTION_OUTPUT)
+                        ->values()
+                        .detach()
+                        .reshape({-1})
+                        .to(torch::kCPU, torch::kFloat64)
+                        .contiguous();
+  const auto n = static_cast<size_t>(projection.size(0));
+  if (output.uncertainty_projection.empty()) output.uncertainty_projection.assign(n, 0.0);
+  if (output.uncertainty_projection.size() != n) {
+    throw std::runtime_error("the model's alchem::energy_uncertainty_projection changed size");
+  }
+  const auto *p = projection.data_ptr<double>();
+  for (size_t k = 0; k < n; k++) output.uncertainty_projection[k] += factor * p[k];
+}
+
 // Forward pass of chunk c: adds its energy (and per-atom energies) to
 // `output`; returns the chunk's total energy, a graph for the backward pass.
 torch::Tensor ModelData::forward_chunk(size_t c, const EvaluationInput &input, const Evaluation &ev,
@@ -781,6 +871,7 @@ torch::Tensor ModelData::forward_chunk(size_t c, const EvaluationInput &input, c
   output.energy += total.detach().to(torch::kCPU, torch::kFloat64).item<double>();
   output.n_evaluations++;
   if (input.per_atom_energy) add_atom_energies(block, input.n_local, output);
+  if (input.uncertainty) add_uncertainty(result, input.n_local, uncertainty_factor, output);
   output.time_forward += seconds_since(start);
   return total;
 }
@@ -864,6 +955,23 @@ void ModelData::finish_gradients(const EvaluationInput &input, Evaluation &ev,
   }
 }
 
+// the uncertainty outputs join the energy in the evaluation options only when
+// asked: other evaluations request exactly the energy (no features computed)
+static void request_uncertainty(ModelData &d, bool uncertainty)
+{
+  if (uncertainty && !d.has_uncertainty) {
+    throw std::runtime_error("internal error: uncertainty requested from a model without it");
+  }
+  auto &outputs = d.options->outputs;
+  if (uncertainty) {
+    outputs.insert_or_assign(SIGMA_OUTPUT, d.sigma_output);
+    outputs.insert_or_assign(PROJECTION_OUTPUT, d.projection_output);
+  } else {
+    outputs.erase(SIGMA_OUTPUT);
+    outputs.erase(PROJECTION_OUTPUT);
+  }
+}
+
 void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &output)
 {
   auto &d = *data_;
@@ -884,6 +992,7 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   for (size_t k = 0; k < d.neighbors.size(); k++) d.update_pairs(k, input, ev);
   d.update_selected_atoms(input.n_local, ev.chunk);
   d.energy_output->set_sample_kind(input.per_atom_energy ? "atom" : "system");
+  request_uncertainty(d, input.uncertainty);
 
   output.energy = 0.0;
   output.n_evaluations = 0;
@@ -893,6 +1002,8 @@ void AlchemicalModel::compute(const EvaluationInput &input, EvaluationOutput &ou
   output.pair_gradients.assign(d.neighbors.size(), nullptr);
   output.position_gradients = nullptr;
   if (input.per_atom_energy) output.atom_energies.assign(static_cast<size_t>(input.n_local), 0.0);
+  output.uncertainty_projection.clear();
+  if (input.uncertainty) output.atom_uncertainty.assign(static_cast<size_t>(input.n_local), 0.0);
   d.position_gradient = torch::Tensor();
   for (auto &cache : d.neighbors) cache.gradient = torch::Tensor();
 

@@ -52,6 +52,11 @@ struct EvaluationInput {
   // at once). Exact, the energy being a sum over the selected atoms; bounds
   // the model's temporaries.
   int64_t chunk = 0;
+  // also request the model's uncertainty (has_uncertainty() models only):
+  // energy_uncertainty per owned atom and alchem::energy_uncertainty_projection
+  // of the owned atoms, in the same forward pass; false: the energy only, as
+  // without uncertainty (nothing extra computed)
+  bool uncertainty = false;
 };
 
 struct EvaluationOutput {
@@ -68,6 +73,13 @@ struct EvaluationOutput {
   // warnings torch raised during this call (other than the ones that are
   // turned into errors), for the log
   std::vector<std::string> warnings;
+
+  // with input.uncertainty, in the engine's energy unit: the energy sigma of
+  // each owned atom (n_local), and the projection s R (C = R R^T) summed over
+  // the owned atoms of every chunk (D numbers): additive over atoms, so the
+  // engine sums it over MPI ranks and takes its norm for the total's sigma
+  std::vector<double> atom_uncertainty;
+  std::vector<double> uncertainty_projection;
 
   // evaluations (chunks) of this call
   int64_t n_evaluations = 0;
@@ -109,6 +121,9 @@ class AlchemicalModel {
   std::vector<NeighborListRequest> neighbor_lists() const;
   double interaction_range() const;    // engine unit, may be inf
   bool supports_per_atom_energy() const;
+  // the model has the outputs energy_uncertainty and
+  // alchem::energy_uncertainty_projection (alchem-uncertainty adds them)
+  bool has_uncertainty() const;
   // owned atoms per evaluation the model asks for (metadata extra
   // "alchem.chunk"), 0 if it does not say
   int64_t preferred_chunk() const;

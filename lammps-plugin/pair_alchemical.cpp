@@ -87,7 +87,9 @@ std::pair<std::string, std::string> engine_units(const std::string &style)
 const char *const USAGE =
     "pair_style alchemical <model.pt> [device cpu|cuda|cuda:N] [extensions <dir>|none] "
     "[check_consistency on|off] [threads <N>] [chunk <N>|all] [malloc_reuse on|off] "
-    "[pair_ops loops|torch] [profile on|off] [swap_cache yes|no] [swap_trace <prefix>|none]";
+    "[pair_ops loops|torch] [profile on|off] [swap_cache yes|no] [swap_trace <prefix>|none] "
+    "[uncertainty <N>] [uncertainty_file <path>|none] [uncertainty_threshold <sigma>] "
+    "[uncertainty_action warn|stop]";
 
 // close contacts: warn below this fraction of the shortest distance of a pair
 // of elements in the training data (as alchem.contacts.MARGIN)
@@ -143,11 +145,18 @@ PairAlchemical::PairAlchemical(LAMMPS *lmp) :
   // per-atom virials are split between the two atoms of each pair, a
   // decomposition that also holds for the centroid form (9 components)
   centroidstressflag = CENTROID_AVAIL;
+  // compute pair alchemical: the uncertainty's max, total, min and mean sigma
+  // (pair_alchemical_uncertainty.cpp)
+  nextra = 4;
+  memory->create(pvector, nextra, "pair:pvector");
+  for (int k = 0; k < nextra; k++) pvector[k] = 0.0;
 }
 
 PairAlchemical::~PairAlchemical()
 {
   if (swap_trace_ != nullptr) fclose(swap_trace_);
+  if (uncertainty_file_ != nullptr) fclose(uncertainty_file_);
+  memory->destroy(pvector);
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -184,6 +193,8 @@ void PairAlchemical::settings(int narg, char **arg)
   const std::string extensions = extensions_folder(keywords);
   const bool glibc = malloc_reuse(keywords.malloc_reuse);
   load_model(keywords, extensions, units);
+  energy_unit_ = units.second;
+  setup_uncertainty(keywords);
   choose_chunk(keywords);
   profile_ = keywords.profile;
   swap_cache_ = keywords.swap_cache;
@@ -219,11 +230,14 @@ PairAlchemical::Keywords PairAlchemical::parse_keywords(int narg, char **arg)
     if (keyword != "device" && keyword != "extensions" && keyword != "check_consistency" &&
         keyword != "threads" && keyword != "chunk" && keyword != "malloc_reuse" &&
         keyword != "pair_ops" && keyword != "profile" && keyword != "swap_cache" &&
-        keyword != "swap_trace") {
+        keyword != "swap_trace" && keyword != "uncertainty" && keyword != "uncertainty_file" &&
+        keyword != "uncertainty_threshold" && keyword != "uncertainty_action") {
       error->all(FLERR,
                  "pair_style alchemical: unknown keyword '{}'; valid keywords are device, "
                  "extensions, check_consistency and threads, for memory and speed chunk, "
-                 "malloc_reuse, pair_ops and swap_cache, and profile and swap_trace ({})",
+                 "malloc_reuse, pair_ops and swap_cache, profile and swap_trace, and "
+                 "uncertainty, uncertainty_file, uncertainty_threshold and uncertainty_action "
+                 "({})",
                  keyword, USAGE);
     }
     if (iarg + 1 >= narg) {
@@ -273,6 +287,34 @@ PairAlchemical::Keywords PairAlchemical::parse_keywords(int narg, char **arg)
       keywords.swap_cache = utils::logical(FLERR, value, false, lmp) == 1;
     } else if (keyword == "swap_trace") {
       keywords.swap_trace = value == "none" ? "" : value;
+    } else if (keyword == "uncertainty") {
+      keywords.uncertainty = utils::inumeric(FLERR, value, false, lmp);
+      if (keywords.uncertainty < 0) {
+        error->all(FLERR,
+                   "pair_style alchemical: invalid value '{}' for keyword 'uncertainty', "
+                   "expected a number of steps N >= 1 (evaluate the uncertainty every N "
+                   "steps) or 0 (never)",
+                   value);
+      }
+    } else if (keyword == "uncertainty_file") {
+      keywords.uncertainty_file = value == "none" ? "" : value;
+    } else if (keyword == "uncertainty_threshold") {
+      keywords.uncertainty_threshold = utils::numeric(FLERR, value, false, lmp);
+      if (!(keywords.uncertainty_threshold > 0.0)) {
+        error->all(FLERR,
+                   "pair_style alchemical: invalid value '{}' for keyword "
+                   "'uncertainty_threshold', expected a per-atom energy sigma > 0 (LAMMPS "
+                   "energy unit)",
+                   value);
+      }
+    } else if (keyword == "uncertainty_action") {
+      if (value != "warn" && value != "stop") {
+        error->all(FLERR,
+                   "pair_style alchemical: invalid value '{}' for keyword "
+                   "'uncertainty_action', expected warn or stop",
+                   value);
+      }
+      keywords.uncertainty_stop = value == "stop";
     }
   }
   return keywords;
@@ -388,6 +430,17 @@ void PairAlchemical::log_settings(const Keywords &keywords, const std::string &e
           ? "\n  swap_cache yes: fix atom/swap trials evaluate the energy only, and only around "
             "the atoms whose element changed"
           : "\n  swap_cache no: fix atom/swap trials evaluate everything";
+  if (uncertainty_every_ > 0) {
+    message += fmt::format("\n  uncertainty every {} steps", uncertainty_every_);
+    if (!uncertainty_path_.empty()) message += fmt::format(", written to {}", uncertainty_path_);
+    if (uncertainty_threshold_ > 0.0) {
+      message += fmt::format(", per-atom sigma above {} {}: {}", uncertainty_threshold_,
+                             units.second, uncertainty_stop_ ? "stop" : "warn");
+    }
+  } else if (model_->has_uncertainty()) {
+    message += "\n  uncertainty: the model has it; not evaluated (keyword uncertainty N, or fix "
+               "pair ... uncertainty 1)";
+  }
   message += fmt::format("\n  model units: length {}, energy {}; LAMMPS units {} ({}, {})\n",
                          model_->length_unit(), model_->energy_unit(), unit_style_, units.first,
                          units.second);
@@ -789,6 +842,9 @@ void PairAlchemical::compute(int eflag, int vflag)
   // the forces and computes them again after the trials (pair_alchemical_swap.cpp)
   const bool monte_carlo = eflag_global && !vflag_either && monte_carlo_trial();
   const bool energy_only = monte_carlo && swap_cache_;
+  // the same on every rank (step, flags): the reductions of the uncertainty
+  // are collective
+  const bool uncertainty = !monte_carlo && uncertainty_step();
   if (energy_only && only_types_changed()) {
     local_trial_energy();
     swap_local_time_ += alchem::seconds_since(start);    // all of the pair style's work
@@ -810,12 +866,19 @@ void PairAlchemical::compute(int eflag, int vflag)
 
   // a domain without owned atoms has no energy and puts no force anywhere
   if (atom->nlocal == 0) {
+    if (uncertainty) {
+      output_->atom_uncertainty.clear();
+      output_->uncertainty_projection.clear();
+      reduce_uncertainty(*output_);
+      report_uncertainty();
+    }
     if (energy_only) fill_swap_cache(*output_);
     if (monte_carlo) trace_trial_energy(0.0);
     return;
   }
 
   prepare_input(rebuilt, energy_only);
+  input_->uncertainty = uncertainty;
   const double time_pairs = alchem::seconds_since(start);
   try {
     model_->compute(*input_, *output_);
@@ -827,6 +890,10 @@ void PairAlchemical::compute(int eflag, int vflag)
   start = std::chrono::steady_clock::now();
   check_finite(*output_);
   accumulate(*output_);    // without gradients (a trial): the energies only
+  if (uncertainty) {
+    reduce_uncertainty(*output_);
+    report_uncertainty();
+  }
   if (energy_only) {
     fill_swap_cache(*output_);
   } else {

@@ -7,6 +7,8 @@
                 [extensions DIR|none] [check_consistency on|off] [threads N]
                 [chunk N|all] [malloc_reuse on|off] [pair_ops loops|torch]
                 [profile on|off] [swap_cache yes|no] [swap_trace PREFIX|none]
+                [uncertainty N] [uncertainty_file PATH|none]
+                [uncertainty_threshold SIGMA] [uncertainty_action warn|stop]
      pair_coeff * * Cu Ni Pt ...   (one element per LAMMPS atom type)
 ------------------------------------------------------------------------- */
 
@@ -43,6 +45,8 @@ class PairAlchemical : public Pair {
   double init_one(int, int) override;
   double memory_usage() override;
   void finish() override;
+  void *extract(const char *, int &) override;
+  void *extract_peratom(const char *, int &) override;
 
  protected:
   // pairs of one neighbor list requested by the model, rebuilt every step
@@ -78,7 +82,11 @@ class PairAlchemical : public Pair {
     std::string pair_ops;         // "": loops on the CPU, torch on a GPU
     bool profile = false;
     bool swap_cache = true;
-    std::string swap_trace;    // "": none
+    std::string swap_trace;                // "": none
+    int uncertainty = 0;                   // evaluate the uncertainty every N steps, 0: never
+    std::string uncertainty_file;          // "": none
+    double uncertainty_threshold = 0.0;    // 0: none
+    bool uncertainty_stop = false;         // above the threshold: stop (else warn)
   };
 
   // the steps of settings(), in order
@@ -106,6 +114,12 @@ class PairAlchemical : public Pair {
   void setup_close_contacts();
   void check_close_contacts();
 
+  // the model's uncertainty on some steps (pair_alchemical_uncertainty.cpp)
+  void setup_uncertainty(const Keywords &);
+  bool uncertainty_step();
+  void reduce_uncertainty(const alchem::EvaluationOutput &);
+  void report_uncertainty();
+
   // energy-only evaluations during fix atom/swap's Monte Carlo trials
   // (pair_alchemical_swap.cpp)
   bool monte_carlo_trial();
@@ -124,7 +138,8 @@ class PairAlchemical : public Pair {
   std::unique_ptr<alchem::EvaluationInput> input_;
   std::unique_ptr<alchem::EvaluationOutput> output_;
   std::string model_path_;
-  std::string unit_style_;    // LAMMPS units the model was set up for
+  std::string unit_style_;     // LAMMPS units the model was set up for
+  std::string energy_unit_;    // LAMMPS' energy unit, as metatomic names it
 
   std::vector<int32_t> type_to_z_;    // LAMMPS type -> atomic number
 
@@ -199,6 +214,24 @@ class PairAlchemical : public Pair {
   // "alchem.shortest_distances"), squared, per pair of LAMMPS types (0: no check)
   std::vector<double> close2_;
   bool check_close_ = false;    // until the first warning
+
+  // keywords uncertainty*: the model's energy uncertainty every
+  // uncertainty_every_ steps, and on the steps `fix pair ... uncertainty 1`
+  // asks for (uncertainty_trigger_, set by that fix, see extract())
+  int uncertainty_every_ = 0;
+  int uncertainty_trigger_ = 0;
+  double uncertainty_threshold_ = 0.0;    // 0: none
+  bool uncertainty_stop_ = false;
+  std::string uncertainty_path_;    // the deviation file ("": none), written by rank 0
+  FILE *uncertainty_file_ = nullptr;
+  bigint uncertainty_written_ = -1;    // last step in the deviation file
+  // per owned atom (LAMMPS index) at the last uncertainty step, for fix pair
+  std::vector<double> atom_sigma_;
+  // over all ranks at the last uncertainty step: max, min, mean per-atom sigma,
+  // total-energy sigma, and the tag of the atom with the max
+  double sigma_max_ = 0.0, sigma_min_ = 0.0, sigma_mean_ = 0.0, sigma_total_ = 0.0;
+  tagint sigma_max_tag_ = 0;
+  bigint uncertainty_step_ = -1;    // the step of these values, -1: none yet
 
   // time spent in each part of compute(), printed by finish() with `profile on`
   bool profile_ = false;
