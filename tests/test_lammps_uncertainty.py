@@ -282,7 +282,8 @@ def _warned(log: str) -> list[tuple[int, int, float]]:
 def test_threshold_warns_and_stops(uncertain, tmp_path):
     """warn: one warning per evaluated step naming step, atom and sigma, the run
     goes on. stop: the first step above the threshold ends the run with an error
-    naming step and atom, a non-zero exit, and the dump written before it intact."""
+    naming step and atom, a non-zero exit, and the dump written before it intact
+    (every frame as in the run that went on)."""
     warn = tmp_path / "warn"
     atoms = _structure(warn)
     script = _script(
@@ -302,21 +303,21 @@ def test_threshold_warns_and_stops(uncertain, tmp_path):
     sigma, _ = _ase(atoms, uncertain)
     assert warnings[0][1] == int(np.argmax(sigma)) + 1  # tags are 1..N in order
 
-    # the first step whose max sigma is above all earlier ones: stop there
-    maxima = rows[:, 1]
-    later = [s for s in range(1, len(maxima)) if maxima[s] > maxima[:s].max()]
-    assert later, f"no step above the earlier ones in {maxima}"
-    stop_step = later[0]
-    threshold = float(0.5 * (maxima[stop_step] + maxima[:stop_step].max()))
-
+    # 4 steps without a threshold, then a pair style that stops below the
+    # sigma of step 4: the next run ends as it evaluates step 4
+    stop_step = 4
+    threshold = float(0.5 * rows[:, 1].min())
     stop = tmp_path / "stop"
     _structure(stop)
-    script = _script(
-        uncertain["model"],
-        f"uncertainty 1 uncertainty_threshold {threshold!r} uncertainty_action stop",
-        _md(1, 12),
+    body = _md(1, stop_step) + (
+        f"pair_style alchemical {uncertain['model']} uncertainty 1 "
+        f"uncertainty_threshold {threshold!r} uncertainty_action stop\n"
+        f"pair_coeff * * {' '.join(SYMBOLS[z] for z in ELEMENTS)}\n"
+        "run 8\n"
     )
-    result = run_lammps(stop, script, check=False)
+    result = run_lammps(
+        stop, _script(uncertain["model"], "uncertainty 1", body), check=False
+    )
     assert result.returncode != 0
     message = (
         f"ERROR: pair_style alchemical: at step {stop_step} the energy uncertainty of "
@@ -326,8 +327,8 @@ def test_threshold_warns_and_stops(uncertain, tmp_path):
     assert "uncertainty_action stop" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     written = _frames(stop / "atoms.dump")
-    assert sorted(written) == list(range(stop_step))
-    for step in range(stop_step):
+    assert sorted(written) == list(range(stop_step + 1))
+    for step in written:
         np.testing.assert_array_equal(written[step], frames[step])
 
 
