@@ -251,3 +251,30 @@ def test_errors(models, pool, dumps):
     )
     assert "does not exist" in message
     assert not os.path.exists(os.path.join(folder, "nowhere"))
+
+
+@pytest.mark.slow
+def test_active_learning_example_runs_end_to_end(tmp_path):
+    """examples/active-learning/run.sh as docs/active-learning.md runs it (about 2
+    min): one round lowers the force error on held-out frames of the new region."""
+    import shutil
+
+    example = os.path.join(
+        os.path.dirname(__file__), "..", "examples", "active-learning"
+    )
+    for name in os.listdir(example):
+        shutil.copy(os.path.join(example, name), tmp_path)
+    environment = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
+    result = subprocess.run(
+        ["sh", "run.sh"], cwd=tmp_path, env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(ase.io.read(tmp_path / "selected.extxyz", ":")) == 19
+    output = result.stdout
+    table = output[output.index("of heldout.xyz") : output.index("of bulk-test.xyz")]
+    rmse = {
+        line.split()[0]: float(line.split()[1])
+        for line in table.splitlines()
+        if line.startswith("model-")
+    }
+    assert rmse["model-1.pt"] < 0.8 * rmse["model-0.pt"]
