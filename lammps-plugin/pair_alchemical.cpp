@@ -287,34 +287,8 @@ PairAlchemical::Keywords PairAlchemical::parse_keywords(int narg, char **arg)
       keywords.swap_cache = utils::logical(FLERR, value, false, lmp) == 1;
     } else if (keyword == "swap_trace") {
       keywords.swap_trace = value == "none" ? "" : value;
-    } else if (keyword == "uncertainty") {
-      keywords.uncertainty = utils::inumeric(FLERR, value, false, lmp);
-      if (keywords.uncertainty < 0) {
-        error->all(FLERR,
-                   "pair_style alchemical: invalid value '{}' for keyword 'uncertainty', "
-                   "expected a number of steps N >= 1 (evaluate the uncertainty every N "
-                   "steps) or 0 (never)",
-                   value);
-      }
-    } else if (keyword == "uncertainty_file") {
-      keywords.uncertainty_file = value == "none" ? "" : value;
-    } else if (keyword == "uncertainty_threshold") {
-      keywords.uncertainty_threshold = utils::numeric(FLERR, value, false, lmp);
-      if (!(keywords.uncertainty_threshold > 0.0)) {
-        error->all(FLERR,
-                   "pair_style alchemical: invalid value '{}' for keyword "
-                   "'uncertainty_threshold', expected a per-atom energy sigma > 0 (LAMMPS "
-                   "energy unit)",
-                   value);
-      }
-    } else if (keyword == "uncertainty_action") {
-      if (value != "warn" && value != "stop") {
-        error->all(FLERR,
-                   "pair_style alchemical: invalid value '{}' for keyword "
-                   "'uncertainty_action', expected warn or stop",
-                   value);
-      }
-      keywords.uncertainty_stop = value == "stop";
+    } else {
+      parse_uncertainty_keyword(keyword, value, keywords);
     }
   }
   return keywords;
@@ -866,12 +840,7 @@ void PairAlchemical::compute(int eflag, int vflag)
 
   // a domain without owned atoms has no energy and puts no force anywhere
   if (atom->nlocal == 0) {
-    if (uncertainty) {
-      output_->atom_uncertainty.clear();
-      output_->uncertainty_projection.clear();
-      reduce_uncertainty(*output_);
-      report_uncertainty();
-    }
+    if (uncertainty) uncertainty_results(alchem::EvaluationOutput());    // collective
     if (energy_only) fill_swap_cache(*output_);
     if (monte_carlo) trace_trial_energy(0.0);
     return;
@@ -890,10 +859,7 @@ void PairAlchemical::compute(int eflag, int vflag)
   start = std::chrono::steady_clock::now();
   check_finite(*output_);
   accumulate(*output_);    // without gradients (a trial): the energies only
-  if (uncertainty) {
-    reduce_uncertainty(*output_);
-    report_uncertainty();
-  }
+  if (uncertainty) uncertainty_results(*output_);
   if (energy_only) {
     fill_swap_cache(*output_);
   } else {

@@ -115,8 +115,10 @@ class PairAlchemical : public Pair {
   void check_close_contacts();
 
   // the model's uncertainty on some steps (pair_alchemical_uncertainty.cpp)
+  void parse_uncertainty_keyword(const std::string &keyword, const std::string &value, Keywords &);
   void setup_uncertainty(const Keywords &);
   bool uncertainty_step();
+  void uncertainty_results(const alchem::EvaluationOutput &);
   void reduce_uncertainty(const alchem::EvaluationOutput &);
   void report_uncertainty();
 

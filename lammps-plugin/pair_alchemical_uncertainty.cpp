@@ -35,6 +35,42 @@
 
 using namespace LAMMPS_NS;
 
+/* the value of one of the keywords uncertainty* (parse_keywords checked the name) */
+
+void PairAlchemical::parse_uncertainty_keyword(const std::string &keyword, const std::string &value,
+                                               Keywords &keywords)
+{
+  if (keyword == "uncertainty") {
+    keywords.uncertainty = utils::inumeric(FLERR, value, false, lmp);
+    if (keywords.uncertainty < 0) {
+      error->all(FLERR,
+                 "pair_style alchemical: invalid value '{}' for keyword 'uncertainty', "
+                 "expected a number of steps N >= 1 (evaluate the uncertainty every N "
+                 "steps) or 0 (never)",
+                 value);
+    }
+  } else if (keyword == "uncertainty_file") {
+    keywords.uncertainty_file = value == "none" ? "" : value;
+  } else if (keyword == "uncertainty_threshold") {
+    keywords.uncertainty_threshold = utils::numeric(FLERR, value, false, lmp);
+    if (!(keywords.uncertainty_threshold > 0.0)) {
+      error->all(FLERR,
+                 "pair_style alchemical: invalid value '{}' for keyword "
+                 "'uncertainty_threshold', expected a per-atom energy sigma > 0 (LAMMPS "
+                 "energy unit)",
+                 value);
+    }
+  } else if (keyword == "uncertainty_action") {
+    if (value != "warn" && value != "stop") {
+      error->all(FLERR,
+                 "pair_style alchemical: invalid value '{}' for keyword "
+                 "'uncertainty_action', expected warn or stop",
+                 value);
+    }
+    keywords.uncertainty_stop = value == "stop";
+  }
+}
+
 /* the keywords' settings; the model must have the uncertainty outputs */
 
 void PairAlchemical::setup_uncertainty(const Keywords &keywords)
@@ -91,6 +127,15 @@ void PairAlchemical::setup_uncertainty(const Keywords &keywords)
     error->all(FLERR, "pair_style alchemical: cannot write uncertainty_file '{}': {}",
                uncertainty_path_, utils::getsyserror());
   }
+}
+
+/* after the model call of an uncertainty step (collective; a rank without
+   atoms passes an empty output) */
+
+void PairAlchemical::uncertainty_results(const alchem::EvaluationOutput &output)
+{
+  reduce_uncertainty(output);
+  report_uncertainty();
 }
 
 /* whether this evaluation asks for the uncertainty (the same on every rank) */

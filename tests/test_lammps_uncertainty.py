@@ -55,11 +55,12 @@ def _structure(directory: Path, repeat=(3, 3, 3), seed: int = 5):
     return atoms
 
 
-def _script(model: str, pair_options: str, body: str) -> str:
+def _script(model: str, pair_options: str, body: str, before: str = "") -> str:
     return f"""
 units metal
 atom_style atomic
 boundary p p p
+{before}
 read_data structure.data
 pair_style alchemical {model} {pair_options}
 pair_coeff * * {" ".join(SYMBOLS[z] for z in ELEMENTS)}
@@ -219,6 +220,39 @@ def test_one_and_two_ranks_give_the_same_deviation_file(uncertain, tmp_path):
     assert relative_error(two[1], one[1]) < 1e-8
     for step in (0, 2, 4, 6):
         assert relative_error(two[2][step], one[2][step]) < 1e-8
+
+
+def test_a_rank_without_atoms(uncertain, tmp_path):
+    """The atoms in one half of the box, split between 2 ranks along it: rank 1
+    owns none, and still joins the reductions; the same as 1 rank and ASE."""
+    atoms = fcc_alloy((3, 3, 3), 3.6, ELEMENTS, seed=5)
+    cell = np.array(atoms.cell)
+    cell[0, 0] *= 2
+    atoms.set_cell(cell)
+    sigma, total = _ase(atoms, uncertain)
+    rows = {}
+    for nprocs in (1, 2):
+        folder = tmp_path / f"np{nprocs}"
+        folder.mkdir()
+        write_data(folder / "structure.data", atoms, ELEMENTS)
+        body = """
+fix sig all pair 1 alchemical uncertainty 0
+dump atoms all custom 1 atoms.dump id f_sig
+dump_modify atoms format float %.17g sort id
+run 0
+"""
+        script = _script(
+            uncertain["model"],
+            "uncertainty 1 uncertainty_file dev.txt",
+            body,
+            f"processors {nprocs} 1 1",
+        )
+        run_lammps(folder, script, nprocs=nprocs)
+        assert relative_error(_frames(folder / "atoms.dump")[0][:, 1], sigma) < 1e-8
+        rows[nprocs] = _deviation(folder / "dev.txt")[1]
+    expected = [0, sigma.max(), sigma.min(), sigma.mean(), total]
+    assert relative_error(rows[1][0], expected) < 1e-8
+    assert relative_error(rows[2], rows[1]) < 1e-8
 
 
 def test_plain_steps_are_unchanged(uncertain, tmp_path):
