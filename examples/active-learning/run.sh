@@ -4,7 +4,7 @@
 # free surfaces at 1200 K), select the frames the model is least sure about, label
 # them with EMT, retrain on old + new, and compare errors and sigma on held-out
 # frames of the new region; a control retrains on evenly spaced frames instead.
-# Run from this folder, in the project's venv: sh run.sh   (about 4 min, 2 cores)
+# Run from this folder, in the project's venv: sh run.sh   (about 2 min on 2 cores)
 set -e
 n=19   # frames to label (the control takes as many: every 5th of frames 10-100)
 
@@ -14,8 +14,10 @@ python -m alchem.data.emt train.xyz -n 150 --elements Cu,Ni --seed 1
 alchem-train options.yaml -o model-0.pt                 # with uncertainty: llpr
 
 # 2. MD beyond the data: two independent runs, one to select from, one held out
-lmp -in in.md -var model model-0.pt -var seed 1 -var dump md-1.dump -log md-1.log
-lmp -in in.md -var model model-0.pt -var seed 2 -var dump md-2.dump -log md-2.log
+lmp -in in.md -var model model-0.pt -var seed 1 -var dump md-1.dump -var devi md-1.devi \
+    -log md-1.log
+lmp -in in.md -var model model-0.pt -var seed 2 -var dump md-2.dump -var devi md-2.devi \
+    -log md-2.log
 python label.py md-2.dump --index 10::10 -o heldout.xyz
 
 # 3. select: the n most uncertain, mutually diverse frames after equilibration
