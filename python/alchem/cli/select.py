@@ -127,12 +127,14 @@ def _min_distance(text: str) -> float | None:
 
 
 def _report(args, n_frames, scores, min_distance, chosen, positions, uncertainties):
+    import numpy as np
+
     print(
         f"{n_frames} frames of {args.frames}; per-atom energy sigma ({args.rank} over "
-        f"atoms): median {float(_median(scores)):.4g} eV, largest "
+        f"atoms): median {float(np.median(scores)):.4g} eV, largest "
         f"{float(scores.max()):.4g} eV; min distance {min_distance:.3g} eV/atom"
     )
-    if len(chosen) < args.number:
+    if len(chosen) < min(args.number, n_frames):
         print(
             f"only {len(chosen)} frames differ by more than the min distance "
             f"(asked for {args.number}); a smaller --min-distance gives more"
@@ -144,13 +146,9 @@ def _report(args, n_frames, scores, min_distance, chosen, positions, uncertainti
             f"{positions[k]:>7} {u.atom_sigma.max():>10.4g} {u.atom_sigma.mean():>10.4g}"
             f" {u.energy_sigma:>9.4g}"
         )
+    if n_frames < args.number:
+        print(f"asked for {args.number} frames: the input has {n_frames}")
     print(f"wrote {len(chosen)} frames to {args.output}")
-
-
-def _median(values):
-    import numpy as np
-
-    return np.median(values)
 
 
 def main(argv: list[str] | None = None) -> None:
