@@ -1,8 +1,11 @@
 """ASE calculator for an exported ``model.pt`` (metatomic-ase underneath)."""
 
 import functools
+import json
 import os
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import contacts
@@ -15,6 +18,7 @@ def load_calculator(
     device: str | None = None,
     extensions: str | None = None,
     malloc_reuse: bool = True,
+    uncertainty_threshold: float | None = 0.1,
 ):
     """A ``MetatomicCalculator`` for ``model_path``, loading the extensions beside it.
 
@@ -30,6 +34,12 @@ def load_calculator(
     temporaries back to the kernel and page-faulting them in again at every step
     (ASE MD of 2048 atoms, Alchemical Model, float32: 1.3x faster). It applies to
     the whole Python process, from this call on; ``False`` leaves malloc as it is.
+
+    ``uncertainty_threshold`` (eV, metatomic-ase's parameter and default): for a
+    model with uncertainty, every energy evaluation also computes the per-atom
+    energy sigma and warns when one exceeds it; ``None`` skips that (the energies
+    and forces are the same either way). ``calculator.get_uncertainty(atoms)``
+    gives the sigmas and the ensemble (docs/uncertainty.md).
     """
     if malloc_reuse:
         reuse_freed_memory()
@@ -57,6 +67,7 @@ def load_calculator(
         model_path,
         extensions_directory=extensions if os.path.isdir(extensions) else None,
         device=device,
+        uncertainty_threshold=uncertainty_threshold,
     )
     calculator.model_path = model_path
     distances = calculator._model.metadata().extra.get(contacts.METADATA_KEY)
@@ -99,6 +110,20 @@ def calculator_class() -> type:
         @property
         def close_contacts(self) -> int:
             return 0 if self.contacts is None else self.contacts.pairs
+
+        def get_uncertainty(self, atoms=None, forces: bool = True) -> "Uncertainty":
+            """The model's uncertainty for ``atoms`` (default: the calculator's):
+            per-atom and total energy sigma, the ensemble's energies and, with
+            ``forces``, its forces and the calibrated force sigma."""
+            atoms = atoms if atoms is not None else self.atoms
+            check_structure(
+                atoms,
+                self._model.capabilities().atomic_types,
+                self.model_path,
+                min(o.cutoff for o in self._model.requested_neighbor_lists()),
+            )
+            with torch.jit.optimized_execution(False):
+                return evaluate_uncertainty(self, atoms, forces)
 
         def run_model(self, *args, **kwargs):
             with torch.jit.optimized_execution(False):
@@ -150,3 +175,99 @@ def check_structure(atoms, atomic_types, model_path: str, cutoff: float) -> None
             f"atoms {i} and {j} are {distance:.3g} Å apart (below {MIN_DISTANCE} Å, "
             "a duplicated atom?)"
         )
+
+
+UNCERTAINTY_OUTPUTS = (
+    "energy_uncertainty",
+    "energy_ensemble",
+    "alchem::energy_uncertainty_projection",
+)
+
+
+@dataclass
+class Uncertainty:
+    """A structure's uncertainty from a model with LLPR (eV, eV/Å); the ensemble
+    comes in antithetic pairs, so its mean is the model's energy and forces."""
+
+    atom_sigma: np.ndarray  # [atoms]: sigma of each atom's energy
+    energy_sigma: float  # sigma of the total energy
+    energy_ensemble: np.ndarray  # [M]: the members' total energies
+    forces_ensemble: np.ndarray | None  # [M, atoms, 3]: the members' forces
+    force_sigma: np.ndarray | None  # [atoms, 3]: kappa x the members' spread
+    force_factor: float  # kappa (the model's metadata)
+
+
+def force_factor(calculator) -> float:
+    """kappa, from the model's metadata ``alchem.uncertainty``; a ValueError
+    saying how to add uncertainty when the model has none."""
+    outputs = calculator._model.capabilities().outputs
+    extra = calculator._model.metadata().extra.get("alchem.uncertainty")
+    if not extra or any(name not in outputs for name in UNCERTAINTY_OUTPUTS):
+        raise ValueError(
+            f"the model {calculator.model_path or '(this model)'} has no uncertainty: "
+            "add it with alchem-uncertainty model.ckpt (or uncertainty: {method: "
+            "llpr} in the training options)"
+        )
+    return float(json.loads(extra).get("force_factor", 1.0))
+
+
+def evaluate_uncertainty(calculator, atoms, forces: bool) -> Uncertainty:
+    """One model call for the per-atom sigma, the total's sigma (the norm of the
+    additive projection s R) and the ensemble's energies; the members' forces by
+    autograd through each member's energy (one backward pass per member)."""
+    from metatomic.torch import ModelEvaluationOptions, ModelOutput, System
+    from metatomic_ase._calculator import _ase_to_torch_data, _get_ase_input
+
+    kappa = force_factor(calculator)
+    types, positions, cell, pbc = _ase_to_torch_data(
+        atoms=atoms, dtype=calculator._dtype, device=calculator._device
+    )
+    positions.requires_grad_(forces)
+    system = calculator._nl_calculators.compute(
+        systems=[System(types, positions, cell, pbc)]
+    )[0]
+    for name, option in calculator._model.requested_inputs(use_new_names=True).items():
+        system.add_data(
+            name,
+            _get_ase_input(
+                atoms, name, option, dtype=calculator._dtype, device=calculator._device
+            ),
+        )
+    outputs = {
+        "energy_uncertainty": ModelOutput(unit="eV", sample_kind="atom"),
+        "energy_ensemble": ModelOutput(unit="eV", sample_kind="system"),
+        "alchem::energy_uncertainty_projection": ModelOutput(sample_kind="system"),
+    }
+    result = calculator._model(
+        [system],
+        ModelEvaluationOptions(length_unit="angstrom", outputs=outputs),
+        check_consistency=calculator.parameters["check_consistency"],
+    )
+    ensemble = result["energy_ensemble"].block().values[0]  # [M]
+    projection = result["alchem::energy_uncertainty_projection"].block().values[0]
+    members = None
+    force_sigma = None
+    if forces:
+        gradients = [
+            torch.autograd.grad(energy, positions, retain_graph=m < len(ensemble) - 1)[
+                0
+            ]
+            for m, energy in enumerate(ensemble)
+        ]
+        members = -torch.stack(gradients).detach().double().cpu().numpy()
+        spread = np.sqrt(np.mean((members - members.mean(axis=0)) ** 2, axis=0))
+        force_sigma = kappa * spread
+    return Uncertainty(
+        atom_sigma=result["energy_uncertainty"]
+        .block()
+        .values[:, 0]
+        .detach()
+        .double()
+        .cpu()
+        .numpy(),
+        energy_sigma=float(torch.linalg.vector_norm(projection.detach().double())),
+        energy_ensemble=ensemble.detach().double().cpu().numpy(),
+        forces_ensemble=members,
+        force_sigma=force_sigma,
+        force_factor=kappa,
+    )
