@@ -174,3 +174,34 @@ def learning_curve(run_dir: str) -> str | None:
 
 def _has_values(columns: dict[str, list[float]], key: str) -> bool:
     return any(math.isfinite(v) for v in columns.get(key, []))
+
+
+def calibration_plot(path: str, panels: dict[str, tuple[np.ndarray, np.ndarray]]):
+    """Actual |error| against predicted sigma, log-log, one panel per target
+    (``energy``: total energies, eV; ``forces``: components, eV/Å), with the lines
+    |error| = sigma, 2 sigma, 3 sigma: a calibrated model has 68 % of its points
+    below the first."""
+    plt = pyplot()
+    names = {"energy": "total energy (eV)", "forces": "force components (eV/Å)"}
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False
+    )
+    for axis, (name, (sigma, error)) in zip(axes[0], panels.items()):
+        sigma = np.asarray(sigma, float)
+        error = np.asarray(error, float)
+        shown = (sigma > 0) & (error > 0)
+        axis.scatter(sigma[shown], error[shown], s=4, alpha=0.4, color="tab:blue")
+        low = float(min(sigma[shown].min(), error[shown].min()))
+        high = float(max(sigma[shown].max(), error[shown].max()))
+        line = np.geomspace(low, high, 10)
+        for factor, style in ((1, "-"), (2, "--"), (3, ":")):
+            axis.plot(line, factor * line, "k" + style, lw=1, label=f"{factor} σ")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlim(low, high)
+        axis.set_ylim(low, 3 * high)
+        axis.set_xlabel(f"predicted σ, {names[name]}")
+        axis.set_ylabel(f"|error|, {names[name]}")
+        axis.legend(loc="upper left")
+    figure.tight_layout()
+    save_figure(figure, path)

@@ -31,9 +31,12 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     errors: dict[str, list[np.ndarray]] = {"energy": [], "forces": [], "stress": []}
     predicted_frames = []
     record = EvaluationRecord()  # errors.csv, parity.png
+    calibration = _calibration_record(calculator)  # None without uncertainty
     for index, atoms in enumerate(frames):
         predicted_frames.append(
-            _evaluate_structure(atoms, index, calculator, args, errors, record)
+            _evaluate_structure(
+                atoms, index, calculator, args, errors, record, calibration
+            )
         )
     print(f"{len(frames)} structures from {args.data}")
     _print_errors(errors)
@@ -43,6 +46,8 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     print(f"predictions written to {args.output}")
     folder = os.path.dirname(os.path.abspath(args.output))
     write_evaluation_outputs(record, folder, per_element=args.per_element)
+    if calibration is not None:
+        _write_calibration(calibration, folder)
     if not any(errors.values()):
         raise ConfigError(
             f"{args.data}: nothing to compare: no structure has the reference keys "
@@ -109,6 +114,7 @@ def _evaluate_structure(
     args: argparse.Namespace,
     errors: dict[str, list[np.ndarray]],
     record: "EvaluationRecord",
+    calibration=None,
 ) -> "Atoms":
     """The model's energy, forces and stress of one structure, with its errors
     added to ``errors`` and ``record``; a copy holding predictions and references."""
@@ -134,9 +140,47 @@ def _evaluate_structure(
         if key in reference and key in result:
             errors[key].append((result[key] - reference[key]).reshape(-1))
     record.add(atoms, reference, result)
+    if calibration is not None:  # the model has uncertainty
+        uncertainty = calculator.get_uncertainty(atoms, forces="forces" in reference)
+        calibration.add(uncertainty, reference, result)
+        atoms.info["energy_sigma"] = uncertainty.energy_sigma
+        atoms.arrays["energy_sigma_atom"] = uncertainty.atom_sigma
+        if uncertainty.force_sigma is not None:
+            atoms.arrays["forces_sigma"] = uncertainty.force_sigma
     _keep_references(atoms, reference, args)
     atoms.calc = SinglePointCalculator(atoms, **result)
     return atoms
+
+
+def _calibration_record(calculator):
+    """A CalibrationRecord when the model has uncertainty, else None."""
+    from ..calculator import force_factor
+    from ..uncertainty.calibration import CalibrationRecord
+
+    try:
+        force_factor(calculator)
+    except ValueError:
+        return None
+    return CalibrationRecord()
+
+
+def _write_calibration(calibration, folder: str) -> None:
+    """The calibration lines, calibration.json and the error/sigma plot."""
+    import json
+
+    from ..io import atomic_write_text
+    from ..plots import calibration_plot
+
+    report = calibration.summary()
+    if "energy" not in report and "forces" not in report:
+        return
+    calibration.print_summary(report)
+    atomic_write_text(
+        os.path.join(folder, "calibration.json"), json.dumps(report, indent=2) + "\n"
+    )
+    path = os.path.join(folder, "calibration.png")
+    calibration_plot(path, calibration.plot_data())
+    print(f"calibration written to {path} and calibration.json")
 
 
 def _print_errors(errors: dict[str, list[np.ndarray]]) -> None:
