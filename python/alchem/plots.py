@@ -191,15 +191,17 @@ def calibration_plot(path: str, panels: dict[str, tuple[np.ndarray, np.ndarray]]
         error = np.asarray(error, float)
         shown = (sigma > 0) & (error > 0)
         axis.scatter(sigma[shown], error[shown], s=4, alpha=0.4, color="tab:blue")
-        low = float(min(sigma[shown].min(), error[shown].min()))
-        high = float(max(sigma[shown].max(), error[shown].max()))
-        line = np.geomspace(low, high, 10)
+        # x: the sigmas' range; y: every error shown (small ones far below)
+        left, right = sigma[shown].min() / 2, sigma[shown].max() * 2
+        line = np.geomspace(left, right, 10)
         for factor, style in ((1, "-"), (2, "--"), (3, ":")):
             axis.plot(line, factor * line, "k" + style, lw=1, label=f"{factor} σ")
         axis.set_xscale("log")
         axis.set_yscale("log")
-        axis.set_xlim(low, high)
-        axis.set_ylim(low, 3 * high)
+        axis.set_xlim(left, right)
+        axis.set_ylim(
+            min(error[shown].min(), left) / 2, max(error[shown].max(), 3 * right)
+        )
         axis.set_xlabel(f"predicted σ, {names[name]}")
         axis.set_ylabel(f"|error|, {names[name]}")
         axis.legend(loc="upper left")
