@@ -1,0 +1,147 @@
+"""The uncertainty's "Done when" numbers (issue 15), with real trained models.
+
+EMT Cu/Ni: bulk fcc cells (2x2x2 cubic, 32 atoms, random alloys from
+alchem.data.emt) run by Langevin MD at 300 K give the training set and a held-out
+test set (other seeds); the same cells at 2000 K give a melt and, with 10 Å of
+vacuum along z, at 300 K, surface slabs. A model trained with LLPR
+(``uncertainty: {method: llpr}``) is evaluated by ``alchem-eval`` on the test set
+(calibration) and by ``calculator.get_uncertainty`` on all three (median per-atom
+energy sigma out of domain / in domain).
+
+    python benchmarks/uncertainty_calibration.py [--architecture soap_bpnn]
+        [--epochs 150] [--work benchmarks/work/uncertainty]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+import yaml
+from alchem.data.emt import emt_labelled, generate_emt_structures
+from ase import units
+from ase.calculators.emt import EMT
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+BIN = os.path.dirname(sys.executable)
+HYPERS = {
+    "soap_bpnn": {
+        "soap": {"cutoff": 4.5, "max_radial": 6, "max_angular": 4},
+        "bpnn": {"num_neurons_per_layer": 32},
+    },
+    "alchemical_model": {
+        "soap": {"cutoff": 4.5, "num_pseudo_species": 2},
+        "bpnn": {"hidden_sizes": [32, 32]},
+    },
+}
+
+
+def md_frames(cells, temperature, steps, every, seed, vacuum=0.0) -> list:
+    """Snapshots (EMT-labelled) of Langevin MD of each cell, after ``every`` steps
+    of equilibration, every ``every`` steps."""
+    frames = []
+    for index, atoms in enumerate(cells):
+        atoms = atoms.copy()
+        if vacuum:
+            cell = atoms.cell.array.copy()
+            cell[2, 2] += vacuum
+            atoms.set_cell(cell, scale_atoms=False)
+        atoms.calc = EMT()
+        rng = np.random.default_rng(seed + index)
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+        dynamics = Langevin(
+            atoms, 2 * units.fs, temperature_K=temperature, friction=0.02, rng=rng
+        )
+        dynamics.run(every)
+        for _ in range(steps // every):
+            dynamics.run(every)
+            frames.append(emt_labelled(atoms.copy()))
+    return frames
+
+
+def write_data(folder: str) -> None:
+    cells = lambda n, seed: generate_emt_structures(  # noqa: E731
+        n, elements=("Cu", "Ni"), rattle=0.0, strain=0.01, seed=seed
+    )
+    sets = {
+        "train.xyz": md_frames(cells(15, 1), 300, 200, 20, seed=100),
+        "test.xyz": md_frames(cells(6, 2), 300, 100, 20, seed=200),
+        "melt.xyz": md_frames(cells(4, 3), 2000, 1000, 200, seed=300),
+        "slab.xyz": md_frames(cells(6, 4), 300, 100, 20, seed=400, vacuum=10.0),
+    }
+    for name, frames in sets.items():
+        ase.io.write(os.path.join(folder, name), frames, format="extxyz")
+        print(f"{name}: {len(frames)} frames")
+
+
+def train(folder: str, architecture: str, epochs: int) -> None:
+    options = {
+        "seed": 1,
+        "architecture": {
+            "name": architecture,
+            "model": HYPERS[architecture],
+            "training": {"num_epochs": epochs, "batch_size": 8},
+        },
+        "training_set": "train.xyz",
+        "validation_set": 0.2,
+        "uncertainty": {"method": "llpr", "ensemble_size": 16},
+    }
+    with open(os.path.join(folder, "options.yaml"), "w") as handle:
+        yaml.safe_dump(options, handle)
+    command = [os.path.join(BIN, "alchem-train"), "options.yaml", "--run-dir", "run"]
+    subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
+
+
+def median_sigmas(folder: str) -> dict[str, float]:
+    from alchem.calculator import load_calculator
+
+    calculator = load_calculator(
+        os.path.join(folder, "model.pt"), uncertainty_threshold=None
+    )
+    medians = {}
+    for name in ("test", "melt", "slab"):
+        sigmas = [
+            calculator.get_uncertainty(atoms, forces=False).atom_sigma
+            for atoms in ase.io.read(os.path.join(folder, f"{name}.xyz"), ":")
+        ]
+        medians[name] = float(np.median(np.concatenate(sigmas)))
+    return medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--architecture", default="soap_bpnn", choices=list(HYPERS))
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--work", default="benchmarks/work/uncertainty")
+    args = parser.parse_args()
+    folder = os.path.join(args.work, args.architecture)
+    os.makedirs(folder, exist_ok=True)
+    if not os.path.exists(os.path.join(folder, "slab.xyz")):
+        write_data(folder)
+    if not os.path.exists(os.path.join(folder, "model.pt")):
+        train(folder, args.architecture, args.epochs)
+    evaluation = subprocess.run(
+        [os.path.join(BIN, "alchem-eval"), "model.pt", "test.xyz", "-o", "pred.xyz"],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    print("\n".join(line for line in evaluation.splitlines() if "RMSE" in line))
+    with open(os.path.join(folder, "calibration.json")) as handle:
+        report = json.load(handle)
+    medians = median_sigmas(folder)
+    print(json.dumps({"calibration": report, "median_atom_sigma": medians}, indent=1))
+    for name in ("melt", "slab"):
+        print(
+            f"median per-atom sigma {name} / test: "
+            f"{medians[name] / medians['test']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
