@@ -38,9 +38,8 @@ def load_calculator(
     ``uncertainty_threshold`` (eV, metatomic-ase's parameter): for a model with
     uncertainty, every energy evaluation also computes the per-atom energy sigma
     and warns when one exceeds it. Off by default, unlike metatomic-ase's 0.1 eV:
-    it made force calls 1.6x slower (256 atoms, SOAP-BPNN) and per-atom sigmas
-    exceed 0.1 eV on training data too (docs/uncertainty.md). The energies and
-    forces are the same either way. ``calculator.get_uncertainty(atoms)`` gives
+    it made every force call 1.2-1.6x slower (256 atoms, SOAP-BPNN;
+    docs/uncertainty.md). The energies and forces are the same either way. ``calculator.get_uncertainty(atoms)`` gives
     the sigmas and the ensemble.
     """
     if malloc_reuse:
