@@ -2,7 +2,6 @@
 exported outputs, the options and alchem-uncertainty."""
 
 import json
-import math
 import os
 import shutil
 
@@ -118,25 +117,29 @@ def test_energies_are_linear_in_the_last_layer_through_the_features(
 
 
 def test_fit_is_the_llpr_posterior_calibrated_on_validation(data_file, structures):
-    """With a fixed regularizer, C = alpha^2 (S^T S + varsigma^2 I)^-1 and alpha^2
-    is the maximum-likelihood mean of err^2 / (s (S^T S + varsigma^2)^-1 s) over
-    the validation structures; computed here independently."""
+    """C = alpha^2 (P + varsigma^2 I)^-1 with P = mean_i f_i f_i^T over the
+    training atoms, varsigma^2 = regularizer x mean eigenvalue of P, and alpha^2
+    the maximum-likelihood mean of err^2 / (s (P + varsigma^2)^-1 s) over the
+    validation structures; computed here independently."""
     model = make(data_file, "soap_bpnn").eval()
     train, validation = structures[:10], structures[10:]
     summary = fit_uncertainty(
         model, train, validation, ensemble_size=4, regularizer=1e-3
     )
 
-    def summed(chunk):
+    def features(chunk):
         batch = collate(chunk).to("cpu", torch.float64)
         out = predict(model, batch, forces=False, virial=False, with_features=True)
         energies = torch.tensor([s.energy for s in chunk], dtype=torch.float64)
-        return out["features"].detach(), out["energy"].detach() - energies
+        errors = out["energy"].detach() - energies
+        return out["atomic_features"].detach(), out["features"].detach(), errors
 
-    s_train, _ = summed(train)
-    s_val, errors = summed(validation)
+    atoms, _, _ = features(train)
+    _, s_val, errors = features(validation)
+    precision = atoms.T @ atoms / atoms.shape[0]
+    varsigma2 = 1e-3 * float(torch.linalg.eigvalsh(precision).clamp(min=0).mean())
     inverse = torch.linalg.inv(
-        s_train.T @ s_train + 1e-3 * torch.eye(s_train.shape[1], dtype=torch.float64)
+        precision + varsigma2 * torch.eye(atoms.shape[1], dtype=torch.float64)
     )
     q = ((s_val @ inverse) * s_val).sum(1)
     alpha2 = float((errors**2 / q).mean())
@@ -150,14 +153,29 @@ def test_fit_is_the_llpr_posterior_calibrated_on_validation(data_file, structure
     assert model.has_uncertainty
 
 
+def test_sigma_grows_for_an_atom_unlike_the_training_atoms(data_file, structures):
+    """The atom-resolved precision: an atom whose features leave the span of
+    the training atoms' gets a sigma far above theirs."""
+    model = make(data_file, "alchemical").eval()
+    fit_uncertainty(model, structures[:10], structures[10:], ensemble_size=4)
+    batch = collate(structures[:10]).to("cpu", torch.float64)
+    seen = predict(model, batch, False, False, with_features=True)["atomic_features"]
+    seen = seen.detach()
+    covariance = model.uncertainty_covariance
+    typical = float(atom_sigma(seen, covariance).median())
+    _, _, vectors = torch.linalg.svd(seen, full_matrices=True)
+    unseen = vectors[-1] * seen.norm(dim=1).median()  # least-populated direction
+    assert float(atom_sigma(unseen.unsqueeze(0), covariance)) > 10 * typical
+
+
 def test_auto_regularizer_and_the_ensemble(data_file, structures):
-    """``auto`` picks a finite regularizer; the ensemble's offsets are antithetic
-    (mean exactly zero) and spread as the covariance says."""
+    """``auto`` is 1e-8 (relative); the ensemble's offsets are antithetic (mean
+    exactly zero) and spread as the covariance says."""
     model = make(data_file, "alchemical").eval()
     summary = fit_uncertainty(
         model, structures[:10], structures[10:], ensemble_size=4000
     )
-    assert summary["regularizer"] > 0 and math.isfinite(summary["regularizer"])
+    assert summary["regularizer"] == 1e-8
     ensemble = model.uncertainty_ensemble
     assert ensemble.shape == (model.n_last_layer_features, 4000)
     torch.testing.assert_close(
@@ -329,13 +347,17 @@ def test_exported_outputs_equal_the_model(uncertain, emt_dir):
         "cpu", torch.float64
     )
     direct = predict(model, batch, False, False, with_features=True)
-    sigma = atom_sigma(direct["atomic_features"], model.uncertainty_covariance)
-    torch.testing.assert_close(
-        values["energy_uncertainty"][:, 0], sigma.detach(), rtol=1e-10, atol=1e-12
-    )
-    # model.pt computes |s R| with C = R R^T (no cancellation in float32); f C f
+    # model.pt computes |f R| with C = R R^T (no cancellation in float32); f C f
     # agrees to the conditioning of C
     root = square_root(model.uncertainty_covariance)
+    sigma = projected_sigma(direct["atomic_features"].detach(), root)
+    torch.testing.assert_close(
+        values["energy_uncertainty"][:, 0], sigma, rtol=1e-10, atol=1e-12
+    )
+    sigma = atom_sigma(direct["atomic_features"], model.uncertainty_covariance)
+    torch.testing.assert_close(
+        values["energy_uncertainty"][:, 0], sigma.detach(), rtol=1e-7, atol=1e-12
+    )
     expected_total = float(projected_sigma(direct["features"].detach(), root))
     assert total_sigma == pytest.approx(expected_total, rel=1e-10)
     direct_total = structure_sigma(direct["features"], model.uncertainty_covariance)

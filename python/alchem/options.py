@@ -32,7 +32,7 @@ TOP_LEVEL_DEFAULTS: dict[str, Any] = {
 UNCERTAINTY_DEFAULTS: dict[str, Any] = {
     "method": "none",  # none or llpr
     "ensemble_size": 16,  # last layers drawn from the calibrated posterior
-    "regularizer": "auto",  # varsigma^2 (eV^2), or auto: calibrated on validation
+    "regularizer": "auto",  # varsigma^2 / mean eigenvalue of the precision; auto: 1e-8
 }
 UNCERTAINTY_METHODS = ("none", "llpr")
 
@@ -188,7 +188,8 @@ def expand_uncertainty(section: Any, source: str) -> dict:
     )
     if not (regularizer == "auto" or (numeric and regularizer > 0)):
         raise ConfigError(
-            f"{source}: uncertainty.regularizer must be auto or a number > 0 (eV^2), "
+            f"{source}: uncertainty.regularizer must be auto or a number > 0 (relative "
+            "to the mean eigenvalue of the precision), "
             f"got {regularizer!r}"
         )
     result["regularizer"] = regularizer if regularizer == "auto" else float(regularizer)

@@ -32,8 +32,8 @@ def uncertainty_main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--regularizer",
         default=None,
-        help="varsigma^2 in eV^2, or auto: calibrated on the validation set "
-        "(default: the options' uncertainty.regularizer, else auto)",
+        help="varsigma^2 relative to the mean eigenvalue of the precision, or auto "
+        "(1e-8) (default: the options' uncertainty.regularizer, else auto)",
     )
     parser.add_argument(
         "--torch-only",
@@ -96,7 +96,7 @@ def _number_or_auto(text: str) -> float | str:
         from ..errors import ConfigError
 
         raise ConfigError(
-            f"--regularizer {text}: must be auto or a number > 0 (eV^2)"
+            f"--regularizer {text}: must be auto or a number > 0"
         ) from None
 
 

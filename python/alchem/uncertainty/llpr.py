@@ -12,10 +12,13 @@ from .posterior import structure_sigma
 
 LOG = logging.getLogger("alchem")
 
-# varsigma^2 tried by ``regularizer: auto``, relative to the mean eigenvalue of
-# S^T S: from nearly none to a prior that dominates the data
-REGULARIZER_GRID = [10.0**power for power in range(-12, 3)]
 ENSEMBLE_SEED = 20240  # the ensemble is the same for the same model and data
+# varsigma^2 of ``regularizer: auto``, relative to the mean eigenvalue of the
+# precision: a numerical floor only, so that an environment unlike all training
+# environments (a direction the training atoms never took) keeps a large sigma;
+# choosing it by the validation likelihood instead picked near-isotropic
+# covariances, whose sigma follows the size of the features, not their novelty
+AUTO_REGULARIZER = 1e-8
 
 
 def fit_uncertainty(
@@ -27,7 +30,16 @@ def fit_uncertainty(
     batch_size: int = 8,
 ) -> dict:
     """Fit the posterior on ``train``, calibrate it on ``validation``, and store it
-    in the model's uncertainty buffers. Returns what was fitted (JSON-ready)."""
+    in the model's uncertainty buffers. Returns what was fitted (JSON-ready).
+
+    The precision has one row per training atom (its last-layer features f_i),
+    as if each atom's energy were observed: P = mean_i f_i f_i^T. An atom whose
+    features point where no training atom's did gets a large sigma_i; the rows of
+    the structures' total energies alone (sums of f_i) leave the differences
+    between atoms unconstrained, and gave surface atoms of a model trained on bulk
+    the same sigma as bulk atoms. alpha^2 is then the maximum-likelihood scale of
+    the validation energy errors: C = alpha^2 (P + varsigma^2 I)^-1, with
+    varsigma^2 = ``regularizer`` x the mean eigenvalue of P (``auto``: 1e-8)."""
     if ensemble_size < 2 or ensemble_size % 2:
         raise ConfigError(
             f"uncertainty.ensemble_size must be even and at least 2 (the members "
@@ -52,14 +64,18 @@ def fit_uncertainty(
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        summed, _ = _summed_features(model, train, batch_size, dtype)
+        precision = _atom_precision(model, train, batch_size, dtype)
         validation_summed, errors = _summed_features(
             model, calibration, batch_size, dtype
         )
-    eigenvalues, eigenvectors = torch.linalg.eigh(summed.T @ summed)
+    eigenvalues, eigenvectors = torch.linalg.eigh(precision)
     eigenvalues = torch.clamp(eigenvalues, min=0.0)
-    projected = (validation_summed @ eigenvectors) ** 2
-    varsigma2, alpha2 = _calibrate(eigenvalues, projected, errors, regularizer)
+    relative = AUTO_REGULARIZER if regularizer == "auto" else float(regularizer)
+    varsigma2 = relative * max(float(eigenvalues.mean()), 1e-300)
+    variance = (
+        (validation_summed @ eigenvectors) ** 2 / (eigenvalues + varsigma2)
+    ).sum(1)
+    alpha2 = max(float((errors**2 / torch.clamp(variance, min=1e-300)).mean()), 1e-300)
     root = eigenvectors * torch.sqrt(alpha2 / (eigenvalues + varsigma2))  # C = R R^T
     covariance = root @ root.T
     # antithetic pairs (z, -z): the ensemble's mean is the model itself, exactly
@@ -81,7 +97,7 @@ def fit_uncertainty(
         "method": "llpr",
         "ensemble_size": ensemble_size,
         "alpha2": float(alpha2),
-        "regularizer": float(varsigma2),
+        "regularizer": relative,
         "force_factor": force_factor,
         "validation": {
             "structures": len(calibration),
@@ -89,14 +105,31 @@ def fit_uncertainty(
         },
     }
     LOG.info(
-        "uncertainty (LLPR): alpha^2 %.4g, regularizer %.4g eV^2, force factor %.4g; "
+        "uncertainty (LLPR): alpha^2 %.4g, regularizer %.3g, force factor %.4g; "
         "validation energies within 1 sigma: %.0f %%",
         alpha2,
-        varsigma2,
+        relative,
         force_factor,
         100 * within,
     )
     return summary
+
+
+def _atom_precision(
+    model: EnergyModel, structures: list[Structure], batch_size: int, dtype
+) -> torch.Tensor:
+    """mean_i f_i f_i^T over the atoms of ``structures`` [D, D] (float64)."""
+    device = model.composition.device
+    n_features = model.n_last_layer_features
+    total = torch.zeros((n_features, n_features), dtype=torch.float64)
+    n_atoms = 0
+    for start in range(0, len(structures), batch_size):
+        batch = collate(structures[start : start + batch_size]).to(device, dtype)
+        out = predict(model, batch, forces=False, virial=False, with_features=True)
+        features = out["atomic_features"].double().cpu()
+        total += features.T @ features
+        n_atoms += features.shape[0]
+    return total / n_atoms
 
 
 def _summed_features(
@@ -114,33 +147,6 @@ def _summed_features(
         reference = torch.tensor([s.energy for s in chunk], dtype=torch.float64)
         errors.append(out["energy"].double().cpu() - reference)
     return torch.cat(features), torch.cat(errors)
-
-
-def _calibrate(
-    eigenvalues: torch.Tensor,
-    projected: torch.Tensor,
-    errors: torch.Tensor,
-    regularizer: float | str,
-) -> tuple[float, float]:
-    """(varsigma^2, alpha^2): alpha^2 by maximum likelihood for each varsigma^2
-    and, for ``auto``, the varsigma^2 of the lowest Gaussian negative
-    log-likelihood of the validation energy errors."""
-    scale = max(float(eigenvalues.mean()), 1e-300)
-    if regularizer == "auto":
-        candidates = [scale * factor for factor in REGULARIZER_GRID]
-    else:
-        candidates = [float(regularizer)]
-    best = (math.inf, 0.0, 0.0)
-    squared = errors**2
-    for varsigma2 in candidates:
-        variance = (projected / (eigenvalues + varsigma2)).sum(dim=1)  # q_v
-        variance = torch.clamp(variance, min=1e-300)
-        alpha2 = float((squared / variance).mean())
-        alpha2 = max(alpha2, 1e-300)
-        nll = 0.5 * float(torch.log(2 * math.pi * alpha2 * variance).mean() + 1.0)
-        if nll < best[0]:
-            best = (nll, varsigma2, alpha2)
-    return best[1], best[2]
 
 
 def _force_factor(
