@@ -9,7 +9,7 @@ vacuum along z, at 300 K, surface slabs. A model trained with LLPR
 energy sigma out of domain / in domain).
 
     python benchmarks/uncertainty_calibration.py [--architecture soap_bpnn]
-        [--epochs 150] [--work benchmarks/work/uncertainty]
+        [--epochs 40] [--work benchmarks/work/uncertainty]
 """
 
 import argparse
@@ -121,7 +121,7 @@ def median_sigmas(folder: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--architecture", default="soap_bpnn", choices=list(HYPERS))
-    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--work", default="benchmarks/work/uncertainty")
     args = parser.parse_args()
     folder = os.path.join(args.work, args.architecture)
