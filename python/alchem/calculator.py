@@ -11,6 +11,7 @@ import torch
 from . import contacts
 from .contacts import CloseContactCheck
 from .memory import reuse_freed_memory
+from .uncertainty.posterior import UNCERTAINTY_OUTPUTS
 
 
 def load_calculator(
@@ -176,13 +177,6 @@ def check_structure(atoms, atomic_types, model_path: str, cutoff: float) -> None
             f"atoms {i} and {j} are {distance:.3g} Å apart (below {MIN_DISTANCE} Å, "
             "a duplicated atom?)"
         )
-
-
-UNCERTAINTY_OUTPUTS = (
-    "energy_uncertainty",
-    "energy_ensemble",
-    "alchem::energy_uncertainty_projection",
-)
 
 
 @dataclass

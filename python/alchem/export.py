@@ -44,13 +44,6 @@ REFERENCES = {
 }
 
 
-UNCERTAINTY_OUTPUTS = (
-    "energy_uncertainty",
-    "energy_ensemble",
-    "alchem::energy_uncertainty_projection",
-)
-
-
 class MetatomicEnergyModel(torch.nn.Module):
     """Adapter from metatomic systems and neighbour lists to ``EnergyModel``.
 

@@ -3,6 +3,13 @@ the exported model calls these)."""
 
 import torch
 
+# the outputs a model.pt with uncertainty has (alchem.export writes them)
+UNCERTAINTY_OUTPUTS = (
+    "energy_uncertainty",
+    "energy_ensemble",
+    "alchem::energy_uncertainty_projection",
+)
+
 
 def atom_sigma(features: torch.Tensor, covariance: torch.Tensor) -> torch.Tensor:
     """sqrt(f_i C f_i) for each row f_i of ``features`` [n, D]: [n] (eV)."""
