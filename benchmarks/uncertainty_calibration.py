@@ -9,7 +9,13 @@ vacuum along z, at 300 K, surface slabs. A model trained with LLPR
 energy sigma out of domain / in domain).
 
     python benchmarks/uncertainty_calibration.py [--architecture soap_bpnn]
-        [--epochs 40] [--work benchmarks/work/uncertainty]
+        [--epochs 40] [--work benchmarks/work/uncertainty] [--refit]
+        [--ensemble-size 16]
+
+A folder that already has the data and model.pt is evaluated again as it is;
+``--refit`` first fits the uncertainty of its model.ckpt again
+(``alchem-uncertainty``, the same trained weights), e.g. after a change of the
+method or with another ``--ensemble-size``.
 """
 
 import argparse
@@ -84,7 +90,7 @@ def write_data(folder: str) -> None:
     ase.io.write(os.path.join(folder, "mixed.xyz"), sum(mixed, []), format="extxyz")
 
 
-def train(folder: str, architecture: str, epochs: int) -> None:
+def train(folder: str, architecture: str, epochs: int, ensemble_size: int) -> None:
     options = {
         "seed": 1,
         "architecture": {
@@ -94,7 +100,7 @@ def train(folder: str, architecture: str, epochs: int) -> None:
         },
         "training_set": "train.xyz",
         "validation_set": 0.2,
-        "uncertainty": {"method": "llpr", "ensemble_size": 16},
+        "uncertainty": {"method": "llpr", "ensemble_size": ensemble_size},
     }
     with open(os.path.join(folder, "options.yaml"), "w") as handle:
         yaml.safe_dump(options, handle)
@@ -123,13 +129,25 @@ def main() -> None:
     parser.add_argument("--architecture", default="soap_bpnn", choices=list(HYPERS))
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--work", default="benchmarks/work/uncertainty")
+    parser.add_argument("--ensemble-size", type=int, default=16)
+    parser.add_argument(
+        "--refit", action="store_true", help="fit the uncertainty of model.ckpt again"
+    )
     args = parser.parse_args()
     folder = os.path.join(args.work, args.architecture)
     os.makedirs(folder, exist_ok=True)
     if not os.path.exists(os.path.join(folder, "mixed.xyz")):
         write_data(folder)
     if not os.path.exists(os.path.join(folder, "model.pt")):
-        train(folder, args.architecture, args.epochs)
+        train(folder, args.architecture, args.epochs, args.ensemble_size)
+    elif args.refit:
+        fit = subprocess.run(
+            [os.path.join(BIN, "alchem-uncertainty"), "model.ckpt",
+             "--ensemble-size", str(args.ensemble_size)],
+            cwd=folder, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        log = (fit.stdout + fit.stderr).splitlines()
+        print("\n".join(line for line in log if "LLPR" in line))
     # calibration on the small and large in-domain sets and on both with the out
     # of domain ones (alchem-eval's report, each in its own folder)
     for name in ("test", "test-large", "mixed"):
@@ -140,7 +158,11 @@ def main() -> None:
         ).stdout  # fmt: skip
         lines = evaluation.splitlines()
         print(f"{name}.xyz:")
-        print("\n".join(line for line in lines if "RMSE" in line or "within" in line))
+        print(
+            "\n".join(
+                line for line in lines if "RMSE" in line or "calibration:" in line
+            )
+        )
     medians = median_sigmas(folder)
     print(json.dumps({"median_atom_sigma": medians}, indent=1))
     for name in ("melt", "slab"):

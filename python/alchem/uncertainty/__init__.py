@@ -11,10 +11,14 @@ energies (llpr.py says why not the structures' rows alone). Then
 
 - sigma_i = sqrt(f_i C f_i): an atom's energy uncertainty (eV);
 - sigma_E = sqrt(s C s): a structure's (or any group of atoms');
-- delta_m ~ N(0, C), m = 1..M in antithetic pairs: an ensemble of last layers,
-  whose energies E + s . delta_m and forces (by autograd) spread as the posterior
-  says; a force factor kappa, fitted on the validation forces, calibrates that
-  spread.
+- the force covariance C_F = alpha_F^2 (P_F + lambda P + varsigma^2 I)^-1: a force
+  component is -g . theta with g = d(sum_i f_i)/d r_{j,alpha}, P_F = mean g g^T
+  over the training force components, alpha_F^2 calibrated on the validation
+  forces (llpr.py says why the energy rows, weighted by lambda, stay in it);
+- delta_m ~ N(0, C_F), m = 1..M in antithetic pairs: an ensemble of last layers,
+  whose forces (by autograd through E + s . delta_m) spread as C_F says; a force
+  factor kappa, fitted on the validation forces, corrects the finite ensemble's
+  spread (without validation forces: drawn from C, kappa 1).
 
 Modules: ``posterior`` (the formulas above, also used by the exported model),
 ``llpr`` (the fit and calibration), ``apply`` (options, checkpoints, commands).

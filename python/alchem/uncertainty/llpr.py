@@ -2,6 +2,7 @@
 
 import logging
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -29,17 +30,65 @@ def fit_uncertainty(
     regularizer: float | str = "auto",
     batch_size: int = 8,
 ) -> dict:
-    """Fit the posterior on ``train``, calibrate it on ``validation``, and store it
-    in the model's uncertainty buffers. Returns what was fitted (JSON-ready).
+    """Fit the posteriors on ``train``, calibrate them on ``validation``, and store
+    them in the model's uncertainty buffers. Returns what was fitted (JSON-ready).
 
-    The precision has one row per training atom (its last-layer features f_i),
-    as if each atom's energy were observed: P = mean_i f_i f_i^T. An atom whose
-    features point where no training atom's did gets a large sigma_i; the rows of
-    the structures' total energies alone (sums of f_i) leave the differences
-    between atoms unconstrained, and gave surface atoms of a model trained on bulk
-    the same sigma as bulk atoms. alpha^2 is then the maximum-likelihood scale of
-    the validation energy errors: C = alpha^2 (P + varsigma^2 I)^-1, with
-    varsigma^2 = ``regularizer`` x the mean eigenvalue of P (``auto``: 1e-8)."""
+    Energies: one precision row per training atom (its last-layer features f_i),
+    P = mean_i f_i f_i^T, and C = alpha^2 (P + varsigma^2 I)^-1 with alpha^2 the
+    maximum-likelihood scale of the validation energy errors (the buffer
+    ``uncertainty_covariance``). The rows of the structures' total energies alone
+    (sums of f_i) leave the differences between atoms unconstrained, and gave
+    surface atoms of a model trained on bulk the same sigma as bulk atoms.
+
+    Forces (``_force_posterior``): C_F from the force rows, calibrated on the
+    validation forces; the ensemble is drawn from it. Without validation forces
+    it is drawn from C. varsigma^2 = ``regularizer`` x the mean eigenvalue of each
+    precision (``auto``: 1e-8)."""
+    train, calibration = _checked_data(model, train, validation, ensemble_size)
+    dtype = model.composition.dtype
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        precision = _atom_precision(model, train, batch_size, dtype)
+        validation_summed, errors = _summed_features(
+            model, calibration, batch_size, dtype
+        )
+    relative = AUTO_REGULARIZER if regularizer == "auto" else float(regularizer)
+    inverse_root = inverse_square_root(precision, relative)
+    alpha2 = likelihood_scale(validation_summed @ inverse_root, errors)
+    root = math.sqrt(alpha2) * inverse_root  # C = R R^T
+    covariance = root @ root.T
+    # antithetic pairs (z, -z): the ensemble's mean is the model itself, exactly
+    generator = torch.Generator().manual_seed(ENSEMBLE_SEED)
+    half = torch.randn(
+        (root.shape[1], ensemble_size // 2), generator=generator, dtype=torch.float64
+    )
+    draws = torch.cat([half, -half], dim=1)
+    forces = _force_posterior(
+        model, train, calibration, precision, alpha2, relative, draws, batch_size
+    )
+    ensemble = root @ draws if forces is None else forces["root"] @ draws
+    device = model.composition.device
+    model.uncertainty_covariance = covariance.to(device, dtype)
+    model.uncertainty_ensemble = ensemble.to(device, dtype)
+    force_factor = 1.0 if forces is None else forces["force_factor"]
+    model.uncertainty_force_factor = torch.full((), force_factor, dtype=dtype).to(
+        device
+    )
+    model.train(was_training)
+    sigma = structure_sigma(validation_summed, covariance)
+    within = float((errors.abs() <= sigma).double().mean())
+    return _summary(ensemble_size, alpha2, relative, len(calibration), within, forces)
+
+
+def _checked_data(
+    model: EnergyModel,
+    train: list[Structure],
+    validation: list[Structure],
+    ensemble_size: int,
+) -> tuple[list[Structure], list[Structure]]:
+    """The training and validation structures with energies; a ConfigError where
+    the fit can not be done."""
     if ensemble_size < 2 or ensemble_size % 2:
         raise ConfigError(
             f"uncertainty.ensemble_size must be even and at least 2 (the members "
@@ -50,7 +99,6 @@ def fit_uncertainty(
             "uncertainty needs a last layer with an input: the architecture has no "
             "hidden layer (bpnn.num_hidden_layers / bpnn.hidden_sizes)"
         )
-    dtype = model.composition.dtype
     train = [s for s in train if s.energy is not None]
     calibration = [s for s in validation if s.energy is not None]
     if len(train) == 0:
@@ -61,58 +109,62 @@ def fit_uncertainty(
             f"{len(calibration)} structure(s) with an energy: give validation_set "
             "(a fraction or a file) with at least 2"
         )
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        precision = _atom_precision(model, train, batch_size, dtype)
-        validation_summed, errors = _summed_features(
-            model, calibration, batch_size, dtype
-        )
-    eigenvalues, eigenvectors = torch.linalg.eigh(precision)
-    eigenvalues = torch.clamp(eigenvalues, min=0.0)
-    relative = AUTO_REGULARIZER if regularizer == "auto" else float(regularizer)
-    varsigma2 = relative * max(float(eigenvalues.mean()), 1e-300)
-    variance = (
-        (validation_summed @ eigenvectors) ** 2 / (eigenvalues + varsigma2)
-    ).sum(1)
-    alpha2 = max(float((errors**2 / torch.clamp(variance, min=1e-300)).mean()), 1e-300)
-    root = eigenvectors * torch.sqrt(alpha2 / (eigenvalues + varsigma2))  # C = R R^T
-    covariance = root @ root.T
-    # antithetic pairs (z, -z): the ensemble's mean is the model itself, exactly
-    generator = torch.Generator().manual_seed(ENSEMBLE_SEED)
-    half = torch.randn(
-        (root.shape[1], ensemble_size // 2), generator=generator, dtype=torch.float64
-    )
-    draws = torch.cat([half, -half], dim=1)
-    device = model.composition.device
-    model.uncertainty_covariance = covariance.to(device, dtype)
-    model.uncertainty_ensemble = (root @ draws).to(device, dtype)
-    model.uncertainty_force_factor = torch.ones((), device=device, dtype=dtype)
-    force_factor = _force_factor(model, calibration, batch_size, dtype)
-    model.uncertainty_force_factor.fill_(force_factor)
-    model.train(was_training)
-    sigma = structure_sigma(validation_summed, covariance)
-    within = float((errors.abs() <= sigma).double().mean())
+    return train, calibration
+
+
+def _summary(
+    ensemble_size: int,
+    alpha2: float,
+    relative: float,
+    n_validation: int,
+    within: float,
+    forces: dict | None,
+) -> dict:
+    """What was fitted (JSON-ready; the exported model's metadata), logged."""
     summary = {
         "method": "llpr",
         "ensemble_size": ensemble_size,
         "alpha2": float(alpha2),
         "regularizer": relative,
-        "force_factor": force_factor,
+        "ensemble_from": "energies" if forces is None else "forces",
+        "force_factor": 1.0 if forces is None else forces["force_factor"],
         "validation": {
-            "structures": len(calibration),
+            "structures": n_validation,
             "energy_within_1_sigma": within,
         },
     }
+    if forces is not None:
+        summary["force_alpha2"] = forces["alpha2"]
+        summary["energy_weight"] = forces["energy_weight"]
+        summary["validation"]["force_components"] = forces["components"]
+        summary["validation"]["forces_within_1_sigma"] = forces["within"]
     LOG.info(
-        "uncertainty (LLPR): alpha^2 %.4g, regularizer %.3g, force factor %.4g; "
-        "validation energies within 1 sigma: %.0f %%",
+        "uncertainty (LLPR): alpha^2 %.4g, regularizer %.3g, ensemble from the %s "
+        "posterior, force factor %.4g; validation energies within 1 sigma: %.0f %%%s",
         alpha2,
         relative,
-        force_factor,
+        summary["ensemble_from"][:-1],
+        summary["force_factor"],
         100 * within,
+        "" if forces is None else f", force components {100 * forces['within']:.0f} %",
     )
     return summary
+
+
+def inverse_square_root(precision: torch.Tensor, relative: float) -> torch.Tensor:
+    """A with A A^T = (P + varsigma^2 I)^-1, varsigma^2 = ``relative`` x the mean
+    eigenvalue of P (float64; eigenvectors scaled)."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(precision.double())
+    eigenvalues = torch.clamp(eigenvalues, min=0.0)
+    varsigma2 = relative * max(float(eigenvalues.mean()), 1e-300)
+    return eigenvectors / torch.sqrt(eigenvalues + varsigma2)
+
+
+def likelihood_scale(projected: torch.Tensor, errors: torch.Tensor) -> float:
+    """alpha^2 maximizing the Gaussian likelihood of ``errors`` [n] with variances
+    alpha^2 |x A|^2, ``projected`` = x A [n, D]: mean(error^2 / |x A|^2)."""
+    variance = (projected**2).sum(1)
+    return max(float((errors**2 / torch.clamp(variance, min=1e-300)).mean()), 1e-300)
 
 
 def _atom_precision(
@@ -149,27 +201,113 @@ def _summed_features(
     return torch.cat(features), torch.cat(errors)
 
 
-def _force_factor(
+def _force_posterior(
+    model: EnergyModel,
+    train: list[Structure],
+    validation: list[Structure],
+    energy_precision: torch.Tensor,
+    energy_alpha2: float,
+    relative: float,
+    draws: torch.Tensor,
+    batch_size: int,
+) -> dict | None:
+    """The force covariance C_F = alpha_F^2 A A^T, A A^T = (P_F + lambda P +
+    varsigma^2 I)^-1 (None without validation forces).
+
+    A force component is -g . theta with g = d(sum_i f_i)/d r_{j,alpha} (one row
+    per component, ``force_rows``); P_F = mean g g^T over the training
+    components. The energy rows, weighted by lambda = alpha_F0^2 / alpha^2 (the
+    ratio of the scales the force-only and energy-only posteriors take on the
+    validation set: their precisions add), pin the directions no force sees: a
+    last layer's bias shifts every atom's energy and no force, and with the force
+    rows alone the ensemble's energies spread 10^3-10^4 times their sigma.
+    alpha_F^2: the maximum likelihood on the validation force components. The
+    force factor kappa then calibrates the finite ensemble drawn from C_F
+    (``draws``) on the same components (1 for an infinite ensemble)."""
+    validation = [s for s in validation if s.forces is not None]
+    if not validation:
+        LOG.warning(
+            "uncertainty: the validation set has no forces; the ensemble is drawn "
+            "from the energy posterior and its forces are not calibrated"
+        )
+        return None
+    dtype = model.composition.dtype
+    force_precision = torch.zeros_like(energy_precision)
+    n_rows = 0
+    for rows, _ in _force_row_batches(model, train, batch_size, dtype):
+        force_precision += rows.T @ rows
+        n_rows += rows.shape[0]
+    force_precision /= max(n_rows, 1)
+
+    def ratios(inverse_root: torch.Tensor, with_draws: bool) -> list[torch.Tensor]:
+        """error^2 / |g A|^2 (and / mean_m (g A z_m)^2) per validation component."""
+        exact, sampled = [], []
+        for rows, errors in _force_row_batches(model, validation, batch_size, dtype):
+            projected = rows @ inverse_root
+            variance = (projected**2).sum(1)
+            kept = variance > 1e-300
+            exact.append(errors[kept] ** 2 / variance[kept])
+            if with_draws:
+                spread = ((projected[kept] @ draws) ** 2).mean(1)
+                sampled.append(errors[kept] ** 2 / spread)
+        return [torch.cat(exact)] + ([torch.cat(sampled)] if with_draws else [])
+
+    (alone,) = ratios(inverse_square_root(force_precision, relative), False)
+    weight = float(alone.mean()) / energy_alpha2
+    inverse_root = inverse_square_root(
+        force_precision + weight * energy_precision, relative
+    )
+    exact, sampled = ratios(inverse_root, True)
+    alpha2 = max(float(exact.mean()), 1e-300)
+    return {
+        "root": math.sqrt(alpha2) * inverse_root,
+        "alpha2": alpha2,
+        "energy_weight": weight,
+        "force_factor": math.sqrt(float(sampled.mean()) / alpha2),
+        "components": int(exact.numel()),
+        "within": float((exact <= alpha2).double().mean()),
+    }
+
+
+def force_rows(
+    model: EnergyModel, structures: list[Structure], dtype
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """g_{j,alpha} = d(sum_i f_i)/d r_{j,alpha}, the sum over the atoms of atom j's
+    structure, [atoms, 3, D]: one backward pass per feature (the architectures'
+    custom operators do not vectorize over torch.func); and predict's output
+    (forces, features) for ``structures`` as one batch."""
+    batch = collate(structures).to(model.composition.device, dtype)
+    out = predict(model, batch, forces=True, virial=False, with_features=True)
+    summed, positions = out["features"], out["positions"]
+    n_features = summed.shape[1]
+    rows = positions.new_zeros(positions.shape + (n_features,))
+    for feature in range(n_features):
+        (gradient,) = torch.autograd.grad(
+            summed[:, feature].sum(),
+            positions,
+            retain_graph=feature < n_features - 1,
+            allow_unused=True,
+        )
+        if gradient is not None:  # None: the feature does not depend on positions
+            rows[..., feature] = gradient
+    out["batch_forces"] = batch.forces
+    return rows.detach(), out
+
+
+def _force_row_batches(
     model: EnergyModel, structures: list[Structure], batch_size: int, dtype
-) -> float:
-    """kappa with kappa^2 = mean(error^2 / spread^2) over the validation force
-    components (the maximum-likelihood scale), spread^2 the ensemble's mean
-    square force offset; 1 without forces."""
-    structures = [s for s in structures if s.forces is not None]
-    device = model.composition.device
-    ratios = []
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(rows [components, D], force errors [components]) per batch of
+    ``structures``, float64 on the CPU; the errors are empty without forces."""
     for start in range(0, len(structures), batch_size):
         chunk = structures[start : start + batch_size]
-        batch = collate(chunk).to(device, dtype)
-        out = predict(model, batch, forces=True, virial=False, with_features=True)
-        spread = ensemble_force_spread(out["features"], out["positions"], model)
-        error = out["forces"].detach().double().cpu() - batch.forces.double().cpu()
-        spread = spread.double().cpu()
-        kept = spread > 1e-12 * float(spread.mean())
-        ratios.append((error[kept] ** 2) / spread[kept])
-    if not ratios or sum(r.numel() for r in ratios) == 0:
-        return 1.0
-    return math.sqrt(float(torch.cat(ratios).mean()))
+        rows, out = force_rows(model, chunk, dtype)
+        rows = rows.double().cpu().reshape(-1, rows.shape[-1])
+        if all(s.forces is not None for s in chunk):
+            errors = out["forces"].detach() - out["batch_forces"]
+            yield rows, errors.double().cpu().reshape(-1)
+        else:
+            yield rows, rows.new_zeros(0)
 
 
 def ensemble_force_spread(
