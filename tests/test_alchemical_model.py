@@ -134,6 +134,9 @@ def test_defaults_are_the_seed_defaults(data_file):
             "output_size": 1,
             "activation_function": "SiLU",
         },
+        # not a seed hyperparameter: the pair term beside the network
+        # (alchem.pair_potential, docs/architectures/alchemical_model.md)
+        "pair_potential": {"basis_size": 16, "inner_cutoff": 1.0},
     }
     assert options["architecture"]["training"] == {
         "batch_size": 8,
@@ -466,15 +469,18 @@ def test_neighbour_count_normalisation(data_file):
 
 
 def test_parameter_count_does_not_grow_with_elements(data_file):
-    """Only W (K x S) grows with the elements (per-element baselines are buffers)."""
+    """In the network only W (K x S) grows with the elements (per-element baselines
+    are buffers); the pair potential beside it has a row per element pair."""
     counts = {}
     for hypers in ({}, {"soap": {"radial_basis_type": "le", "num_pseudo_species": 2}}):
         for n_types in (2, 4, 7):
             model = make(
                 data_file, hypers, types=[13, 28, 29, 46, 47, 78, 79][:n_types]
             )
-            counts[n_types] = sum(p.numel() for p in model.parameters())
+            counts[n_types] = sum(p.numel() for p in model.architecture.parameters())
             assert model.architecture.compression.shape[1] == n_types
+            pairs = n_types * (n_types + 1) // 2
+            assert model.pair.weights.shape == (pairs, 16)
         K = model.architecture.n_pseudo
         assert counts[4] - counts[2] == 2 * K
         assert counts[7] - counts[2] == 5 * K

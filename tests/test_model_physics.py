@@ -29,9 +29,12 @@ def make_model(architecture: str, emt_dir: str, precision: int = 64, **model):
     model = build_model(
         options, DatasetInfo(atomic_types=TYPES, mean_num_neighbors=30.0)
     )
-    # random, non-trivial baseline and scale so they are exercised too
+    # random, non-trivial baseline, scale and pair potential (zero until fitted)
+    # so they are exercised too
     model.composition.copy_(torch.tensor([-1.0, -2.0, -3.0]))
     model.energy_scale.fill_(0.7)
+    with torch.no_grad():
+        model.pair.weights.normal_(0.0, 0.01)  # eV per Gaussian
     return model
 
 

@@ -13,10 +13,10 @@ alike; SOAP-BPNN and the default Alchemical Model are always a pair.
 
 - ``compare``: ``--train`` structures (default 1000), SOAP-BPNN, the default
   Alchemical Model and its variants (``--runs``, names below);
-- ``curves``: SOAP-BPNN and the default Alchemical Model at 100, 300, 1000 and 3000
-  training structures, the same budget each;
-- ``transfer``: both trained on the 2-3-element structures, tested on the
-  5-8-element ones.
+- ``curves``: SOAP-BPNN and the default Alchemical Model (or ``--runs``) at 100,
+  300, 1000 and 3000 training structures, the same budget each;
+- ``transfer``: the same two (or ``--runs``) trained on the 2-3-element structures,
+  tested on the 5-8-element ones.
 
 Each run's best model (lowest validation loss) is evaluated on the test set (500
 structures; transfer: the 5-8-element ones) through the project's Python API.
@@ -58,10 +58,36 @@ RUNS: dict[str, tuple[str, dict, dict]] = {
         {"soap": {"contract_center_species": False}},
         {},
     ),
+    "alchemical-le-percentre": (
+        "alchemical_model",
+        {"soap": {"radial_basis_type": "le", "contract_center_species": False}},
+        {},
+    ),
+    "alchemical-nopair": (
+        "alchemical_model",
+        {"pair_potential": {"basis_size": 0}},
+        {},
+    ),
+    "alchemical-percentre-nopair": (
+        "alchemical_model",
+        {
+            "soap": {"contract_center_species": False},
+            "pair_potential": {"basis_size": 0},
+        },
+        {},
+    ),
+    "alchemical-nonorm": ("alchemical_model", {"soap": {"normalize": False}}, {}),
+    "alchemical-percentre-nonorm": (
+        "alchemical_model",
+        {"soap": {"normalize": False, "contract_center_species": False}},
+        {},
+    ),
+    "soap_bpnn-nonorm": ("soap_bpnn", {"bpnn": {"layernorm": False}}, {}),
     "alchemical-f32": ("alchemical_model", {}, {"base_precision": 32}),
     "soap_bpnn-f32": ("soap_bpnn", {}, {"base_precision": 32}),
 }
 DEFAULT_COMPARE = "soap_bpnn,alchemical,alchemical-K2,alchemical-le,alchemical-percentre,alchemical-f32"
+DEFAULT_PAIR = "soap_bpnn,alchemical"  # curves and transfer
 TRAINING = {
     "batch_size": 8,
     "num_epochs": 100000,  # the wall-time budget stops the run
@@ -281,7 +307,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="per run")
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--sizes", default="100,300,1000,3000", help="curves")
-    parser.add_argument("--runs", default=DEFAULT_COMPARE, help=", ".join(RUNS))
+    parser.add_argument(
+        "--runs",
+        default=None,
+        help=f"compare (default {DEFAULT_COMPARE}), curves and transfer (default "
+        f"{DEFAULT_PAIR}): {', '.join(RUNS)}",
+    )
     parser.add_argument(
         "--parallel", type=int, default=2, help="compare: runs side by side"
     )
@@ -293,7 +324,10 @@ def main() -> None:
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--tag", default="", help="suffix of the output names")
     args = parser.parse_args()
-    for name in args.runs.split(","):
+    if args.runs is None:
+        args.runs = DEFAULT_COMPARE if args.mode == "compare" else DEFAULT_PAIR
+    names = args.runs.split(",")
+    for name in names:
         if name not in RUNS:
             parser.error(f"--runs: unknown run {name}; known: {', '.join(RUNS)}")
     if not os.path.exists(os.path.join(args.data, "train.xyz")):
@@ -311,16 +345,17 @@ def main() -> None:
     if args.mode == "compare":
         train = subset(os.path.join(data, "train.xyz"), args.train, base)
         jobs = [
-            [(n, train, args.train) for n in p]
-            for p in groups_of(args.runs.split(","), args.parallel)
+            [(n, train, args.train) for n in p] for p in groups_of(names, args.parallel)
         ]
     elif args.mode == "curves":
         for size in [int(s) for s in args.sizes.split(",")]:
             train = subset(os.path.join(data, "train.xyz"), size, base)
-            jobs.append([(n, train, size) for n in ("soap_bpnn", "alchemical")])
+            jobs.append([(n, train, size) for n in names])
     else:
         train = subset(os.path.join(data, "transfer_train.xyz"), args.train, base)
-        jobs = [[(n, train, args.train) for n in ("soap_bpnn", "alchemical")]]
+        jobs = [
+            [(n, train, args.train) for n in p] for p in groups_of(names, args.parallel)
+        ]
         test = os.path.join(data, "transfer_test.xyz")
 
     rows: list[dict] = []

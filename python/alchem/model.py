@@ -1,14 +1,18 @@
-"""The energy model: an architecture plus the composition baseline and target scale.
+"""The energy model: an architecture plus the composition baseline, target scale and
+(where the architecture asks for one) a learned pair potential.
 
-E = sum_i [ s * net(i) + w[a_i] ], with w fitted by least squares on the training
-set and s the RMS of the force components (or of the residual energies per atom
-when no forces are trained). Both are buffers, so they travel with checkpoints and
-the exported model.
+E = sum_i [ s * net(i) + w[a_i] + 1/2 sum_j V_{a_i a_j}(r_ij) ]: V
+(alchem.pair_potential) is fitted by least squares to the training forces, then w
+by least squares to the energies the pairs leave, and s is the RMS of the force
+components the pairs leave (or of the residual energies per atom when no forces
+are trained). w and s are buffers, V's weights parameters that train with the
+network; all travel with checkpoints and the exported model.
 """
 
 import torch
 
 from .data import Batch, DatasetInfo, Structure
+from .pair_potential import PairPotential, fit_pair_potential, pair_energies_and_forces
 
 UNCERTAINTY_BUFFERS = (
     "uncertainty_covariance",
@@ -36,6 +40,15 @@ class EnergyModel(torch.nn.Module):
             torch.full((n_types, n_types), float("inf"), dtype=torch.float64),
         )
 
+        # [basis_size, inner_cutoff, cutoff_width] from the architecture's
+        # hyperparameters; basis_size 0 (or none given): no pair term
+        basis_size, inner, width = getattr(
+            architecture, "pair_potential_hypers", [0, 1.0, 1.0]
+        )
+        self.pair = PairPotential(
+            n_types, self.cutoff, float(width), int(basis_size), float(inner)
+        )
+
         # uncertainty (alchem.uncertainty, LLPR): the calibrated covariance of the
         # last layers' weights [D, D] in eV^2 per squared feature, an ensemble of
         # weight offsets drawn from it [D, M], and the factor that calibrates
@@ -48,6 +61,10 @@ class EnergyModel(torch.nn.Module):
         # checkpoints written before the shortest distances were recorded load
         # with none (inf: no close-contact warning)
         state_dict.setdefault(prefix + "shortest_distance", self.shortest_distance)
+        # checkpoints written before the pair potential existed: none (zero)
+        state_dict.setdefault(
+            prefix + "pair.weights", torch.zeros_like(self.pair.weights)
+        )
         # the uncertainty's buffers take the saved shapes (empty: none fitted)
         for name in UNCERTAINTY_BUFFERS:
             saved = state_dict.setdefault(prefix + name, getattr(self, name))
@@ -90,7 +107,12 @@ class EnergyModel(torch.nn.Module):
         network = self.architecture(
             species, edge_vectors, centers, neighbors, n_centers, both_directions
         )
-        return network * self.energy_scale + self.composition[species[:n_centers]]
+        pairs = self.pair(
+            species, edge_vectors, centers, neighbors, n_centers, both_directions
+        )
+        return (
+            network * self.energy_scale + self.composition[species[:n_centers]] + pairs
+        )
 
     def atomic_energies_and_features(
         self,
@@ -110,21 +132,42 @@ class EnergyModel(torch.nn.Module):
         network, features = self.architecture.forward_with_features(
             species, edge_vectors, centers, neighbors, n_centers, both_directions
         )
-        energies = network * self.energy_scale + self.composition[species[:n_centers]]
+        pairs = self.pair(
+            species, edge_vectors, centers, neighbors, n_centers, both_directions
+        )
+        energies = (
+            network * self.energy_scale + self.composition[species[:n_centers]] + pairs
+        )
         return energies, features * self.energy_scale
 
 
 def fit_composition_and_scale(model: EnergyModel, structures: list[Structure]) -> None:
-    """Least-squares per-element energies, then the scale of what is left."""
+    """Least-squares per-element energies (with the pair potential, where the
+    model has one: both fitted together to energies and forces), then the scale
+    of what is left."""
     types = model.atomic_types
+
+    def species_of(structure: Structure) -> torch.Tensor:
+        return model.type_to_index[structure.numbers]
+
     counts = torch.zeros(len(structures), len(types), dtype=torch.float64)
     for row, structure in enumerate(structures):
-        index = model.type_to_index[structure.numbers]
-        counts[row] = torch.bincount(index, minlength=len(types)).double()
+        counts[row] = torch.bincount(species_of(structure), minlength=len(types))
     energies = torch.tensor([s.energy for s in structures], dtype=torch.float64)
-    weights = _ridge(counts, energies)
+    weights = fit_pair_potential(model.pair, structures, species_of, len(types))
+    forces = []
+    pair_energies = torch.zeros(len(structures), dtype=torch.float64)
+    for row, structure in enumerate(structures):
+        energy, pair_forces = pair_energies_and_forces(
+            model.pair, structure, species_of(structure)
+        )
+        pair_energies[row] = energy
+        if structure.forces is not None:
+            forces.append(structure.forces.double() - pair_forces)
+    energies = energies - pair_energies
+    if weights is None:
+        weights = _ridge(counts, energies)
     residual = (energies - counts @ weights) / counts.sum(1)
-    forces = [s.forces for s in structures if s.forces is not None]
     if forces:
         scale = torch.cat(forces).pow(2).mean().sqrt()
     else:

@@ -5,8 +5,9 @@ architecture and hyperparameters, and starts a fresh optimizer, scheduler and be
 loss on the options file's data. Elements the checkpoint never saw are added for the
 Alchemical Model (whose only per-element weights are the columns of its compression
 matrix W, with centres compressed too): each new element gets a column of W (the
-mean of the known columns: an "average element" to start from) and a composition
-energy fitted on the new data.
+mean of the known columns: an "average element" to start from), pair-potential
+weights for its element pairs fitted to the new data's forces (the known pairs kept)
+and a composition energy fitted on the new data.
 """
 
 import copy
@@ -16,6 +17,11 @@ from ase.data import chemical_symbols
 
 from ..errors import ConfigError
 from ..model import UNCERTAINTY_BUFFERS, EnergyModel, _ridge
+from ..pair_potential import (
+    fit_pair_potential,
+    pair_energies_and_forces,
+    pair_index,
+)
 
 
 def symbols(types) -> str:
@@ -68,7 +74,8 @@ def transfer_weights(
 ) -> None:
     """Copy ``weights`` (a state dict for ``old_types``) into ``model``, whose
     element list may be longer; new elements get W's mean column, composition 0,
-    and no shortest distances."""
+    pair-potential weights 0 (``fit_new_pairs`` fits them) and no shortest
+    distances."""
     old_index = [model.atomic_types.index(z) for z in old_types]
     columns = torch.tensor(old_index)
     state = model.state_dict()
@@ -84,6 +91,9 @@ def transfer_weights(
         elif key == "composition":
             target.zero_()
             target[columns] = value.to(target.dtype)
+        elif key == "pair.weights" and target.shape != value.shape:
+            target.zero_()
+            _place_pairs(target, value.to(target.dtype), old_index, model)
         elif key == "shortest_distance":
             target.fill_(float("inf"))
             target[columns.unsqueeze(1), columns.unsqueeze(0)] = value.to(target.dtype)
@@ -95,6 +105,35 @@ def transfer_weights(
         else:
             target.copy_(value)
     model.load_state_dict(state)
+
+
+def _place_pairs(
+    target: torch.Tensor, value: torch.Tensor, old_index: list[int], model: EnergyModel
+) -> None:
+    """The old element pairs' rows of the pair potential at their new rows."""
+    n_old, n_new = len(old_index), len(model.atomic_types)
+    if value.numel() == 0:
+        return
+    old_rows = pair_index(n_old).reshape(n_old, n_old)
+    new_rows = model.pair.pair_index.reshape(n_new, n_new)
+    for a in range(n_old):
+        for b in range(a, n_old):
+            target[new_rows[old_index[a], old_index[b]]] = value[old_rows[a, b]]
+
+
+def fit_new_pairs(model: EnergyModel, structures, old_types: list[int]) -> None:
+    """Pair-potential weights of the element pairs with a new element, by ridge
+    regression on the new data's forces; the known pairs keep theirs."""
+    n = len(model.atomic_types)
+    if model.pair.basis_size == 0 or n == len(old_types):
+        return
+    new = torch.tensor([z not in old_types for z in model.atomic_types])
+    rows = model.pair.pair_index.reshape(n, n)
+    free = torch.zeros(model.pair.weights.shape[0], dtype=torch.bool)
+    free[rows[new].reshape(-1)] = True
+    fit_pair_potential(
+        model.pair, structures, lambda s: model.type_to_index[s.numbers], n, free
+    )
 
 
 def fit_composition(
@@ -116,6 +155,14 @@ def fit_composition(
     if not bool(free.any()):
         return []
     energies = torch.tensor([s.energy for s in structures], dtype=torch.float64)
+    # what the pair potential leaves
+    energies = energies - torch.tensor(
+        [
+            pair_energies_and_forces(model.pair, s, model.type_to_index[s.numbers])[0]
+            for s in structures
+        ],
+        dtype=torch.float64,
+    )
     composition = model.composition.detach().double()
     residual = energies - counts[:, ~free] @ composition[~free]
     fitted = _ridge(counts[:, free], residual)

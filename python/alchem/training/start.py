@@ -18,6 +18,7 @@ from .finetune import (
     check_new_elements,
     fine_tuned_options,
     fit_composition,
+    fit_new_pairs,
     symbols,
     transfer_weights,
 )
@@ -152,6 +153,7 @@ def _start_from_weights(
 ) -> None:
     """The fine-tuned checkpoint's best weights, composition kept or refitted."""
     transfer_weights(model, tuned["best_state"], old_types)
+    fit_new_pairs(model, data.train, old_types)
     refitted = fit_composition(model, data.train, composition, old_types)
     seen = shortest_distances(data.train, model.atomic_types)
     model.shortest_distance.copy_(torch.minimum(model.shortest_distance, seen))

@@ -168,6 +168,17 @@ def check_hypers(model: dict, where: str) -> None:
             f"{where}.bpnn.activation_function: unknown activation {activation!r}; "
             f"allowed: {allowed}"
         )
+    pair = model["pair_potential"]
+    if pair["basis_size"] < 0:
+        raise ConfigError(
+            f"{where}.pair_potential.basis_size must be >= 0 (0: no pair term), "
+            f"got {pair['basis_size']}"
+        )
+    if pair["basis_size"] > 0 and not 0 <= pair["inner_cutoff"] < soap["cutoff"]:
+        raise ConfigError(
+            f"{where}.pair_potential.inner_cutoff must be in [0, soap.cutoff = "
+            f"{soap['cutoff']}) Å, got {pair['inner_cutoff']}"
+        )
 
 
 def build_model(model: dict, info):
