@@ -11,18 +11,18 @@ from alchem.model import fit_composition_and_scale, predict
 from alchem.options import expand_options
 from alchem.pair_potential import PairPotential, pair_energies_and_forces
 from alchem.training import build_model
-from conftest import SMALL_HYPERS
+from conftest import ARCHITECTURES, SMALL_HYPERS
 
 TYPES = [28, 29, 78]
 
 
-def make_model(emt_dir: str, **pair):
-    hypers = dict(SMALL_HYPERS["alchemical_model"])
+def make_model(emt_dir: str, architecture: str = "alchemical_model", **pair):
+    hypers = dict(SMALL_HYPERS[architecture])
     if pair:
         hypers["pair_potential"] = pair
     options = expand_options(
         {
-            "architecture": {"name": "alchemical_model", "model": hypers},
+            "architecture": {"name": architecture, "model": hypers},
             "training_set": f"{emt_dir}/train.xyz",
         },
         "test",
@@ -53,9 +53,11 @@ def random_pairs(model, scale: float = 0.2) -> None:
         )
 
 
-def test_forces_are_the_energy_gradient(emt_dir, structures):
-    """Through the whole model (predict: autograd) and the fit's own formula."""
-    model = make_model(emt_dir)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_forces_are_the_energy_gradient(emt_dir, structures, architecture):
+    """Through the whole model (predict: autograd; SOAP-BPNN takes each pair once)
+    and the fit's own formula."""
+    model = make_model(emt_dir, architecture, basis_size=16)
     random_pairs(model)
     frames, items = structures
     atoms = frames[0]

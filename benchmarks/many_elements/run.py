@@ -82,6 +82,7 @@ RUNS: dict[str, tuple[str, dict, dict]] = {
         {"soap": {"normalize": False, "contract_center_species": False}},
         {},
     ),
+    "soap_bpnn-pair": ("soap_bpnn", {"pair_potential": {"basis_size": 16}}, {}),
     "soap_bpnn-nonorm": ("soap_bpnn", {"bpnn": {"layernorm": False}}, {}),
     "alchemical-f32": ("alchemical_model", {}, {"base_precision": 32}),
     "soap_bpnn-f32": ("soap_bpnn", {}, {"base_precision": 32}),

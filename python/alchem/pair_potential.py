@@ -22,12 +22,36 @@ import math
 
 import torch
 
+from .errors import ConfigError
 from .features import shifted_cosine, shifted_cosine_slope
 
 # the ridge of the force fit, relative to the mean diagonal of X^T X: small enough to
 # leave well-sampled pairs alone, large enough to keep pairs that never come that
 # close (Gaussians below the shortest distance seen) near zero
 RIDGE = 1e-4
+
+
+def check_pair_hypers(model: dict, where: str, cutoff: float) -> None:
+    """The ``pair_potential`` section of an architecture's hyperparameters."""
+    pair = model["pair_potential"]
+    if pair["basis_size"] < 0:
+        raise ConfigError(
+            f"{where}.pair_potential.basis_size must be >= 0 (0: no pair term), "
+            f"got {pair['basis_size']}"
+        )
+    if pair["basis_size"] > 0 and not 0 <= pair["inner_cutoff"] < cutoff:
+        raise ConfigError(
+            f"{where}.pair_potential.inner_cutoff must be in [0, soap.cutoff = "
+            f"{cutoff}) Å, got {pair['inner_cutoff']}"
+        )
+
+
+def pair_hypers(model: dict, cutoff_width: float) -> list[float]:
+    """[basis_size, inner_cutoff, cutoff_width], what EnergyModel reads from the
+    architecture (``pair_potential_hypers``); no pair term for hyperparameters
+    saved before it existed."""
+    pair = model.get("pair_potential", {"basis_size": 0, "inner_cutoff": 1.0})
+    return [float(pair["basis_size"]), float(pair["inner_cutoff"]), cutoff_width]
 
 
 def pair_index(n_types: int) -> torch.Tensor:

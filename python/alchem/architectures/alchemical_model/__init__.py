@@ -10,6 +10,7 @@ import os
 import yaml
 
 from ...errors import ConfigError
+from ...pair_potential import check_pair_hypers
 from . import basis
 
 NAMES = ("alchemical_model", "experimental.alchemical_model")
@@ -168,17 +169,7 @@ def check_hypers(model: dict, where: str) -> None:
             f"{where}.bpnn.activation_function: unknown activation {activation!r}; "
             f"allowed: {allowed}"
         )
-    pair = model["pair_potential"]
-    if pair["basis_size"] < 0:
-        raise ConfigError(
-            f"{where}.pair_potential.basis_size must be >= 0 (0: no pair term), "
-            f"got {pair['basis_size']}"
-        )
-    if pair["basis_size"] > 0 and not 0 <= pair["inner_cutoff"] < soap["cutoff"]:
-        raise ConfigError(
-            f"{where}.pair_potential.inner_cutoff must be in [0, soap.cutoff = "
-            f"{soap['cutoff']}) Å, got {pair['inner_cutoff']}"
-        )
+    check_pair_hypers(model, where, soap["cutoff"])
 
 
 def build_model(model: dict, info):

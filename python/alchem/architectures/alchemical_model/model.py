@@ -40,6 +40,7 @@ import torch
 
 from ... import ops
 from ...data import DatasetInfo
+from ...pair_potential import pair_hypers
 from ..checkpoints import drop_derived_keys
 from ..folded_head import (
     fold_layernorm,
@@ -117,12 +118,7 @@ class AlchemicalModel(torch.nn.Module):
         self.contract_center_species = bool(soap["contract_center_species"])
         # the pair term EnergyModel adds (alchem.pair_potential): [basis_size,
         # inner_cutoff, cutoff_width]; absent from hypers saved before it existed
-        pair = hypers.get("pair_potential", {"basis_size": 0, "inner_cutoff": 1.0})
-        self.pair_potential_hypers = [
-            float(pair["basis_size"]),
-            float(pair["inner_cutoff"]),
-            float(soap["cutoff_width"]),
-        ]
+        self.pair_potential_hypers = pair_hypers(hypers, float(soap["cutoff_width"]))
         # its features are built on neighbour slots: each pair once would not help
         self.accepts_both_directions = False
         self.radial_hidden_size = RADIAL_HIDDEN

@@ -5,6 +5,7 @@ import os
 import yaml
 
 from ...errors import ConfigError
+from ...pair_potential import check_pair_hypers
 
 NAMES = ("soap_bpnn", "experimental.soap_bpnn")
 
@@ -28,6 +29,7 @@ def normalize_hypers(model: dict, where: str) -> dict:
 
 def check_hypers(model: dict, where: str) -> None:
     soap, bpnn = model["soap"], model["bpnn"]
+    check_pair_hypers(model, where, soap["cutoff"])
     if soap["cutoff"] <= 0:
         raise ConfigError(f"{where}.soap.cutoff must be > 0 Å, got {soap['cutoff']}")
     if soap["max_radial"] < 1:

@@ -17,6 +17,7 @@ from spex.radial.physical import LaplacianEigenstates
 from ... import ops
 from ...data import DatasetInfo
 from ...features import RadialScaling, ShiftedCosineCutoff, laplacian_zeros
+from ...pair_potential import pair_hypers
 from ..checkpoints import drop_derived_keys
 from ..folded_head import (
     fold_layernorm,
@@ -69,6 +70,9 @@ class SoapBpnn(torch.nn.Module):
         self.cutoff_function = ShiftedCosineCutoff(
             self.cutoff, soap["cutoff_function"]["ShiftedCosine"]["width"]
         )
+        # the pair term EnergyModel adds (alchem.pair_potential; off by default)
+        width = float(soap["cutoff_function"]["ShiftedCosine"]["width"])
+        self.pair_potential_hypers = pair_hypers(hypers, width)
         scaling = soap["radial_scaling"].get("Willatt2018")
         self.use_scaling = scaling is not None
         self.radial_scaling = RadialScaling(
