@@ -12,20 +12,29 @@ features and the force rows (alchem.uncertainty.llpr).
   median and the largest per-atom force sigma), other regularizers, and what
   varies between structures;
 - the ensemble's energies: the median of their spread over the energy sigma, with
-  the energy rows in C_F (as fitted) and with the force rows alone.
+  the energy rows in C_F (as fitted) and with the force rows alone;
+- the fit's time (one thread) against the energy posterior alone.
 
     python benchmarks/uncertainty_posteriors.py benchmarks/work/uncertainty/soap_bpnn
 """
 
 import argparse
+import dataclasses
+import logging
 import os
+import time
 
 import numpy as np
 import torch
 from alchem.data import read_structures
 from alchem.options import expand_options
 from alchem.training import load_datasets, model_from_checkpoint
-from alchem.uncertainty.llpr import force_rows, inverse_square_root, likelihood_scale
+from alchem.uncertainty.llpr import (
+    fit_uncertainty,
+    force_rows,
+    inverse_square_root,
+    likelihood_scale,
+)
 from scipy.stats import spearmanr
 
 RELATIVE = 1e-8  # regularizer: auto
@@ -223,6 +232,30 @@ def main() -> None:
                 np.median(spread / np.sqrt(variance(summed_test, energy_root)))
             )
         print(f"{name:38s}" + " | ".join(f"{r:16.3g}" for r in ratios))
+    logging.getLogger("alchem").setLevel(logging.ERROR)  # the fits' log lines
+    print("\n" + fit_cost(model, data))
+
+
+def fit_cost(model, data, rounds: int = 3) -> str:
+    """Seconds of ``fit_uncertainty`` (16 members), fastest of ``rounds``
+    interleaved: in full, and with the validation forces removed (the energy
+    posterior alone: its peer)."""
+    energies_only = [dataclasses.replace(s, forces=None) for s in data.validation]
+    times = {"full": [], "energy posterior only": []}
+    for _ in range(rounds):
+        for name, validation in (
+            ("full", data.validation),
+            ("energy posterior only", energies_only),
+        ):
+            start = time.perf_counter()
+            fit_uncertainty(model, data.train, validation, ensemble_size=16)
+            times[name].append(time.perf_counter() - start)
+    best = {name: min(values) for name, values in times.items()}
+    ratio = best["full"] / best["energy posterior only"]
+    return (
+        f"fit: {best['full']:.2f} s, energy posterior only "
+        f"{best['energy posterior only']:.2f} s ({ratio:.1f}x; fastest of {rounds})"
+    )
 
 
 if __name__ == "__main__":
