@@ -274,7 +274,7 @@ def test_force_posterior_is_the_likelihood_maximum(data_file, structures):
     alpha_F0^2 / alpha^2 (the force-only and energy-only scales), alpha_F^2 the
     maximum of the validation force components' Gaussian likelihood (it drops on
     either side); the ensemble is drawn from it."""
-    model = make(data_file, "soap_bpnn").eval()
+    model = make(data_file, "alchemical").eval()
     train, validation = structures[:6], structures[10:]
     summary = fit_uncertainty(model, train, validation, ensemble_size=4)
     assert summary["ensemble_from"] == "forces"
