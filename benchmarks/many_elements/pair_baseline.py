@@ -90,8 +90,12 @@ def main() -> None:
                 row[f"{name}_forces_rmse"] = round(force, 1)
             print(row, flush=True)
             rows.append(row)
-    os.makedirs(args.results, exist_ok=True)
-    path = os.path.join(args.results, "pair_baseline.csv")
+            write_csv(os.path.join(args.results, "pair_baseline.csv"), rows)
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+    """After every row (the 3000-structure fit takes minutes): atomically."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
