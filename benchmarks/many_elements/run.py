@@ -76,10 +76,19 @@ RUNS: dict[str, tuple[str, dict, dict]] = {
         },
         {},
     ),
-    "alchemical-nonorm": ("alchemical_model", {"soap": {"normalize": False}}, {}),
+    # without the LayerNorm (and without the pair potential: the diagnosis of
+    # docs/alchemical-study.md compares them with alchemical-nopair)
+    "alchemical-nonorm": (
+        "alchemical_model",
+        {"soap": {"normalize": False}, "pair_potential": {"basis_size": 0}},
+        {},
+    ),
     "alchemical-percentre-nonorm": (
         "alchemical_model",
-        {"soap": {"normalize": False, "contract_center_species": False}},
+        {
+            "soap": {"normalize": False, "contract_center_species": False},
+            "pair_potential": {"basis_size": 0},
+        },
         {},
     ),
     "soap_bpnn-pair": ("soap_bpnn", {"pair_potential": {"basis_size": 16}}, {}),
