@@ -145,15 +145,15 @@ class PairPotential(torch.nn.Module):
         return energies[:n_centers]
 
 
-def _edges(structure, species_of: torch.Tensor):
-    """Distances, unit vectors and species of a structure's (full) edge list."""
+def _edges(structure) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances and unit vectors of a structure's (full) edge list."""
     vectors = (
         structure.positions[structure.neighbors]
         - structure.positions[structure.centers]
         + structure.shifts @ structure.cell
     )
     distances = vectors.norm(dim=1)
-    return distances, vectors / distances.clamp(min=1e-12).unsqueeze(1), species_of
+    return distances, vectors / distances.clamp(min=1e-12).unsqueeze(1)
 
 
 def pair_energies_and_forces(
@@ -165,7 +165,7 @@ def pair_energies_and_forces(
         weights = pair.weights.detach().double()
         if pair.basis_size == 0 or len(structure.centers) == 0:
             return 0.0, torch.zeros_like(structure.positions)
-        distances, units, _ = _edges(structure, species)
+        distances, units = _edges(structure)
         rows = pair.rows(species, structure.centers, structure.neighbors)
         theta = weights.index_select(0, rows)
         energy = 0.5 * float((pair.basis(distances).double() * theta).sum())
@@ -181,7 +181,7 @@ def pair_energies_and_forces(
 def _force_design(pair: PairPotential, structure, species: torch.Tensor):
     """The force rows of one structure over the pair rows it holds: (design
     [3 N, A basis_size], active pair rows [A], distances, edges' local rows)."""
-    distances, units, _ = _edges(structure, species)
+    distances, units = _edges(structure)
     rows = pair.rows(species, structure.centers, structure.neighbors)
     active, local = torch.unique(rows, return_inverse=True)
     nb = pair.basis_size
