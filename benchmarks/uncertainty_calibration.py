@@ -6,21 +6,28 @@ test set (other seeds); the same cells at 2000 K give a melt and, with 10 Å of
 vacuum along z, at 300 K, surface slabs. A model trained with LLPR
 (``uncertainty: {method: llpr}``) is evaluated by ``alchem-eval`` on the test set
 (calibration) and by ``calculator.get_uncertainty`` on all three (median per-atom
-energy sigma out of domain / in domain).
+energy sigma and median force-component sigma, out of domain / in domain).
 
     python benchmarks/uncertainty_calibration.py [--architecture soap_bpnn]
         [--epochs 40] [--work benchmarks/work/uncertainty] [--refit]
-        [--ensemble-size 16]
+        [--ensemble-size 16] [--seed 1] [--cutoff 4.5]
 
 A folder that already has the data and model.pt is evaluated again as it is;
 ``--refit`` first fits the uncertainty of its model.ckpt again
 (``alchem-uncertainty``, the same trained weights), e.g. after a change of the
-method or with another ``--ensemble-size``.
+method or with another ``--ensemble-size``. ``--seed N`` (N != 1) trains another
+model on the same data (copied from the seed-1 folder) with that seed (another
+initialization and training/validation split) in ``<architecture>-seed<N>``: the
+committee that ``uncertainty_posteriors.py --committee`` compares with.
+``--cutoff R`` trains with another SOAP cutoff (Å; the switch still starts 1 Å
+below it) in ``<architecture>-cutoff<R>``, on the same data.
 """
 
 import argparse
+import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -90,12 +97,21 @@ def write_data(folder: str) -> None:
     ase.io.write(os.path.join(folder, "mixed.xyz"), sum(mixed, []), format="extxyz")
 
 
-def train(folder: str, architecture: str, epochs: int, ensemble_size: int) -> None:
+DATA = ("train", "test", "test-large", "melt", "slab", "mixed")
+
+
+def train(
+    folder: str, architecture: str, epochs: int, ensemble_size: int, seed: int,
+    cutoff: float | None,
+) -> None:  # fmt: skip
+    hypers = copy.deepcopy(HYPERS[architecture])
+    if cutoff is not None:
+        hypers["soap"]["cutoff"] = cutoff
     options = {
-        "seed": 1,
+        "seed": seed,
         "architecture": {
             "name": architecture,
-            "model": HYPERS[architecture],
+            "model": hypers,
             "training": {"num_epochs": epochs, "batch_size": 8},
         },
         "training_set": "train.xyz",
@@ -116,11 +132,12 @@ def median_sigmas(folder: str) -> dict[str, float]:
     )
     medians = {}
     for name in ("test", "melt", "slab"):
-        sigmas = [
-            calculator.get_uncertainty(atoms, forces=False).atom_sigma
-            for atoms in ase.io.read(os.path.join(folder, f"{name}.xyz"), ":")
-        ]
-        medians[name] = float(np.median(np.concatenate(sigmas)))
+        frames = ase.io.read(os.path.join(folder, f"{name}.xyz"), ":")
+        results = [calculator.get_uncertainty(atoms) for atoms in frames]
+        medians[name] = float(
+            np.median(np.concatenate([r.atom_sigma for r in results]))
+        )
+        medians[f"{name} forces"] = float(np.median([r.force_sigma for r in results]))
     return medians
 
 
@@ -130,16 +147,33 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--work", default="benchmarks/work/uncertainty")
     parser.add_argument("--ensemble-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=1, help="the training's seed")
+    parser.add_argument("--cutoff", type=float, help="another SOAP cutoff (Å)")
     parser.add_argument(
         "--refit", action="store_true", help="fit the uncertainty of model.ckpt again"
     )
     args = parser.parse_args()
-    folder = os.path.join(args.work, args.architecture)
+    first = os.path.join(args.work, args.architecture)
+    folder = first if args.seed == 1 else f"{first}-seed{args.seed}"
+    if args.cutoff is not None:
+        folder += f"-cutoff{args.cutoff:g}"
+    os.makedirs(first, exist_ok=True)
+    if not os.path.exists(os.path.join(first, "mixed.xyz")):
+        write_data(first)
     os.makedirs(folder, exist_ok=True)
-    if not os.path.exists(os.path.join(folder, "mixed.xyz")):
-        write_data(folder)
+    for name in DATA if folder != first else ():
+        shutil.copyfile(
+            os.path.join(first, f"{name}.xyz"), os.path.join(folder, f"{name}.xyz")
+        )
     if not os.path.exists(os.path.join(folder, "model.pt")):
-        train(folder, args.architecture, args.epochs, args.ensemble_size)
+        train(
+            folder,
+            args.architecture,
+            args.epochs,
+            args.ensemble_size,
+            args.seed,
+            args.cutoff,
+        )
     elif args.refit:
         fit = subprocess.run(
             [os.path.join(BIN, "alchem-uncertainty"), "model.ckpt",
@@ -167,8 +201,9 @@ def main() -> None:
     print(json.dumps({"median_atom_sigma": medians}, indent=1))
     for name in ("melt", "slab"):
         print(
-            f"median per-atom sigma {name} / test: "
-            f"{medians[name] / medians['test']:.2f}"
+            f"median per-atom energy sigma {name} / test: "
+            f"{medians[name] / medians['test']:.2f}; median force sigma "
+            f"{medians[f'{name} forces'] / medians['test forces']:.2f}"
         )
 
 
