@@ -314,6 +314,25 @@ def test_force_posterior_is_the_likelihood_maximum(data_file, structures):
     )
 
 
+def test_validation_rows_kept_or_computed_again_give_the_same_fit(
+    data_file, structures, monkeypatch
+):
+    """The validation's force rows serve two scales: kept in memory (small sets)
+    or computed again (above llpr.VALIDATION_ROWS_KEPT), the same posterior."""
+    from alchem.uncertainty import llpr
+
+    fits = []
+    for limit in (llpr.VALIDATION_ROWS_KEPT, 0):
+        monkeypatch.setattr(llpr, "VALIDATION_ROWS_KEPT", limit)
+        model = make(data_file, "alchemical").eval()
+        summary = fit_uncertainty(model, structures[:4], structures[10:], 4)
+        fits.append((summary, model.uncertainty_ensemble.clone()))
+    (kept, kept_ensemble), (again, again_ensemble) = fits
+    for key in ("force_alpha2", "energy_weight", "force_factor"):
+        assert kept[key] == pytest.approx(again[key], rel=1e-12), key
+    torch.testing.assert_close(kept_ensemble, again_ensemble, rtol=1e-12, atol=0)
+
+
 def test_ensemble_force_spread_is_the_force_posterior(data_file, structures):
     """With 4000 members the ensemble's force spread per component, mean_m
     (g . delta_m)^2, is g C_F g within sampling error (antithetic pairs: 2000

@@ -14,6 +14,10 @@ from .posterior import structure_sigma
 LOG = logging.getLogger("alchem")
 
 ENSEMBLE_SEED = 20240  # the ensemble is the same for the same model and data
+# the validation's force rows serve two scales (the force-only posterior's, then
+# C_F's): kept in memory up to this many numbers (float64, 256 MiB), computed
+# again for larger validation sets (each pass: one backward pass per feature)
+VALIDATION_ROWS_KEPT = 2**25
 # varsigma^2 of ``regularizer: auto``, relative to the mean eigenvalue of the
 # precision: a numerical floor only, so that an environment unlike all training
 # environments (a direction the training atoms never took) keeps a large sigma;
@@ -239,10 +243,19 @@ def _force_posterior(
         n_rows += rows.shape[0]
     force_precision /= max(n_rows, 1)
 
+    n_numbers = 3 * sum(len(s.numbers) for s in validation) * len(force_precision)
+    if n_numbers <= VALIDATION_ROWS_KEPT:
+        kept = list(_force_row_batches(model, validation, batch_size, dtype))
+        batches = lambda: kept  # noqa: E731
+    else:
+        batches = lambda: _force_row_batches(  # noqa: E731
+            model, validation, batch_size, dtype
+        )
+
     def ratios(inverse_root: torch.Tensor, with_draws: bool) -> list[torch.Tensor]:
         """error^2 / |g A|^2 (and / mean_m (g A z_m)^2) per validation component."""
         exact, sampled = [], []
-        for rows, errors in _force_row_batches(model, validation, batch_size, dtype):
+        for rows, errors in batches():
             projected = rows @ inverse_root
             variance = (projected**2).sum(1)
             kept = variance > 1e-300
