@@ -14,13 +14,15 @@ features and the force rows (alchem.uncertainty.llpr).
 - the ensemble's energies: the median of their spread over the energy sigma, with
   the energy rows in C_F (as fitted) and with the force rows alone;
 - the force sigma's scale: the coverage (errors within 1, 2 and 3 sigma) of the
-  exact sigma with alpha_F^2 by maximum likelihood (as fitted), one scale per
-  element, the scale that gives the validation's median |error| / sigma the
-  Gaussian's 0.674, and the maximum-likelihood scale on ``test.xyz`` (cells
+  exact sigma and of the model's ensemble (kappa x its spread) with the scale
+  as fitted (maximum likelihood), one scale per element, the scale that gives
+  the validation's median |error| / sigma the Gaussian's 0.674, and the maximum-likelihood scale on ``test.xyz`` (cells
   that are not the training cells, unlike the validation's snapshots);
 - with ``--reference``: another model (e.g. the other architecture's): rho
   between the two models' per-structure force RMSEs, and of their force
   difference with this model's RMSE;
+- with ``--pair`` (a model with a pair potential): the energy posterior with the
+  pair potential's weights beside the last layer's, its out-of-domain ratios;
 - with ``--two-layers`` (SOAP-BPNN): the force posterior on the last two layers'
   weights (force rows by central differences), forces within 1 sigma / rho;
 - with ``--committee``: models of the same data trained with other seeds
@@ -33,7 +35,7 @@ features and the force rows (alchem.uncertainty.llpr).
     python benchmarks/uncertainty_posteriors.py benchmarks/work/uncertainty/soap_bpnn
         [--committee benchmarks/work/uncertainty/soap_bpnn-seed2 ...]
         [--reference benchmarks/work/uncertainty/alchemical_model] [--two-layers]
-        [--no-cost]
+        [--pair] [--no-cost]
 """
 
 import argparse
@@ -180,16 +182,16 @@ def coverage_text(errors: np.ndarray, sigma: np.ndarray) -> str:
     return " / ".join(f"{100 * np.mean(ratio <= k):4.1f}" for k in (1, 2, 3))
 
 
-def scale_lines(sets: dict, sigma_of) -> list[str]:
+def scale_lines(sets: dict, sigma_of, name: str = "exact") -> list[str]:
     """Components within 1 / 2 / 3 sigma (exact sigma ``sigma_of``), on the
     validation set and the test sets (the last also per element), with its
     scale as fitted (maximum likelihood), one maximum-likelihood scale per
     element, and the scale matching the Gaussian's median |error| / sigma."""
     names = ("validation",) + TEST_SETS
     pooled = {}
-    for name in names:
-        rows = sets[name]
-        pooled[name] = (
+    for test in names:
+        rows = sets[test]
+        pooled[test] = (
             np.concatenate([r["force_errors"] for r in rows]),
             np.concatenate([sigma_of(r["g"]) for r in rows]),
             np.concatenate([r["numbers"] for r in rows]),
@@ -214,14 +216,14 @@ def scale_lines(sets: dict, sigma_of) -> list[str]:
         ),
     }
     lines = [
-        f"{'within 1 / 2 / 3 sigma (exact)':38s}"
-        + " | ".join(f"{name:>16s}" for name in names)
+        f"{f'within 1 / 2 / 3 sigma ({name})':38s}"
+        + " | ".join(f"{test:>16s}" for test in names)
         + " | per element, mixed"
     ]
     for label, scale_of in scales.items():
         parts = []
-        for name in names:
-            errors, sigma, numbers = pooled[name]
+        for test in names:
+            errors, sigma, numbers = pooled[test]
             parts.append(coverage_text(errors, sigma * scale_of(numbers)))
         errors, sigma, numbers = pooled[TEST_SETS[-1]]
         scaled = sigma * scale_of(numbers)
@@ -333,6 +335,89 @@ def reference_line(folder: str, structures: dict, sets: dict) -> str:
         )
     label = f"{os.path.basename(folder)}: RMSE / |F - F'|"
     return f"{label:38s}" + " | ".join(parts)
+
+
+def pair_features(model, structures: list) -> list[np.ndarray]:
+    """Per atom, the pair potential's features [atoms, pairs x basis]: half of
+    each of its edges' basis values, in its element pair's block (the pair
+    energy is these times the pair weights: linear, as the last layer is)."""
+    pair = model.pair
+    result = []
+    for structure in structures:
+        batch = collate([structure]).to("cpu", torch.float64)
+        vectors = (
+            batch.positions[batch.neighbors]
+            - batch.positions[batch.centers]
+            + batch.shifts @ batch.cells[0]
+        )
+        basis = pair.basis(torch.linalg.norm(vectors, dim=1)).detach()
+        species = model.type_to_index[batch.numbers]
+        rows = pair.rows(species, batch.centers, batch.neighbors)
+        n_pairs, size = pair.weights.shape
+        placed = torch.zeros((len(basis), n_pairs, size), dtype=torch.float64)
+        placed[torch.arange(len(basis)), rows] = 0.5 * basis
+        atoms = torch.zeros(
+            (len(structure.numbers), n_pairs * size), dtype=torch.float64
+        )
+        result.append(
+            atoms.index_add(0, batch.centers, placed.reshape(len(basis), -1)).numpy()
+        )
+    return result
+
+
+def pair_lines(model, data, structures: dict, sets: dict) -> list[str]:
+    """The energy posterior with the pair potential's weights beside the last
+    layer's (features [f_i, pair_i]) against the model's (f_i only): median
+    per-atom energy sigma of the melt and the slabs (in ``mixed.xyz``) over
+    ``test.xyz``'s, and total energies within 1 sigma."""
+    if model.pair.weights.numel() == 0:
+        return ["--pair: the model has no pair potential"]
+    extra = {"train": pair_features(model, data.train)}
+    extra["validation"] = pair_features(model, data.validation)
+    for name in ("test", "mixed"):
+        extra[name] = pair_features(model, structures[name])
+    regions = {"melt": slice(60, 80), "slab": slice(80, 110)}  # of mixed.xyz
+    lines = []
+    for label, join in (
+        ("last layer (the model's)", lambda f, p: f),
+        ("last layer + pair weights", lambda f, p: np.concatenate([f, p], 1)),
+    ):
+        atoms = np.concatenate(
+            [join(r["f"], p) for r, p in zip(sets["train"], extra["train"])]
+        )
+        summed = np.array(
+            [
+                join(r["f"], p).sum(0)
+                for r, p in zip(sets["validation"], extra["validation"])
+            ]
+        )
+        errors = np.array([r["energy_error"] for r in sets["validation"]])
+        root, _ = scaled_root(atoms.T @ atoms / len(atoms), summed, errors)
+        sigma = {
+            name: [
+                np.sqrt(variance(join(r["f"], p), root))
+                for r, p in zip(sets[name], extra[name])
+            ]
+            for name in ("test", "mixed")
+        }
+        test = np.median(np.concatenate(sigma["test"]))
+        ratios = [
+            f"{region} {np.median(np.concatenate(sigma['mixed'][part])) / test:5.2f}x"
+            for region, part in regions.items()
+        ]
+        within = []
+        for name in ("test", "mixed"):
+            totals = np.array(
+                [np.sqrt(variance(join(r["f"], p).sum(0, keepdims=True), root))[0]
+                 for r, p in zip(sets[name], extra[name])]
+            )  # fmt: skip
+            errors = np.abs([r["energy_error"] for r in sets[name]])
+            within.append(f"{name} {100 * np.mean(errors <= totals):5.1f} %")
+        lines.append(
+            f"{label:38s}median atom sigma over test's: {', '.join(ratios)}; "
+            f"energies within 1 sigma: {', '.join(within)}"
+        )
+    return lines
 
 
 FD_STEP = 1e-4  # Å, central differences of the two-layer force rows
@@ -498,6 +583,11 @@ def main() -> None:
     parser.add_argument(
         "--reference", help="the folder of another model (e.g. architecture)"
     )
+    parser.add_argument(
+        "--pair",
+        action="store_true",
+        help="the energy posterior with the pair potential's weights",
+    )
     parser.add_argument("--no-cost", action="store_true", help="skip the fit's time")
     parser.add_argument(
         "--two-layers",
@@ -554,11 +644,13 @@ def main() -> None:
     ensemble = model.uncertainty_ensemble.double().numpy()
     kappa = float(model.uncertainty_force_factor)
     size = ensemble.shape[1]
+
+    def ensemble_sigma(g: np.ndarray) -> np.ndarray:
+        return kappa * np.sqrt(np.mean((g @ ensemble) ** 2, axis=1))
+
     print(
         force_line(
-            f"model's ensemble ({size}), kappa {kappa:.3f}",
-            sets,
-            lambda g: kappa * np.sqrt(np.mean((g @ ensemble) ** 2, axis=1)),
+            f"model's ensemble ({size}), kappa {kappa:.3f}", sets, ensemble_sigma
         )
     )
     print(best_ranking(sets, force_root))
@@ -576,12 +668,15 @@ def main() -> None:
         print(force_line(f"C_F exact, regularizer {relative:g}", sets, sigma_of))
     print(spread_line(sets, force_root))
     print("\n".join(scale_lines(sets, exact)))
+    print("\n".join(scale_lines(sets, ensemble_sigma, "ensemble")))
     if committee:
         print("\ncommittee" + " " * 29 + header)
         print("\n".join(committee_lines(committee, structures, sets, exact)))
     if args.reference:
         reference = os.path.abspath(os.path.join(start_dir, args.reference))
         print(reference_line(reference, structures, sets))
+    if args.pair:
+        print("\n".join(pair_lines(model, data, structures, sets)))
     if args.two_layers:
         print("\n".join(two_layer_lines(model, data, structures, sets)))
 
