@@ -6,7 +6,7 @@ Set-up (once): ``benchmarks/setup-env.sh`` (the project plus metatrain[soap-bpnn
     benchmarks/.venv/bin/python benchmarks/training.py [--data emt] [--structures 100]
         [--epochs 20] [--rounds 2]
     benchmarks/.venv/bin/python benchmarks/training.py --data many_elements \
-        --structures 48 --validation 8 --epochs 3 --rounds 1    # ~25 min, 2 cores
+        --structures 48 --validation 8 --epochs 3 --rounds 2    # ~25 min at load 1
 
 Data (``--data``), the same files for every model:
 
