@@ -38,6 +38,11 @@ MODELS = {
     "soap_bpnn": ("soap_bpnn", SMALL_HYPERS["soap_bpnn"]),
     "alchemical": ("alchemical_model", ALCHEMICAL),
     "alchemical_per_centre": ("alchemical_model", PER_CENTRE),
+    # a SOAP-BPNN with a pair potential (off by default)
+    "soap_bpnn_pair": (
+        "soap_bpnn",
+        {**SMALL_HYPERS["soap_bpnn"], "pair_potential": {"basis_size": 8}},
+    ),
 }
 
 
@@ -49,10 +54,16 @@ def data_file(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def structures(tmp_path_factory):
-    """14 labelled structures (energies, forces), read as training reads them."""
+def labelled_file(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("labelled") / "data.xyz")
     write_emt_dataset(path, 14, elements=("Cu", "Ni", "Pt"), seed=21)
+    return path
+
+
+@pytest.fixture(scope="module")
+def structures(labelled_file):
+    """14 labelled structures (energies, forces), read as training reads them."""
+    path = labelled_file
     options = expand_options(
         {"architecture": {"name": "soap_bpnn"}, "training_set": path}, "test.yaml"
     )
@@ -98,13 +109,18 @@ def test_energies_are_linear_in_the_last_layer_through_the_features(
     data_file, structures, name
 ):
     """E(theta + delta) - E(theta) = f . delta per atom: the features are exactly
-    the last layer's inputs (with 1 for its bias), scaled by the energy scale."""
+    the last layer's inputs (with 1 for its bias), scaled by the energy scale
+    (then the pair features, where the model has a pair potential)."""
     model = make(data_file, name).eval()
     batch = collate(structures[:3]).to("cpu", torch.float64)
     plain = predict(model, batch, forces=False, virial=False)
     out = predict(model, batch, forces=False, virial=False, with_features=True)
-    features = out["atomic_features"]
-    assert features.shape == (batch.numbers.shape[0], model.n_last_layer_features)
+    n_last = model.n_last_layer_features
+    assert out["atomic_features"].shape == (
+        batch.numbers.shape[0],
+        model.n_uncertainty_features,
+    )
+    features = out["atomic_features"][:, :n_last]
     torch.testing.assert_close(
         out["atomic_energies"], plain["atomic_energies"], rtol=0, atol=1e-13
     )
@@ -115,7 +131,7 @@ def test_energies_are_linear_in_the_last_layer_through_the_features(
     assert float(change.abs().max()) > 1e-3  # the perturbation does something
     torch.testing.assert_close(change, features.detach() @ delta, rtol=0, atol=1e-12)
     # and per structure: the summed features
-    summed = out["features"].detach() @ delta
+    summed = out["features"].detach()[:, :n_last] @ delta
     energy_change = predict(model, batch, forces=False, virial=False)["energy"]
     torch.testing.assert_close(
         energy_change.detach() - plain["energy"].detach(), summed, rtol=0, atol=1e-11
@@ -174,6 +190,104 @@ def test_sigma_grows_for_an_atom_unlike_the_training_atoms(data_file, structures
     assert float(atom_sigma(unseen.unsqueeze(0), covariance)) > 10 * typical
 
 
+@pytest.mark.parametrize("name", ["alchemical", "soap_bpnn_pair"])
+def test_pair_features_reproduce_the_pair_energy(data_file, structures, name):
+    """The pair features p_i (after the last layer's): atom i's pair energy is
+    p_i . the pair weights (flattened), so E(weights) - E(0) = p_i . weights per
+    atom, to rounding, and per structure the pair term alone
+    (pair_energies_and_forces); only the blocks of atom i's element's pairs are
+    non-zero."""
+    from alchem.pair_potential import pair_energies_and_forces
+
+    model = make(data_file, name).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.pair.weights.copy_(
+            torch.randn(model.pair.weights.shape, generator=generator)
+        )
+    weights = model.pair.weights.detach().double().reshape(-1).clone()
+    batch = collate(structures[:3]).to("cpu", torch.float64)
+    out = predict(model, batch, forces=False, virial=False, with_features=True)
+    n_last = model.n_last_layer_features
+    pair_features = out["atomic_features"].detach()[:, n_last:]
+    assert pair_features.shape[1] == model.n_pair_features > 0
+    with torch.no_grad():
+        model.pair.weights.zero_()
+    without = predict(model, batch, forces=False, virial=False)["atomic_energies"]
+    pair_energies = (out["atomic_energies"] - without).detach()
+    assert float(pair_energies.abs().max()) > 1.0
+    torch.testing.assert_close(
+        pair_features @ weights, pair_energies, rtol=0, atol=1e-12
+    )
+    with torch.no_grad():
+        model.pair.weights.copy_(weights.reshape(model.pair.weights.shape))
+    first_species = model.type_to_index[structures[0].numbers]
+    energy, _ = pair_energies_and_forces(model.pair, structures[0], first_species)
+    first = pair_features[: len(structures[0].numbers)]
+    assert float(first.sum(0) @ weights) == pytest.approx(energy, rel=1e-13, abs=1e-12)
+    # the blocks: pair (a, b) holds atom i's values only where a_i is a or b
+    n_types, size = len(TYPES), model.pair.basis_size
+    species = model.type_to_index[batch.numbers]
+    blocks = pair_features.reshape(len(species), -1, size)
+    index = model.pair.pair_index.reshape(n_types, n_types)
+    for element in range(n_types):
+        own = torch.zeros(blocks.shape[1], dtype=torch.bool)
+        own[index[element]] = True
+        atoms = species == element
+        assert float(blocks[atoms][:, ~own].abs().max()) == 0.0
+        assert float(blocks[atoms][:, own].abs().max()) > 0.0
+
+
+@pytest.mark.parametrize("name", ["alchemical", "soap_bpnn_pair"])
+def test_pair_weights_raise_sigma_at_unseen_distances(
+    data_file, labelled_file, structures, name
+):
+    """An atom moved to 1.8 Å from a neighbour (training: 2.2 Å and more) gets an
+    energy sigma many times the training atoms': the pair weights' posterior
+    knows that no training pair was that close. The posterior of the last layer
+    alone (fitted the same way, here) sees far less of it."""
+    from alchem.uncertainty.llpr import likelihood_scale
+
+    model = make(data_file, name).eval()
+    train, validation = structures[:10], structures[10:]
+    fit_uncertainty(model, train, validation, ensemble_size=4)
+    n_last = model.n_last_layer_features
+
+    def features(chunk):
+        batch = collate(chunk).to("cpu", torch.float64)
+        return predict(model, batch, False, False, with_features=True)
+
+    seen = features(train)["atomic_features"].detach()
+    shortest = np.inf
+    for frame in ase.io.read(labelled_file, ":10"):
+        distances = frame.get_all_distances(mic=True)
+        np.fill_diagonal(distances, np.inf)
+        shortest = min(shortest, distances.min())
+    assert shortest > 2.1
+    atoms = ase.io.read(labelled_file, "10")
+    distances = atoms.get_all_distances(mic=True)
+    np.fill_diagonal(distances, np.inf)
+    neighbor = int(np.argmin(distances[1]))
+    vector = atoms.get_distance(1, neighbor, mic=True, vector=True)
+    atoms.positions[1] += vector * (1.0 - 1.8 / np.linalg.norm(vector))
+    moved = features([structure_from_atoms(atoms, model.cutoff)])["atomic_features"]
+    moved = moved.detach()[1:2]
+    covariance = model.uncertainty_covariance
+    ratio = float(atom_sigma(moved, covariance) / atom_sigma(seen, covariance).median())
+    # the last layer's posterior alone
+    out = features(validation)
+    errors = out["energy"].detach() - torch.tensor([s.energy for s in validation])
+    root = inverse_square_root(seen[:, :n_last].T @ seen[:, :n_last] / len(seen), 1e-8)
+    alpha2 = likelihood_scale(out["features"].detach()[:, :n_last] @ root, errors)
+    last = alpha2 * root @ root.T
+    last_ratio = float(
+        atom_sigma(moved[:, :n_last], last)
+        / atom_sigma(seen[:, :n_last], last).median()
+    )
+    assert ratio > 20.0
+    assert ratio > 3.0 * last_ratio, (ratio, last_ratio)
+
+
 def test_auto_regularizer_and_the_ensemble(data_file, structures):
     """``auto`` is 1e-8 (relative); the ensemble's offsets are antithetic (mean
     exactly zero). Their spread: test_ensemble_force_spread_is_the_force_posterior
@@ -182,7 +296,7 @@ def test_auto_regularizer_and_the_ensemble(data_file, structures):
     summary = fit_uncertainty(model, structures[:10], structures[10:], ensemble_size=8)
     assert summary["regularizer"] == 1e-8
     ensemble = model.uncertainty_ensemble
-    assert ensemble.shape == (model.n_last_layer_features, 8)
+    assert ensemble.shape == (model.n_uncertainty_features, 8)
     torch.testing.assert_close(
         ensemble.sum(1),
         torch.zeros(ensemble.shape[0], dtype=ensemble.dtype),
@@ -218,12 +332,13 @@ def test_ensemble_forces_match_finite_differences(data_file, structures):
         )
 
 
-@pytest.mark.parametrize("name", ["soap_bpnn", "alchemical"])
+@pytest.mark.parametrize("name", ["soap_bpnn", "alchemical", "soap_bpnn_pair"])
 def test_force_rows_are_the_gradients_of_the_summed_features(
     data_file, structures, name
 ):
     """g_{j,alpha} = d(sum_i f_i)/d r_{j,alpha} against central differences of the
-    summed features, two structures in one batch (each row its own structure's)."""
+    summed features, two structures in one batch (each row its own structure's);
+    the pair features' rows are analytic (pair_force_rows)."""
     model = make(data_file, name).eval()
     chunk = structures[:2]
     rows, _ = force_rows(model, chunk, torch.float64)
@@ -231,7 +346,7 @@ def test_force_rows_are_the_gradients_of_the_summed_features(
     assert rows.shape == (
         n_first + len(chunk[1].numbers),
         3,
-        model.n_last_layer_features,
+        model.n_uncertainty_features,
     )
 
     def summed(positions: torch.Tensor) -> torch.Tensor:
@@ -252,6 +367,8 @@ def test_force_rows_are_the_gradients_of_the_summed_features(
             rows[atom, axis], difference[structure], rtol=1e-5, atol=1e-8
         )
     assert float(rows.abs().max()) > 1e-3
+    if model.n_pair_features > 0:
+        assert float(rows[..., model.n_last_layer_features :].abs().max()) > 1e-3
 
 
 def _rows_and_errors(model, chunk):
@@ -304,13 +421,25 @@ def test_force_posterior_is_the_likelihood_maximum(data_file, structures):
     assert alpha2 == pytest.approx(best(inverse_precision), rel=1e-6)
     for factor in (0.9, 1.1):
         assert nll(alpha2 * factor, inverse_precision) > nll(alpha2, inverse_precision)
-    # the ensemble: C_F's root times the seeded draws (so C_F, in the mean)
+    # the ensemble: C_F's root times the seeded draws (so C_F, in the mean): the
+    # root gives each validation row the variance the inverse gives it. (Not
+    # compared element by element: in the directions of the pair weights whose
+    # Gaussians no training pair reached the precision is only the regularizer,
+    # 1e-8 of its mean eigenvalue, and the two inversions differ by their
+    # rounding, condition number x 1e-16, there.)
     root = inverse_square_root(force_precision + weight * energy_precision, 1e-8)
     torch.testing.assert_close(
-        root @ root.T,
-        inverse_precision,
+        ((rows @ root) ** 2).sum(1),
+        ((rows @ inverse_precision) * rows).sum(1),
         rtol=1e-6,
-        atol=1e-8 * float(inverse_precision.abs().max()),
+        atol=0.0,
+    )
+    last = model.n_last_layer_features
+    torch.testing.assert_close(
+        (root @ root.T)[:last, :last],
+        inverse_precision[:last, :last],
+        rtol=1e-6,
+        atol=1e-8 * float(inverse_precision[:last, :last].abs().max()),
     )
 
 

@@ -117,7 +117,7 @@ class MetatomicEnergyModel(torch.nn.Module):
         n_centers: int,
         with_features: bool,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Energies of the first ``n_centers`` atoms, and their last-layer features
+        """Energies of the first ``n_centers`` atoms, and their uncertainty features
         where asked (else an empty tensor)."""
         if with_features:
             return self.model.atomic_energies_and_features(

@@ -84,6 +84,17 @@ class EnergyModel(torch.nn.Module):
         """D: per-atom features of the last layers (0: none, no hidden layer)."""
         return int(getattr(self.architecture, "n_last_layer_features", 0))
 
+    @property
+    def n_pair_features(self) -> int:
+        """The pair potential's weights, n_pairs x basis_size (0: no pair term)."""
+        return int(self.pair.weights.numel())
+
+    @property
+    def n_uncertainty_features(self) -> int:
+        """Per-atom features of the linear model of uncertainty: the last layers'
+        then the pair potential's (``atomic_energies_and_features``)."""
+        return self.n_last_layer_features + self.n_pair_features
+
     def atomic_energies(
         self,
         numbers: torch.Tensor,
@@ -123,9 +134,12 @@ class EnergyModel(torch.nn.Module):
         n_centers: int = -1,
         both_directions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``atomic_energies`` and each atom's last-layer features [atoms, D] in
-        eV: atom i's network energy is features[i] . theta, theta the last layers'
-        weights and biases (the linear model of uncertainty, alchem.uncertainty)."""
+        """``atomic_energies`` and each atom's features of the linear model of
+        uncertainty (alchem.uncertainty), [atoms, D + n_pairs x basis_size] in eV:
+        the last layers' features (atom i's network energy is features[i, :D] .
+        theta, theta the last layers' weights and biases) then the pair
+        potential's (``pair_features``: its pair energy is features[i, D:] . the
+        pair weights, flattened)."""
         species = self.type_to_index[numbers]
         if n_centers < 0:
             n_centers = species.shape[0]
@@ -138,7 +152,42 @@ class EnergyModel(torch.nn.Module):
         energies = (
             network * self.energy_scale + self.composition[species[:n_centers]] + pairs
         )
-        return energies, features * self.energy_scale
+        features = features * self.energy_scale
+        if self.pair.basis_size > 0:
+            pair_features = self.pair_features(
+                species, edge_vectors, centers, neighbors, n_centers, both_directions
+            )
+            features = torch.cat([features, pair_features.to(features.dtype)], dim=1)
+        return energies, features
+
+    def pair_features(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int,
+        both_directions: bool,
+    ) -> torch.Tensor:
+        """Each of the first ``n_centers`` atoms' pair features [n_centers, n_pairs
+        x basis_size]: half of each of its edges' basis values (and of the
+        reversed edge's with ``both_directions``), in the block of the edge's
+        element pair (row-major, as ``pair.weights`` flattened), so that its pair
+        energy is these times the pair weights. Only the blocks of the pairs of
+        its own element are non-zero."""
+        n_pairs = self.pair.weights.shape[0]
+        size = self.pair.basis_size
+        n_atoms = max(species.shape[0], n_centers)
+        dtype, device = edge_vectors.dtype, edge_vectors.device
+        placed = torch.zeros((n_atoms * n_pairs, size), dtype=dtype, device=device)
+        if size > 0 and centers.shape[0] > 0:
+            halves = 0.5 * self.pair.basis(torch.linalg.norm(edge_vectors, dim=1))
+            halves = halves.to(dtype)
+            rows = self.pair.rows(species, centers, neighbors)
+            placed = placed.index_add(0, centers * n_pairs + rows, halves)
+            if both_directions:
+                placed = placed.index_add(0, neighbors * n_pairs + rows, halves)
+        return placed.reshape(n_atoms, n_pairs * size)[:n_centers]
 
 
 def fit_composition_and_scale(model: EnergyModel, structures: list[Structure]) -> None:

@@ -4,7 +4,10 @@ LLPR (last-layer prediction rigidity; Bigi, Chong, Ceriotti and Grasselli, Mach.
 Learn.: Sci. Technol. 5, 045018 (2024)) treats the last layer of each network as a
 linear model on fixed per-atom features f_i (``EnergyModel.atomic_energies_and_
 features``): an atom's energy is f_i . theta, a structure's s . theta with
-s = sum_i f_i. Here the weights' precision has one row per training atom,
+s = sum_i f_i. Where the model has a pair potential (linear in its weights too),
+theta also holds the pair weights and f_i the atom's pair features (half of each
+of its edges' basis values, in its element pair's block): a pair distance the
+training never saw raises sigma, which the network's last layer alone may not. Here the weights' precision has one row per training atom,
 P = mean_i f_i f_i^T (atom-resolved, as local prediction rigidity looks at atoms),
 and C = alpha^2 (P + varsigma^2 I)^-1 with alpha^2 calibrated on the validation
 energies (llpr.py says why not the structures' rows alone). Then

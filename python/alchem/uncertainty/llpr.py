@@ -174,9 +174,10 @@ def likelihood_scale(projected: torch.Tensor, errors: torch.Tensor) -> float:
 def _atom_precision(
     model: EnergyModel, structures: list[Structure], batch_size: int, dtype
 ) -> torch.Tensor:
-    """mean_i f_i f_i^T over the atoms of ``structures`` [D, D] (float64)."""
+    """mean_i f_i f_i^T over the atoms of ``structures`` [D, D] (float64; D the
+    last layers' features and the pair potential's)."""
     device = model.composition.device
-    n_features = model.n_last_layer_features
+    n_features = model.n_uncertainty_features
     total = torch.zeros((n_features, n_features), dtype=torch.float64)
     n_atoms = 0
     for start in range(0, len(structures), batch_size):
@@ -191,7 +192,8 @@ def _atom_precision(
 def _summed_features(
     model: EnergyModel, structures: list[Structure], batch_size: int, dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Last-layer features summed per structure [N, D] and the energy errors [N]
+    """Features (last layers', pair potential's) summed per structure [N, D] and
+    the energy errors [N]
     (prediction - reference), float64 on the CPU."""
     device = model.composition.device
     features, errors = [], []
@@ -286,14 +288,15 @@ def force_rows(
     model: EnergyModel, structures: list[Structure], dtype
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """g_{j,alpha} = d(sum_i f_i)/d r_{j,alpha}, the sum over the atoms of atom j's
-    structure, [atoms, 3, D]: one backward pass per feature (the architectures'
-    custom operators do not vectorize over torch.func); and predict's output
-    (forces, features) for ``structures`` as one batch."""
+    structure, [atoms, 3, D + n_pairs x basis_size]: one backward pass per
+    last-layer feature (the architectures' custom operators do not vectorize over
+    torch.func), the pair features' analytically (``pair_force_rows``); and
+    predict's output (forces, features) for ``structures`` as one batch."""
     batch = collate(structures).to(model.composition.device, dtype)
     out = predict(model, batch, forces=True, virial=False, with_features=True)
     summed, positions = out["features"], out["positions"]
-    n_features = summed.shape[1]
-    rows = positions.new_zeros(positions.shape + (n_features,))
+    n_features = model.n_last_layer_features
+    rows = positions.new_zeros(positions.shape + (summed.shape[1],))
     for feature in range(n_features):
         (gradient,) = torch.autograd.grad(
             summed[:, feature].sum(),
@@ -303,8 +306,41 @@ def force_rows(
         )
         if gradient is not None:  # None: the feature does not depend on positions
             rows[..., feature] = gradient
+    if model.n_pair_features > 0:
+        with torch.no_grad():
+            rows[..., n_features:] = pair_force_rows(model, batch, positions)
     out["batch_forces"] = batch.forces
     return rows.detach(), out
+
+
+def pair_force_rows(model: EnergyModel, batch, positions: torch.Tensor) -> torch.Tensor:
+    """d(sum_i p_i)/d r_{j,alpha} of the pair features p_i (the model's
+    ``pair_features``) summed over each structure, [atoms, 3, n_pairs x
+    basis_size], from the batch's full edge list: each edge e = (i, j) holds
+    1/2 b(r_e) in its pair's block, and dr_e/dr_j = u_e = -dr_e/dr_i, so
+    1/2 b'(r_e) u_e goes to atom j's rows and its negative to atom i's (the
+    slopes of ``pair.basis_slope``; no backward pass)."""
+    pair = model.pair
+    n_pairs, size = pair.weights.shape
+    centers, neighbors = batch.centers, batch.neighbors
+    vectors = (
+        positions[neighbors]
+        - positions[centers]
+        + torch.einsum("ea,eab->eb", batch.shifts, batch.cells[batch.edge_structure])
+    ).detach()
+    n_atoms = positions.shape[0]
+    rows = positions.new_zeros((n_atoms * 3 * n_pairs, size))
+    if centers.shape[0] == 0:
+        return rows.reshape(n_atoms, 3, n_pairs * size)
+    distances = torch.linalg.norm(vectors, dim=1)
+    units = vectors / distances.clamp(min=1e-12).unsqueeze(1)
+    slopes = 0.5 * pair.basis_slope(distances).to(rows.dtype)  # [edges, size]
+    block = pair.rows(model.type_to_index[batch.numbers], centers, neighbors)
+    for axis in range(3):
+        push = slopes * units[:, axis : axis + 1]
+        rows = rows.index_add(0, (neighbors * 3 + axis) * n_pairs + block, push)
+        rows = rows.index_add(0, (centers * 3 + axis) * n_pairs + block, -push)
+    return rows.reshape(n_atoms, 3, n_pairs * size)
 
 
 def _force_row_batches(
