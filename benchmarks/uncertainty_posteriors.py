@@ -21,8 +21,10 @@ features and the force rows (alchem.uncertainty.llpr).
 - with ``--reference``: another model (e.g. the other architecture's): rho
   between the two models' per-structure force RMSEs, and of their force
   difference with this model's RMSE;
-- with ``--pair`` (a model with a pair potential): the energy posterior with the
-  pair potential's weights beside the last layer's, its out-of-domain ratios;
+- with ``--pair`` (a model with a pair potential): the model's energy posterior
+  (the pair potential's weights beside the last layer's) against the last
+  layer's alone, their out-of-domain ratios; and that the model's pair features
+  are those of ``pair_features`` here (an independent evaluation);
 - with ``--two-layers`` (SOAP-BPNN): the force posterior on the last two layers'
   weights (force rows by central differences), forces within 1 sigma / rho;
 - with ``--committee``: models of the same data trained with other seeds
@@ -366,38 +368,31 @@ def pair_features(model, structures: list) -> list[np.ndarray]:
 
 
 def pair_lines(model, data, structures: dict, sets: dict) -> list[str]:
-    """The energy posterior with the pair potential's weights beside the last
-    layer's (features [f_i, pair_i]) against the model's (f_i only): median
-    per-atom energy sigma of the melt and the slabs (in ``mixed.xyz``) over
-    ``test.xyz``'s, and total energies within 1 sigma."""
+    """The model's energy posterior (features [f_i, pair_i]: the pair potential's
+    weights beside the last layer's) against the last layer's alone (f_i):
+    median per-atom energy sigma of the melt and the slabs (in ``mixed.xyz``)
+    over ``test.xyz``'s, and total energies within 1 sigma. Checks first that
+    the model's pair features are ``pair_features``'s."""
     if model.pair.weights.numel() == 0:
         return ["--pair: the model has no pair potential"]
-    extra = {"train": pair_features(model, data.train)}
-    extra["validation"] = pair_features(model, data.validation)
-    for name in ("test", "mixed"):
-        extra[name] = pair_features(model, structures[name])
+    last = model.n_last_layer_features
+    independent = pair_features(model, structures["test"])
+    largest = max(
+        float(np.abs(r["f"][:, last:] - p).max())
+        for r, p in zip(sets["test"], independent)
+    )
+    lines = [f"pair features against pair_features: largest difference {largest:.1e}"]
     regions = {"melt": slice(60, 80), "slab": slice(80, 110)}  # of mixed.xyz
-    lines = []
     for label, join in (
-        ("last layer (the model's)", lambda f, p: f),
-        ("last layer + pair weights", lambda f, p: np.concatenate([f, p], 1)),
+        ("last layer alone", lambda f: f[:, :last]),
+        ("last layer + pair weights (the model's)", lambda f: f),
     ):
-        atoms = np.concatenate(
-            [join(r["f"], p) for r, p in zip(sets["train"], extra["train"])]
-        )
-        summed = np.array(
-            [
-                join(r["f"], p).sum(0)
-                for r, p in zip(sets["validation"], extra["validation"])
-            ]
-        )
+        atoms = np.concatenate([join(r["f"]) for r in sets["train"]])
+        summed = np.array([join(r["f"]).sum(0) for r in sets["validation"]])
         errors = np.array([r["energy_error"] for r in sets["validation"]])
         root, _ = scaled_root(atoms.T @ atoms / len(atoms), summed, errors)
         sigma = {
-            name: [
-                np.sqrt(variance(join(r["f"], p), root))
-                for r, p in zip(sets[name], extra[name])
-            ]
+            name: [np.sqrt(variance(join(r["f"]), root)) for r in sets[name]]
             for name in ("test", "mixed")
         }
         test = np.median(np.concatenate(sigma["test"]))
@@ -408,13 +403,13 @@ def pair_lines(model, data, structures: dict, sets: dict) -> list[str]:
         within = []
         for name in ("test", "mixed"):
             totals = np.array(
-                [np.sqrt(variance(join(r["f"], p).sum(0, keepdims=True), root))[0]
-                 for r, p in zip(sets[name], extra[name])]
+                [np.sqrt(variance(join(r["f"]).sum(0, keepdims=True), root))[0]
+                 for r in sets[name]]
             )  # fmt: skip
             errors = np.abs([r["energy_error"] for r in sets[name]])
             within.append(f"{name} {100 * np.mean(errors <= totals):5.1f} %")
         lines.append(
-            f"{label:38s}median atom sigma over test's: {', '.join(ratios)}; "
+            f"{label:40s}median atom sigma over test's: {', '.join(ratios)}; "
             f"energies within 1 sigma: {', '.join(within)}"
         )
     return lines
@@ -586,7 +581,8 @@ def main() -> None:
     parser.add_argument(
         "--pair",
         action="store_true",
-        help="the energy posterior with the pair potential's weights",
+        help="the model's energy posterior (with the pair weights) against the last "
+        "layer's alone",
     )
     parser.add_argument("--no-cost", action="store_true", help="skip the fit's time")
     parser.add_argument(
