@@ -127,6 +127,27 @@ def test_vanishes_smoothly_at_the_cutoff():
     assert float(pair.basis_slope(below).abs().max()) < 1e-3
 
 
+def test_the_table_is_the_gaussian_expansion():
+    """The tabulated interpolant (what every engine evaluates) against the
+    Gaussians times the switch, computed directly, across [0, r_c] and beyond;
+    basis_slope is the interpolant's own derivative."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        pair = PairPotential(3, 5.0, 1.0, 16, 1.0)
+    finally:
+        torch.set_default_dtype(default)
+    r = torch.linspace(0.0, 5.5, 100_001, dtype=torch.float64)
+    exact, exact_slope = pair.gaussians(r)
+    assert float(exact.abs().max()) > 0.99  # every Gaussian's peak is sampled
+    assert float((pair.basis(r) - exact).abs().max()) < 1e-7
+    # slopes reach 2 / (h sqrt(2 e)) = 3.2 / Å
+    assert float((pair.basis_slope(r) - exact_slope).abs().max()) < 2e-5
+    moving = r.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(pair.basis(moving).sum(), moving)
+    np.testing.assert_allclose(gradient, pair.basis_slope(r).sum(dim=1), atol=1e-10)
+
+
 def test_the_fit_recovers_a_pair_potential(emt_dir, structures):
     """Labels made by a known pair potential + composition energies: the joint
     least-squares fit reproduces their energies and forces."""
