@@ -299,12 +299,22 @@ def plot_curves(path: str, rows: list[dict], title: str) -> None:
     for axis in axes:
         axis.set_xlabel("training structures")
         axis.set_xscale("log")
-        axis.set_yscale("log")
+        # linear errors: they span less than a decade, where log ticks read badly
         axis.grid(alpha=0.3, which="both")
     axes[0].legend()
     figure.suptitle(title)
     figure.tight_layout()
     save_figure(figure, path)
+
+
+def replot_curves(args: argparse.Namespace) -> None:
+    table = os.path.join(args.results, f"curves{args.tag}.csv")
+    with open(table) as file:
+        rows = list(csv.DictReader(file))
+    numeric = ("train", "test_energy_rmse", "test_forces_rmse")
+    rows = [{**r, **{k: float(r[k]) for k in numeric}} for r in rows]
+    title = f"curves: {args.minutes:g} min per run, side by side, 1 thread each"
+    plot_curves(os.path.join(args.results, f"curves{args.tag}.png"), rows, title)
 
 
 def groups_of(names: list[str], size: int) -> list[list[str]]:
@@ -333,7 +343,16 @@ def main() -> None:
     parser.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--tag", default="", help="suffix of the output names")
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="curves: only redraw curves<tag>.png from curves<tag>.csv (rows from "
+        "other runs, such as a compare at the same --minutes, may be appended to it)",
+    )
     args = parser.parse_args()
+    if args.replot:
+        replot_curves(args)
+        return
     if args.runs is None:
         args.runs = DEFAULT_COMPARE if args.mode == "compare" else DEFAULT_PAIR
     names = args.runs.split(",")
