@@ -64,6 +64,10 @@ class MetatomicEnergyModel(torch.nn.Module):
         # cancellation of f C f in float32
         root = square_root(model.uncertainty_covariance)
         self.register_buffer("projection", root.to(model.composition.dtype))
+        # with a pair potential, an atom's features are non-zero only in the last
+        # layer's and in its own element's pairs' columns: its sigma is |f R|
+        # over those rows of R only (``element_columns``)
+        self.register_buffer("element_columns", element_columns(model))
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         return [self.neighbor_options]
@@ -83,11 +87,11 @@ class MetatomicEnergyModel(torch.nn.Module):
             return {}
         numbers, vectors, centers, neighbors, samples = self._pairs(systems)
         if selected_atoms is None:
-            energies, features = self._energies(
+            energies, features, types = self._energies(
                 numbers, vectors, centers, neighbors, -1, with_features
             )
         else:
-            energies, features, samples = self._selected_atom_energies(
+            energies, features, types, samples = self._selected_atom_energies(
                 numbers,
                 vectors,
                 centers,
@@ -104,7 +108,7 @@ class MetatomicEnergyModel(torch.nn.Module):
             )
         if with_features:
             self._uncertainty(
-                energies, features, samples, outputs, len(systems), result
+                energies, features, types, samples, outputs, len(systems), result
             )
         return result
 
@@ -116,37 +120,43 @@ class MetatomicEnergyModel(torch.nn.Module):
         neighbors: torch.Tensor,
         n_centers: int,
         with_features: bool,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Energies of the first ``n_centers`` atoms, and their uncertainty features
-        where asked (else an empty tensor)."""
+        and atomic numbers where asked (else empty tensors)."""
         if with_features:
-            return self.model.atomic_energies_and_features(
+            energies, features = self.model.atomic_energies_and_features(
                 numbers, vectors, centers, neighbors, n_centers
             )
+            return energies, features, numbers[: energies.shape[0]]
         energies = self.model.atomic_energies(
             numbers, vectors, centers, neighbors, n_centers
         )
-        return energies, energies.new_zeros(0)
+        return energies, energies.new_zeros(0), numbers[:0]
 
     def _uncertainty(
         self,
         energies: torch.Tensor,
         features: torch.Tensor,
+        types: torch.Tensor,
         samples: torch.Tensor,
         outputs: Dict[str, ModelOutput],
         n_systems: int,
         result: Dict[str, TensorMap],
     ) -> None:
-        """The requested uncertainty outputs, from the atoms' features."""
+        """The requested uncertainty outputs, from the atoms' features (and
+        atomic numbers, ``types``)."""
         if self.projection.numel() == 0:
             raise ValueError(
                 "this model has no uncertainty: apply it with alchem-uncertainty"
             )
+        # a posterior fitted before the pair weights joined it: the last layer's
+        # features only (they come first)
+        features = features[:, : self.projection.shape[0]]
         per_system = features.new_zeros((n_systems, features.shape[1]))
         per_system = per_system.index_add(0, samples[:, 0], features)
         if "energy_uncertainty" in outputs:
             if outputs["energy_uncertainty"].sample_kind == "atom":
-                sigma = projected_sigma(features, self.projection)
+                sigma = self._atom_sigma(features, types)
             else:
                 sigma = projected_sigma(per_system, self.projection)
             kind = outputs["energy_uncertainty"].sample_kind
@@ -176,6 +186,25 @@ class MetatomicEnergyModel(torch.nn.Module):
                 "projection",
                 True,
             )
+
+    def _atom_sigma(self, features: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """|f_i R| per atom; with a pair potential, element by element over the
+        columns its atoms' features can be non-zero in and those rows of R (the
+        same products without the zeros: a fraction of the work with many
+        elements)."""
+        if self.element_columns.shape[0] == 0:
+            return projected_sigma(features, self.projection)
+        species = self.model.type_to_index[types]
+        sigma = features.new_zeros(features.shape[0])
+        for element in range(self.element_columns.shape[0]):
+            atoms = torch.nonzero(species == element).reshape(-1)
+            if atoms.shape[0] > 0:
+                rows = features.index_select(0, atoms)
+                rows = rows.index_select(1, self.element_columns[element])
+                root = self.projection.index_select(0, self.element_columns[element])
+                part = projected_sigma(rows, root)
+                sigma = sigma.index_copy(0, atoms, part)
+        return sigma
 
     def _pairs(
         self, systems: List[System]
@@ -225,7 +254,7 @@ class MetatomicEnergyModel(torch.nn.Module):
         selected_atoms: Labels,
         systems: List[System],
         with_features: bool,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Only the selected atoms are centres (in LAMMPS: the owned atoms, not the
         ghosts): put them first and drop the pairs of the others, so no feature or
         network is computed for an atom whose energy is not asked."""
@@ -263,7 +292,7 @@ class MetatomicEnergyModel(torch.nn.Module):
         count: int,
         samples: torch.Tensor,
         with_features: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Energies of atoms first .. first + count - 1 of the one system, its pairs
         sorted by centre: their pairs are one slice, found by binary search.
 
@@ -282,7 +311,7 @@ class MetatomicEnergyModel(torch.nn.Module):
                 chunk_neighbors + count,
             ),
         )
-        energies, features = self._energies(
+        energies, features, types = self._energies(
             torch.cat([numbers[first:end], numbers[:first], numbers[end:]]),
             vectors[low:high],
             centers[low:high] - first,
@@ -290,7 +319,7 @@ class MetatomicEnergyModel(torch.nn.Module):
             count,
             with_features,
         )
-        return energies, features, samples[first:end]
+        return energies, features, types, samples[first:end]
 
     def _selected_energies(
         self,
@@ -302,7 +331,7 @@ class MetatomicEnergyModel(torch.nn.Module):
         samples: torch.Tensor,
         n_atoms: int,
         with_features: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Energies of any selected atoms: a mask over all atoms and pairs."""
         keys = samples[:, 0] * (n_atoms + 1) + samples[:, 1]
         wanted = selected[:, 0] * (n_atoms + 1) + selected[:, 1]
@@ -313,7 +342,7 @@ class MetatomicEnergyModel(torch.nn.Module):
         )
         kept = mask.index_select(0, centers)
         n_centers = int(mask.sum().item())
-        energies, features = self._energies(
+        energies, features, types = self._energies(
             numbers.index_select(0, order),
             vectors[kept],
             position.index_select(0, centers[kept]),
@@ -321,7 +350,22 @@ class MetatomicEnergyModel(torch.nn.Module):
             n_centers,
             with_features,
         )
-        return energies, features, samples.index_select(0, order[:n_centers])
+        return energies, features, types, samples.index_select(0, order[:n_centers])
+
+
+def element_columns(model: EnergyModel) -> torch.Tensor:
+    """Per element a, the feature columns its atoms can be non-zero in: the last
+    layer's, then those of the pairs (a, b) for every b, [S, W]. Empty without a
+    pair potential or a posterior over its weights."""
+    n_last, n_pair = model.n_last_layer_features, model.n_pair_features
+    if n_pair == 0 or model.uncertainty_covariance.shape[0] != n_last + n_pair:
+        return torch.zeros(0, 0, dtype=torch.int64)
+    n_types, size = len(model.atomic_types), model.pair.basis_size
+    index = model.pair.pair_index.reshape(n_types, n_types).cpu()
+    blocks = n_last + index.unsqueeze(2) * size + torch.arange(size)  # [S, S, nb]
+    last = torch.arange(n_last).expand(n_types, n_last)
+    columns = torch.cat([last, blocks.reshape(n_types, -1)], dim=1)
+    return columns.to(model.composition.device)
 
 
 def _energy_map(
