@@ -739,3 +739,36 @@ def test_alchem_uncertainty_errors(tmp_path, trained):
     assert result.returncode == 2
     assert "ensemble_size must be even" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_posterior_without_the_pair_weights_still_exports(uncertain, tmp_path):
+    """A model with a pair potential whose posterior covers the last layer only
+    (fitted before the pair weights joined it): model.pt's sigma uses the last
+    layer's features only, as it did."""
+    from alchem.calculator import load_calculator
+    from alchem.export import export_model
+
+    model, options = model_from_checkpoint(
+        os.path.join(uncertain["folder"], "model.ckpt")
+    )
+    if model.n_pair_features == 0:
+        pytest.skip("the architecture's default has no pair potential")
+    last = model.n_last_layer_features
+    model.uncertainty_covariance = model.uncertainty_covariance[:last, :last].clone()
+    model.uncertainty_ensemble = model.uncertainty_ensemble[:last].clone()
+    export_model(model, options, str(tmp_path / "model.pt"))
+    calculator = load_calculator(str(tmp_path / "model.pt"))
+    atoms = ase.io.read(os.path.join(uncertain["dir"], "train.xyz"), 0)
+    out = calculator.run_model(
+        atoms, {"energy_uncertainty": ModelOutput(sample_kind="atom")}
+    )
+    sigma = out["energy_uncertainty"].block().values.detach().double()[:, 0]
+    batch = collate([structure_from_atoms(atoms, model.cutoff)]).to(
+        "cpu", torch.float64
+    )
+    features = predict(model, batch, False, False, with_features=True)
+    features = features["atomic_features"].detach()[:, :last]
+    root = square_root(model.uncertainty_covariance)
+    torch.testing.assert_close(
+        sigma, projected_sigma(features, root), rtol=1e-10, atol=1e-12
+    )
