@@ -138,7 +138,7 @@ class EnergyModel(torch.nn.Module):
         uncertainty (alchem.uncertainty), [atoms, D + n_pairs x basis_size] in eV:
         the last layers' features (atom i's network energy is features[i, :D] .
         theta, theta the last layers' weights and biases) then the pair
-        potential's (``pair_features``: its pair energy is features[i, D:] . the
+        potential's (``PairPotential.features``: its pair energy is features[i, D:] . the
         pair weights, flattened)."""
         species = self.type_to_index[numbers]
         if n_centers < 0:
@@ -154,40 +154,11 @@ class EnergyModel(torch.nn.Module):
         )
         features = features * self.energy_scale
         if self.pair.basis_size > 0:
-            pair_features = self.pair_features(
+            pair_features = self.pair.features(
                 species, edge_vectors, centers, neighbors, n_centers, both_directions
             )
             features = torch.cat([features, pair_features.to(features.dtype)], dim=1)
         return energies, features
-
-    def pair_features(
-        self,
-        species: torch.Tensor,
-        edge_vectors: torch.Tensor,
-        centers: torch.Tensor,
-        neighbors: torch.Tensor,
-        n_centers: int,
-        both_directions: bool,
-    ) -> torch.Tensor:
-        """Each of the first ``n_centers`` atoms' pair features [n_centers, n_pairs
-        x basis_size]: half of each of its edges' basis values (and of the
-        reversed edge's with ``both_directions``), in the block of the edge's
-        element pair (row-major, as ``pair.weights`` flattened), so that its pair
-        energy is these times the pair weights. Only the blocks of the pairs of
-        its own element are non-zero."""
-        n_pairs = self.pair.weights.shape[0]
-        size = self.pair.basis_size
-        n_atoms = max(species.shape[0], n_centers)
-        dtype, device = edge_vectors.dtype, edge_vectors.device
-        placed = torch.zeros((n_atoms * n_pairs, size), dtype=dtype, device=device)
-        if size > 0 and centers.shape[0] > 0:
-            halves = 0.5 * self.pair.basis(torch.linalg.norm(edge_vectors, dim=1))
-            halves = halves.to(dtype)
-            rows = self.pair.rows(species, centers, neighbors)
-            placed = placed.index_add(0, centers * n_pairs + rows, halves)
-            if both_directions:
-                placed = placed.index_add(0, neighbors * n_pairs + rows, halves)
-        return placed.reshape(n_atoms, n_pairs * size)[:n_centers]
 
 
 def fit_composition_and_scale(model: EnergyModel, structures: list[Structure]) -> None:

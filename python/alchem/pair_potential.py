@@ -201,6 +201,35 @@ class PairPotential(torch.nn.Module):
             + species.index_select(0, neighbors),
         )
 
+    def features(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int,
+        both_directions: bool,
+    ) -> torch.Tensor:
+        """Each of the first ``n_centers`` atoms' pair features [n_centers, n_pairs
+        x basis_size]: half of each of its edges' basis values (and of the
+        reversed edge's with ``both_directions``), in the block of the edge's
+        element pair (row-major, as ``weights`` flattened), so that its pair
+        energy is these times the weights (the linear model of uncertainty,
+        alchem.uncertainty). Only the blocks of its own element's pairs are
+        non-zero."""
+        n_pairs, size = self.weights.shape[0], self.basis_size
+        n_atoms = max(species.shape[0], n_centers)
+        dtype, device = edge_vectors.dtype, edge_vectors.device
+        placed = torch.zeros((n_atoms * n_pairs, size), dtype=dtype, device=device)
+        if size > 0 and centers.shape[0] > 0:
+            halves = 0.5 * self.basis(torch.linalg.norm(edge_vectors, dim=1))
+            halves = halves.to(dtype)
+            rows = self.rows(species, centers, neighbors)
+            placed = placed.index_add(0, centers * n_pairs + rows, halves)
+            if both_directions:
+                placed = placed.index_add(0, neighbors * n_pairs + rows, halves)
+        return placed.reshape(n_atoms, n_pairs * size)[:n_centers]
+
     def forward(
         self,
         species: torch.Tensor,

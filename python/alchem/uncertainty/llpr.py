@@ -315,7 +315,7 @@ def force_rows(
 
 def pair_force_rows(model: EnergyModel, batch, positions: torch.Tensor) -> torch.Tensor:
     """d(sum_i p_i)/d r_{j,alpha} of the pair features p_i (the model's
-    ``pair_features``) summed over each structure, [atoms, 3, n_pairs x
+    ``pair.features``) summed over each structure, [atoms, 3, n_pairs x
     basis_size], from the batch's full edge list: each edge e = (i, j) holds
     1/2 b(r_e) in its pair's block, and dr_e/dr_j = u_e = -dr_e/dr_i, so
     1/2 b'(r_e) u_e goes to atom j's rows and its negative to atom i's (the
