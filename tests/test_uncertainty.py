@@ -558,7 +558,7 @@ def test_default_options_have_no_uncertainty(data_file):
     )
     assert options["uncertainty"] == {
         "method": "none",
-        "ensemble_size": 16,
+        "ensemble_size": 64,
         "regularizer": "auto",
     }
 

@@ -177,3 +177,49 @@ def test_alchem_eval_reports_calibration(models, calculator, tmp_path):
     predictions = ase.io.read(tmp_path / "predictions.xyz", 0)
     assert predictions.info["energy_sigma"] > 0
     assert predictions.arrays["forces_sigma"].shape == (len(predictions), 3)
+
+
+class CountedBackward(torch.autograd.Function):
+    """The identity, counting the backward passes that reach it."""
+
+    calls = 0
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        CountedBackward.calls += 1
+        return grad
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_ensemble_forces_take_half_the_backward_passes(paired):
+    """Antithetic members (E + o_m, E - o_m): M/2 + 1 backward passes give every
+    member's gradient; an ensemble that is not paired gets one per member. Both
+    equal each member's own gradient."""
+    from alchem.calculator import ensemble_gradients
+
+    generator = torch.Generator().manual_seed(0)
+    positions = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    positions.requires_grad_(True)
+    directions = torch.randn(4, 5, 3, generator=generator, dtype=torch.float64)
+    if not paired:
+        directions = torch.cat([directions, torch.randn_like(directions)])
+
+    def members(x):
+        energy = (x**2).sum() + torch.sin(x).sum()
+        offsets = (directions * torch.cos(x)).sum(dim=(1, 2))
+        if paired:
+            return torch.cat([energy + offsets, energy - offsets])
+        return energy + offsets
+
+    energies = members(positions)
+    expected = torch.stack(
+        [torch.autograd.grad(e, positions, retain_graph=True)[0] for e in energies]
+    )
+    CountedBackward.calls = 0
+    gradients = ensemble_gradients(members(CountedBackward.apply(positions)), positions)
+    assert CountedBackward.calls == (4 + 1 if paired else 8)
+    torch.testing.assert_close(gradients, expected, rtol=0, atol=1e-12)

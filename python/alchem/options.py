@@ -31,7 +31,7 @@ TOP_LEVEL_DEFAULTS: dict[str, Any] = {
 # alchem.uncertainty, fitted after training (docs/uncertainty.md)
 UNCERTAINTY_DEFAULTS: dict[str, Any] = {
     "method": "none",  # none or llpr
-    "ensemble_size": 16,  # last layers drawn from the calibrated posterior
+    "ensemble_size": 64,  # last layers drawn from the calibrated posterior
     "regularizer": "auto",  # varsigma^2 / mean eigenvalue of the precision; auto: 1e-8
 }
 UNCERTAINTY_METHODS = ("none", "llpr")

@@ -27,7 +27,7 @@ def uncertainty_main(argv: list[str] | None = None) -> None:
         type=int,
         default=None,
         help="last layers drawn from the posterior for energy_ensemble "
-        "(default: the options' uncertainty.ensemble_size, else 16)",
+        "(default: the options' uncertainty.ensemble_size, else 64)",
     )
     parser.add_argument(
         "--regularizer",

@@ -30,7 +30,7 @@ def fit_uncertainty(
     model: EnergyModel,
     train: list[Structure],
     validation: list[Structure],
-    ensemble_size: int = 16,
+    ensemble_size: int = 64,
     regularizer: float | str = "auto",
     batch_size: int = 8,
 ) -> dict:
