@@ -218,8 +218,8 @@ def ensemble_gradients(ensemble: torch.Tensor, positions: torch.Tensor) -> torch
     offsets = 0.5 * (ensemble[:half] - ensemble[half:])
     # pairs to rounding: the members' energies are sums of atoms' in the model's
     # precision (float32 or float64)
-    scale = float(ensemble.detach().abs().max()) if count > 0 else 0.0
-    tolerance = 1e3 * torch.finfo(ensemble.dtype).eps * max(scale, 1.0)
+    scale = max(float(ensemble.detach().abs().max()), 1.0)
+    tolerance = 1e3 * torch.finfo(ensemble.dtype).eps * scale
     paired = count % 2 == 0 and bool(
         (ensemble[:half] - offsets - mean).abs().max() <= tolerance
     )

@@ -213,6 +213,22 @@ def _ridge(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     raise RuntimeError("could not fit the composition baseline")
 
 
+def edge_vectors(
+    positions: torch.Tensor,
+    centers: torch.Tensor,
+    neighbors: torch.Tensor,
+    shifts: torch.Tensor,
+    cells: torch.Tensor,
+) -> torch.Tensor:
+    """r_j - r_i + shift . cell of every edge (i, j): [edges, 3]; ``cells`` is
+    each edge's structure's cell, [edges, 3, 3]."""
+    return (
+        positions[neighbors]
+        - positions[centers]
+        + torch.einsum("ea,eab->eb", shifts, cells)
+    )
+
+
 def predict(
     model: EnergyModel,
     batch: Batch,
@@ -244,10 +260,8 @@ def predict(
     )
     if virial:
         strain.requires_grad_(True)
-    vectors = (
-        positions[neighbors]
-        - positions[centers]
-        + torch.einsum("ea,eab->eb", shifts, batch.cells[edge_structure])
+    vectors = edge_vectors(
+        positions, centers, neighbors, shifts, batch.cells[edge_structure]
     )
     if virial:
         deformation = (

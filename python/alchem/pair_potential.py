@@ -13,8 +13,8 @@ Hermite between them (``features.spline_interval``, as the radial functions). Th
 interpolant departs from the Gaussian expansion by less than 1e-7 of the largest
 weight (tests/test_pair_potential.py), and the fit, training, ASE and LAMMPS all
 use the same interpolant. Each edge then gathers 4 values of its pair's table
-instead of evaluating basis_size Gaussians: the term costs about a tenth of what
-the Gaussians did per MD step.
+instead of evaluating basis_size Gaussians: in LAMMPS MD the term costs 1.7 % of
+a step, against 12 % for the Gaussians (benchmarks/pair_potential_cost.py).
 
 Why: the short-range pair repulsion dominates the forces of rattled, size-mismatched
 alloys, and the networks' per-atom LayerNorm hides the scale of the density that

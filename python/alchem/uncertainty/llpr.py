@@ -8,7 +8,7 @@ import torch
 
 from ..data import Structure, collate
 from ..errors import ConfigError
-from ..model import EnergyModel, predict
+from ..model import EnergyModel, edge_vectors, predict
 from .posterior import structure_sigma
 
 LOG = logging.getLogger("alchem")
@@ -323,10 +323,8 @@ def pair_force_rows(model: EnergyModel, batch, positions: torch.Tensor) -> torch
     pair = model.pair
     n_pairs, size = pair.weights.shape
     centers, neighbors = batch.centers, batch.neighbors
-    vectors = (
-        positions[neighbors]
-        - positions[centers]
-        + torch.einsum("ea,eab->eb", batch.shifts, batch.cells[batch.edge_structure])
+    vectors = edge_vectors(
+        positions, centers, neighbors, batch.shifts, batch.cells[batch.edge_structure]
     ).detach()
     n_atoms = positions.shape[0]
     rows = positions.new_zeros((n_atoms * 3 * n_pairs, size))
