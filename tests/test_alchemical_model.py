@@ -809,14 +809,90 @@ def test_kernel_lonely_atoms_and_cutoff_edges(data_file):
 
 
 @needs_kernel
-def test_kernel_has_no_second_derivatives(data_file, alloy):
-    """Training needs them: the kernel refuses rather than return wrong ones."""
+def test_kernel_has_no_second_derivatives_in_the_positions(data_file, alloy):
+    """Training differentiates the forces in the parameters only; derivatives of
+    the forces in the positions (a Hessian) are refused rather than wrong."""
     model = make(data_file).eval()
     batch = collate([structure_from_atoms(alloy, model.cutoff)]).to(
         "cpu", torch.float64
     )
+    out = predict(
+        model, batch, forces=True, virial=False, create_graph=True, with_features=True
+    )
     with pytest.raises(RuntimeError, match="no second derivatives"):
-        predict(model, batch, forces=True, virial=False, create_graph=True)
+        torch.autograd.grad(out["forces"].sum(), out["positions"])
+
+
+def graph_nodes(tensor) -> set[str]:
+    """Names of the autograd nodes that ``tensor`` depends on."""
+    names, stack, seen = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        names.add(node.name())
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def training_gradients(model, structures, dtype, backend):
+    """Outputs and the gradient of a random loss on energies, forces and virials
+    with respect to every parameter, as a training step computes them."""
+    model.architecture.use_backend(backend)
+    model.train()
+    batch = collate(
+        [structure_from_atoms(atoms, model.cutoff) for atoms in structures]
+    ).to("cpu", dtype)
+    out = predict(model, batch, forces=True, virial=True, create_graph=True)
+    generator = torch.Generator().manual_seed(3)
+    loss = sum(
+        (value * torch.randn(value.shape, generator=generator, dtype=dtype)).sum()
+        for value in out.values()
+    )
+    parameters = [p for p in model.parameters() if p.numel() > 0]
+    gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+    nodes = graph_nodes(out["forces"])
+    return out, gradients, nodes
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "hypers, precision",
+    [(hypers, 64) for hypers in VARIANTS] + [(VARIANTS[0], 32), (VARIANTS[1], 32)],
+)
+def test_kernel_trains_as_the_torch_operations(data_file, hypers, precision):
+    """In training mode the kernel computes the features, their gradient in the
+    spline table and the double backward of a loss on forces and virials: every
+    parameter's gradient equals the torch operations' (float64: to 1e-11 of its
+    largest entry)."""
+    dtype = torch.float64 if precision == 64 else torch.float32
+    model = make(data_file, variant(*hypers), precision=precision)
+    with torch.no_grad():  # LayerNorm affine away from its initial values
+        if model.architecture.normalize:
+            model.architecture.layernorm_weight.uniform_(0.5, 1.5)
+            model.architecture.layernorm_bias.uniform_(-0.2, 0.2)
+    structures = generate_emt_structures(2, elements=("Cu", "Ni", "Pt"), seed=5)
+    out, kernel, nodes = training_gradients(model, structures, dtype, "kernel")
+    assert any("PowerSpectrumBackward" in name for name in nodes)
+    reference, torch_ops, torch_nodes = training_gradients(
+        model, structures, dtype, "torch"
+    )
+    assert not any("PowerSpectrum" in name for name in torch_nodes)
+    tolerance = 1e-11 if precision == 64 else 5e-5
+    for key, value in reference.items():
+        scale = float(value.abs().max())
+        assert float((out[key] - value).abs().max()) <= tolerance * scale, key
+    names = [name for name, p in model.named_parameters() if p.numel() > 0]
+    checked = 0
+    for name, mine, theirs in zip(names, kernel, torch_ops, strict=True):
+        assert (mine is None) == (theirs is None), name
+        if theirs is None:
+            continue
+        scale = float(theirs.abs().max())
+        assert float((mine - theirs).abs().max()) <= tolerance * scale, name
+        checked += scale > 0
+    assert checked >= 6  # W, the radial MLPs, the head: not trivially zero
 
 
 @needs_kernel
@@ -834,6 +910,23 @@ def test_kernel_threads_give_the_same_numbers(data_file, alloy):
         torch.set_num_threads(threads)
     for key in one:
         np.testing.assert_array_equal(one[key], two[key])
+
+
+@needs_kernel
+def test_kernel_training_gradients_do_not_depend_on_threads(data_file, alloy):
+    """The table's gradient sums the edges in one fixed order in every thread."""
+    model = make(data_file)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _, one, _ = training_gradients(model, [alloy], torch.float64, "kernel")
+        torch.set_num_threads(2)
+        _, two, _ = training_gradients(model, [alloy], torch.float64, "kernel")
+    finally:
+        torch.set_num_threads(threads)
+    for mine, theirs in zip(one, two, strict=True):
+        if mine is not None:
+            assert torch.equal(mine, theirs)
 
 
 @needs_kernel

@@ -11,10 +11,10 @@
 //   output   the upper triangle of P_l = C_l^T C_l for every l, in the model's
 //            order (row-major, l by l), and per atom the weighted sums of its
 //            entries and of their squares (the LayerNorm statistics, Features).
-// The backward pass gives the gradient with respect to the edge vectors only: the
-// op serves inference (MD forces and virials), where the spline table is a
-// constant. Training keeps the model's torch operations (parameter gradients,
-// double backward).
+// The backward pass gives the gradient with respect to the edge vectors (MD forces
+// and virials) and to the spline table (training), and is itself differentiable in
+// the table and in the gradients it receives (training on forces: the double
+// backward), not in the vectors.
 //
 // Why a kernel: in torch operations each of these steps writes and reads
 // per-edge tensors ((l_max + 1)^2 = 196 harmonics per edge and 388 radial values),
@@ -38,6 +38,7 @@ using alchem_ops::Grid;
 using alchem_ops::Inputs;
 using alchem_ops::Kernel;
 using alchem_ops::Layout;
+using alchem_ops::TableGradient;
 
 Inputs sort_edges(const torch::Tensor &vectors, const torch::Tensor &elements,
                   const torch::Tensor &centers, int64_t n_atoms)
@@ -137,6 +138,137 @@ Features make_features(const torch::Tensor &total_weights, const torch::Tensor &
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+Grid make_grid(const std::vector<double> &g, const std::vector<int64_t> &nodes)
+{
+  return Grid{g[0], g[1], g[2], g[3], nodes[0], nodes[1]};
+}
+
+// what a backward pass needs beyond its tensors, kept in an AutogradContext
+struct Settings {
+  int64_t n_atoms;
+  std::vector<int64_t> column_sizes;
+  std::vector<double> grid, smooth;
+  std::vector<int64_t> nodes;
+
+  void save(AutogradContext *ctx) const
+  {
+    ctx->saved_data["n_atoms"] = n_atoms;
+    ctx->saved_data["column_sizes"] = column_sizes;
+    ctx->saved_data["grid"] = grid;
+    ctx->saved_data["nodes"] = nodes;
+    ctx->saved_data["smooth"] = smooth;
+  }
+
+  static Settings load(AutogradContext *ctx)
+  {
+    return {ctx->saved_data["n_atoms"].toInt(), ctx->saved_data["column_sizes"].toIntVector(),
+            ctx->saved_data["grid"].toDoubleVector(), ctx->saved_data["smooth"].toDoubleVector(),
+            ctx->saved_data["nodes"].toIntVector()};
+  }
+};
+
+Features weights_only(const torch::Tensor &total_weights, const torch::Tensor &square_weights,
+                      const std::vector<double> &smooth)
+{
+  Features features;
+  features.total_weights = total_weights;
+  features.square_weights = square_weights;
+  set_smooth(features, smooth);
+  return features;
+}
+
+TableGradient edge_pieces(const torch::Tensor &vectors, const Layout &layout, bool with_beta)
+{
+  int64_t n_edges = vectors.size(0);
+  auto options = vectors.options();
+  // every entry is written by the kernel (each edge belongs to one atom)
+  TableGradient pieces;
+  pieces.rows = torch::empty({n_edges}, torch::kInt64);
+  pieces.t = torch::empty({n_edges}, options);
+  pieces.alpha = torch::empty({n_edges, layout.n_columns}, options);
+  if (with_beta) pieces.beta = torch::empty({n_edges, layout.n_columns}, options);
+  return pieces;
+}
+
+// The gradient of the features (the backward pass of PowerSpectrum) as a function
+// of the gradient on them, the vectors and the table: differentiable, so that a loss
+// on the forces trains the table (training's double backward). Its own backward
+// gives no gradient to the vectors (second derivatives in the positions), which
+// training never asks for.
+class PowerSpectrumBackward : public torch::autograd::Function<PowerSpectrumBackward> {
+ public:
+  // tensors: 0-4 differentiable (grad_triangles, grad_total, grad_squares, vectors,
+  // table), then the constants of the forward pass
+  static variable_list forward(AutogradContext *ctx, torch::Tensor grad_triangles,
+                               torch::Tensor grad_total, torch::Tensor grad_squares,
+                               torch::Tensor vectors, torch::Tensor table, torch::Tensor elements,
+                               torch::Tensor offsets, torch::Tensor order, torch::Tensor densities,
+                               torch::Tensor triangles, torch::Tensor total_weights,
+                               torch::Tensor square_weights, Settings settings, bool want_vectors,
+                               bool want_table)
+  {
+    Inputs inputs{vectors, elements, offsets, order, settings.n_atoms};
+    Layout layout(settings.column_sizes, padding(vectors.scalar_type()));
+    Grid grid = make_grid(settings.grid, settings.nodes);
+    auto features = weights_only(total_weights, square_weights, settings.smooth);
+    torch::Tensor grad_vectors, grad_table;
+    if (want_vectors) grad_vectors = torch::zeros_like(vectors);
+    TableGradient pieces;
+    if (want_table) pieces = edge_pieces(vectors, layout, false);
+    kernel().backward(inputs, table, layout, grid, features, densities, triangles, grad_triangles,
+                      grad_total, grad_squares, grad_vectors, want_table ? &pieces : nullptr);
+    if (want_table) {
+      grad_table = torch::zeros_like(table);
+      kernel().table_gradient(pieces, grad_table);
+    }
+    // outputs must be tensors: empty ones for the gradients not asked for
+    if (!want_vectors) grad_vectors = torch::empty({0}, vectors.options());
+    if (!want_table) grad_table = torch::empty({0}, table.options());
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({grad_triangles, grad_total, grad_squares, vectors, table, elements,
+                            offsets, order, densities, triangles, total_weights, square_weights});
+    settings.save(ctx);
+    return {grad_vectors, grad_table};
+  }
+
+  static variable_list backward(AutogradContext *ctx, variable_list grad_outputs)
+  {
+    TORCH_CHECK(!ctx->needs_input_grad(3),
+                "alchem::power_spectrum gives no second derivatives with respect to the edge "
+                "vectors (training differentiates forces with respect to the parameters only)");
+    TORCH_CHECK(!grad_outputs[1].defined(),
+                "alchem::power_spectrum: the gradient of the spline table's gradient is not "
+                "implemented");
+    variable_list result(15);
+    if (!grad_outputs[0].defined()) return result;
+    auto saved = ctx->get_saved_variables();
+    auto settings = Settings::load(ctx);
+    Inputs inputs{saved[3], saved[5], saved[6], saved[7], settings.n_atoms};
+    Layout layout(settings.column_sizes, padding(saved[3].scalar_type()));
+    Grid grid = make_grid(settings.grid, settings.nodes);
+    auto features = weights_only(saved[10], saved[11], settings.smooth);
+    auto direction = grad_outputs[0].contiguous();
+    auto options = direction.options();
+    // written for every atom by the kernel
+    auto gg_triangles = torch::empty({settings.n_atoms, layout.triangle_size}, options);
+    auto gg_total = torch::empty({settings.n_atoms}, options);
+    auto gg_squares = torch::empty({settings.n_atoms}, options);
+    auto pieces = edge_pieces(saved[3], layout, true);
+    kernel().double_backward(inputs, saved[4], layout, grid, features, saved[8], saved[9], saved[0],
+                             saved[1], saved[2], direction, gg_triangles, gg_total, gg_squares,
+                             pieces);
+    result[0] = gg_triangles;
+    result[1] = gg_total;
+    result[2] = gg_squares;
+    if (ctx->needs_input_grad(4)) {
+      auto grad_table = torch::zeros_like(saved[4]);
+      kernel().table_gradient(pieces, grad_table);
+      result[4] = grad_table;
+    }
+    return result;
+  }
+};
+
 class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
  public:
   static variable_list forward(AutogradContext *ctx, torch::Tensor vectors, torch::Tensor elements,
@@ -153,8 +285,10 @@ class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
                 "alchem::power_spectrum: coefficients must be [rows, 4, ", layout.n_columns, "]");
     TORCH_CHECK(coefficients.scalar_type() == vectors.scalar_type(),
                 "alchem::power_spectrum: vectors and coefficients must have the same dtype");
-    TORCH_CHECK(!coefficients.requires_grad(),
-                "alchem::power_spectrum gives no gradient for the spline table (inference only)");
+    TORCH_CHECK(!center_density.requires_grad() && !total_weights.requires_grad() &&
+                    !square_weights.requires_grad(),
+                "alchem::power_spectrum gives gradients for the vectors and the spline table "
+                "only");
     Grid grid{cutoff, onset, step_below, step_above, n_below, n_nodes};
     auto inputs = sort_edges(vectors, elements, centers, n_atoms);
     auto features = make_features(total_weights, square_weights, center_species, center_density,
@@ -166,43 +300,38 @@ class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
     auto squares = torch::empty({n_atoms}, options);
     auto densities = torch::empty({n_atoms, layout.density_size}, options);
     kernel().forward(inputs, table, layout, grid, features, triangles, total, squares, densities);
+    ctx->set_materialize_grads(false);
     ctx->save_for_backward({inputs.vectors, inputs.elements, inputs.offsets, inputs.order, table,
                             densities, triangles, features.total_weights, features.square_weights});
-    ctx->saved_data["n_atoms"] = n_atoms;
-    ctx->saved_data["column_sizes"] = column_sizes;
-    ctx->saved_data["grid"] = std::vector<double>{cutoff, onset, step_below, step_above};
-    ctx->saved_data["nodes"] = std::vector<int64_t>{n_below, n_nodes};
-    ctx->saved_data["smooth"] = smooth;
+    Settings{
+        n_atoms, column_sizes, {cutoff, onset, step_below, step_above}, smooth, {n_below, n_nodes}}
+        .save(ctx);
     return {triangles, total, squares};
   }
 
   static variable_list backward(AutogradContext *ctx, variable_list grad_outputs)
   {
-    TORCH_CHECK(!torch::GradMode::is_enabled(),
-                "alchem::power_spectrum has no second derivatives: train with the model in "
-                "training mode (its torch operations), not through this inference kernel");
     auto saved = ctx->get_saved_variables();
-    Inputs inputs{saved[0], saved[1], saved[2], saved[3], ctx->saved_data["n_atoms"].toInt()};
-    Layout layout(ctx->saved_data["column_sizes"].toIntVector(), padding(saved[0].scalar_type()));
-    auto g = ctx->saved_data["grid"].toDoubleVector();
-    auto nodes = ctx->saved_data["nodes"].toIntVector();
-    Grid grid{g[0], g[1], g[2], g[3], nodes[0], nodes[1]};
-    Features features;
-    features.total_weights = saved[7];
-    features.square_weights = saved[8];
-    set_smooth(features, ctx->saved_data["smooth"].toDoubleVector());
-    auto options = inputs.vectors.options();
+    auto settings = Settings::load(ctx);
+    Layout layout(settings.column_sizes, padding(saved[0].scalar_type()));
+    auto options = saved[0].options();
     auto fill = [&](const torch::Tensor &grad, at::IntArrayRef shape) {
       return grad.defined() ? grad.contiguous() : torch::zeros(shape, options);
     };
-    auto grad_triangles = fill(grad_outputs[0], {inputs.n_atoms, layout.triangle_size});
-    auto grad_total = fill(grad_outputs[1], {inputs.n_atoms});
-    auto grad_squares = fill(grad_outputs[2], {inputs.n_atoms});
-    auto grad_vectors = torch::zeros_like(inputs.vectors);
-    kernel().backward(inputs, saved[4], layout, grid, features, saved[5], saved[6], grad_triangles,
-                      grad_total, grad_squares, grad_vectors);
+    auto grad_triangles = fill(grad_outputs[0], {settings.n_atoms, layout.triangle_size});
+    auto grad_total = fill(grad_outputs[1], {settings.n_atoms});
+    auto grad_squares = fill(grad_outputs[2], {settings.n_atoms});
+    // tensor inputs: vectors 0, elements 1, centers 2, coefficients 3, ...
+    bool want_vectors = ctx->needs_input_grad(0);
+    bool want_table = ctx->needs_input_grad(3);
+    // the outputs of this pass do not keep the forward's graph alive (a cycle)
+    auto triangles = saved[6].detach();
+    auto grads = PowerSpectrumBackward::apply(
+        grad_triangles, grad_total, grad_squares, saved[0], saved[4], saved[1], saved[2], saved[3],
+        saved[5], triangles, saved[7], saved[8], settings, want_vectors, want_table);
     variable_list result(17);
-    result[0] = grad_vectors;
+    if (want_vectors) result[0] = grads[0];
+    if (want_table) result[4] = grads[1];
     return result;
   }
 };

@@ -164,6 +164,45 @@ template <typename T> struct HarmonicsBatch {
     gradient[1] = (gy - radial * yy) / r;
     gradient[2] = (gz - radial * z) / r;
   }
+
+  // d/ds Y_lm(v + s U) at s = 0 for every lm, to out[(l^2 + l + m) ld + lane]: the
+  // forward-mode twin of `backward` (same identities), from the values of `compute`
+  // (dx, dy, dz: the direction U, lanes<T>() values each)
+  void directional(const T *ux, const T *uy, const T *uz, const T *length, const T *dx, const T *dy,
+                   const T *dz, const U *__restrict q, const U *__restrict c, const U *__restrict s,
+                   T *__restrict out, int64_t ld) const
+  {
+    V x = *reinterpret_cast<const U *>(ux), yy = *reinterpret_cast<const U *>(uy);
+    V z = *reinterpret_cast<const U *>(uz), r = *reinterpret_cast<const U *>(length);
+    V ex = *reinterpret_cast<const U *>(dx), ey = *reinterpret_cast<const U *>(dy);
+    V ez = *reinterpret_cast<const U *>(dz);
+    V inverse = T(1) / r;
+    V along = ex * x + ey * yy + ez * z;    // U . u
+    V planar = ex * x + ey * yy;
+    *reinterpret_cast<U *>(out) = V{};
+    for (int64_t l = 1; l <= L; l++) {
+      T *yl = out + (l * l + l) * ld;
+      const T *fl = factors + packed(l, 0);
+      const U *ql = q + packed(l, 0);
+      const U *qp = q + packed(l - 1, 0);
+      V radial = static_cast<T>(l) * along;
+      {
+        V q1 = l - 1 >= 1 ? qp[1] : V{};
+        V dq = planar * q1 + ez * static_cast<T>(l) * qp[0];
+        *reinterpret_cast<U *>(yl) = fl[0] * (dq - radial * ql[0]) * inverse;
+      }
+      for (int64_t m = 1; m <= l; m++) {
+        V qn = m + 1 <= l - 1 ? qp[m + 1] : V{};
+        V qz = m <= l - 1 ? qp[m] : V{};
+        V dq = planar * qn + ez * static_cast<T>(l + m) * qz;
+        V mq = static_cast<T>(m) * ql[m];
+        V positive = dq * c[m] + mq * (ex * c[m - 1] - ey * s[m - 1]) - radial * ql[m] * c[m];
+        V negative = dq * s[m] + mq * (ex * s[m - 1] + ey * c[m - 1]) - radial * ql[m] * s[m];
+        *reinterpret_cast<U *>(yl + m * ld) = fl[m] * positive * inverse;
+        *reinterpret_cast<U *>(yl - m * ld) = fl[m] * negative * inverse;
+      }
+    }
+  }
 };
 
 // f(r) times the values of n radial columns at t, from a table row whose 4
@@ -519,17 +558,43 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
   });
 }
 
-// dL/d(edge vectors) for the atoms' edges, atom by atom in parallel. One
-// function of about 110 lines: the per-thread buffers are set up once per thread
-// (in the parallel_for body) and every step below reads the previous one's while
-// they are in the L1/L2 cache; split into functions they would have to be passed
-// around as a dozen arguments without making a step readable on its own.
+// Per-atom buffers of the backward passes, set up once per thread.
+template <typename T> struct BackwardBuffers {
+  EdgeBatch<T> batch;
+  // radial values and their r-derivatives [edges x npad_l], l by l (padding 0)
+  std::vector<T> values, slopes;
+  std::vector<T> s, d_density, a;
+
+  BackwardBuffers(int64_t capacity, const Layout &layout) :
+      batch(capacity, layout.max_angular), values(capacity * layout.padded_columns, T(0)),
+      slopes(capacity * layout.padded_columns, T(0)), s(layout.max_padded * layout.max_padded),
+      d_density(layout.density_size), a(capacity * layout.max_padded)
+  {
+  }
+};
+
+// Records edge k of the atom whose edges start at `first` (sorted order) in the
+// table gradient: its row (-1: contributes nothing) and t.
+template <typename T>
+void record_edge(const EdgeBatch<T> &batch, int64_t first, int64_t k, TableGradient &table)
+{
+  const Edge<T> &edge = batch.edges[k];
+  table.rows.data_ptr<int64_t>()[first + k] = batch.valid[k] ? edge.row : -1;
+  table.t.data_ptr<T>()[first + k] = batch.valid[k] ? edge.t : T(0);
+}
+
+// dL/d(edge vectors) and, with `table` (training), the per-edge pieces of dL/d(spline
+// table), atom by atom in parallel. One function of about 120 lines: the per-thread
+// buffers are set up once per thread (in the parallel_for body) and every step below
+// reads the previous one's while they are in the L1/L2 cache; split into functions
+// they would have to be passed around as a dozen arguments without making a step
+// readable on its own. An undefined `grad_vectors` skips the vectors' part.
 template <typename T>
 void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
                      const Grid &grid, const Features &features, const torch::Tensor &densities,
                      const torch::Tensor &triangles, const torch::Tensor &grad_triangles,
                      const torch::Tensor &grad_total, const torch::Tensor &grad_squares,
-                     torch::Tensor &grad_vectors)
+                     torch::Tensor &grad_vectors, TableGradient *table_gradient)
 {
   using U = typename Vector<T>::unaligned;
   const T *w = features.total_weights.data_ptr<T>();
@@ -541,7 +606,10 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
   const T *g_tri = grad_triangles.data_ptr<T>();
   const T *g_total = grad_total.data_ptr<T>();
   const T *g_squares = grad_squares.data_ptr<T>();
-  T *out = grad_vectors.data_ptr<T>();
+  const bool vectors = grad_vectors.defined();
+  T *out = vectors ? grad_vectors.data_ptr<T>() : nullptr;
+  T *alpha = table_gradient != nullptr ? table_gradient->alpha.data_ptr<T>() : nullptr;
+  const int64_t C = layout.n_columns;
   auto factors = harmonics_factors<T>(layout.max_angular);
   auto ca = recurrence_coefficients<T>(layout.max_angular, true);
   auto cb = recurrence_coefficients<T>(layout.max_angular, false);
@@ -560,22 +628,26 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
   const int64_t y_padded = y_offsets.back();
 
   at::parallel_for(0, in.n_atoms, 1, [&](int64_t begin, int64_t end) {
-    EdgeBatch<T> batch(capacity, layout.max_angular);
-    std::vector<T> d_t(batch.capacity, T(0));
-    // radial values and their t-derivatives [edges x npad_l], l by l (padding 0)
-    std::vector<T> values(capacity * layout.padded_columns, T(0));
-    std::vector<T> slopes(capacity * layout.padded_columns, T(0));
-    std::vector<T> d_density(layout.density_size), s(layout.max_padded * layout.max_padded);
+    BackwardBuffers<T> buffers(capacity, layout);
+    EdgeBatch<T> &batch = buffers.batch;
+    std::vector<T> d_t(batch.capacity, T(0)), factor(batch.capacity, T(1));
     std::vector<T> d_density_t(layout.max_padded * round_up(2 * layout.max_angular + 1, W), T(0));
-    std::vector<T> d_y(batch.capacity * y_padded, T(0)), a(capacity * layout.max_padded);
+    std::vector<T> d_y(batch.capacity * y_padded, T(0));
     std::vector<T> grad_storage(H * W);
     U *grad_y = reinterpret_cast<U *>(grad_storage.data());
     for (int64_t i = begin; i < end; i++) {
       int64_t first = offsets[i], n_edges = offsets[i + 1] - first;
       if (n_edges == 0) continue;
       stage_edges<T>(in, first, n_edges, table, rows, layout, grid, features, capacity, batch,
-                     values.data(), slopes.data());
+                     buffers.values.data(), vectors ? buffers.slopes.data() : nullptr);
       int64_t stride = batch.harmonics(harmonics, n_edges);
+      if (alpha != nullptr) {
+        for (int64_t k = 0; k < n_edges; k++) {
+          record_edge(batch, first, k, *table_gradient);
+          T d_factor;
+          if (batch.valid[k]) features.factor(batch.edges[k].r, grid.cutoff, factor[k], d_factor);
+        }
+      }
       std::fill(d_t.begin(), d_t.end(), T(0));
       const T *density = dens + i * layout.density_size;
       for (int64_t l = 0; l <= layout.max_angular; l++) {
@@ -588,26 +660,32 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
         symmetric_gradient<T>(n, npad, g_tri + i * layout.triangle_size + layout.triangle[l],
                               tri + i * layout.triangle_size + layout.triangle[l],
                               w + layout.triangle[l], w2 + layout.triangle[l], g_total[i],
-                              g_squares[i], s.data());
+                              g_squares[i], buffers.s.data());
         const T *cl = density + layout.density[l];
-        T *dl = d_density.data() + layout.density[l];
+        T *dl = buffers.d_density.data() + layout.density[l];
         // dC_l [M x npad] = C_l S_l
-        gemm<T>(cl, 1, npad, M, s.data(), npad, n, dl, npad, npad);
+        gemm<T>(cl, 1, npad, M, buffers.s.data(), npad, n, dl, npad, npad);
+        // sum_m Y_lm dC_l[m, :] per edge [edges x npad]: dL/d(radial values)
+        T *a = buffers.a.data();
+        gemm<T>(batch.y.data() + l * l * stride, stride, 1, n_edges, dl, npad, M, a, npad, npad);
+        if (alpha != nullptr) {
+          for (int64_t k = 0; k < n_edges; k++) {
+            T *target = alpha + (first + k) * C + layout.columns[l];
+            for (int64_t x = 0; x < n; x++) target[x] = factor[k] * a[k * npad + x];
+          }
+        }
+        if (!vectors) continue;
         // dL/dY_lm per edge [edges x mpad] = G_l dC_l^T (dC_l^T [npad x mpad])
         for (int64_t m = 0; m < M; m++) {
           for (int64_t x = 0; x < n; x++) d_density_t[x * mpad + m] = dl[m * npad + x];
         }
-        const T *gl = values.data() + capacity * layout.padded_offsets[l];
+        const T *gl = buffers.values.data() + capacity * layout.padded_offsets[l];
         gemm<T>(gl, 1, npad, n_edges, d_density_t.data(), mpad, n, d_y.data() + y_offsets[l],
                 y_padded, mpad);
-        // sum_m Y_lm dC_l[m, :] per edge [edges x npad], then dotted with the slopes
-        gemm<T>(batch.y.data() + l * l * stride, stride, 1, n_edges, dl, npad, M, a.data(), npad,
-                npad);
-        const T *sl = slopes.data() + capacity * layout.padded_offsets[l];
-        for (int64_t k = 0; k < n_edges; k++) {
-          d_t[k] += dot<T>(n, a.data() + k * npad, sl + k * npad);
-        }
+        const T *sl = buffers.slopes.data() + capacity * layout.padded_offsets[l];
+        for (int64_t k = 0; k < n_edges; k++) d_t[k] += dot<T>(n, a + k * npad, sl + k * npad);
       }
+      if (!vectors) continue;
       // the harmonics' part, W edges at a time (lanes of padding edges: 0)
       for (int64_t k0 = 0, b = 0; k0 < stride; k0 += W, b++) {
         int64_t width = std::min(W, n_edges - k0);
@@ -636,6 +714,195 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
   });
 }
 
+// The backward pass differentiated (training: the loss depends on the forces, the
+// gradient with respect to the edge vectors). With u_e = dL/d(grad_vectors)_e and
+// dC = C S the backward's gradient on the density, the backward's output is
+// sum_e u_e . grad_vectors_e = <C S, D>, D = sum_e u_e . d(Y g)/dr_e (the density's
+// derivative along u, forward mode). So:
+//   dL/dg_t = dP_t with dP = C^T D + D^T C (the triangle's derivative along u),
+//   dL/dg_total = sum_t w_t dP_t, dL/dg_squares = sum_t 2 w2_t P_t dP_t,
+//   dL/dC = D S + C sym(Z), Z_t = 2 g_squares w2_t dP_t (S depends on P),
+// and the table gets, per edge, from the radial values g (Y^T (dL/dC) + Y'^T dC,
+// Y' = u . grad Y) and from their slopes g' (times u . r_hat, Y^T dC). The second
+// derivative with respect to the vectors themselves is not computed (the caller
+// checks that no one asks for it).
+template <typename T>
+void double_backward_kernel(const Inputs &in, const torch::Tensor &coefficients,
+                            const Layout &layout, const Grid &grid, const Features &features,
+                            const torch::Tensor &densities, const torch::Tensor &triangles,
+                            const torch::Tensor &grad_triangles, const torch::Tensor &grad_total,
+                            const torch::Tensor &grad_squares, const torch::Tensor &direction,
+                            torch::Tensor &gg_triangles, torch::Tensor &gg_total,
+                            torch::Tensor &gg_squares, TableGradient &table_gradient)
+{
+  const T *w = features.total_weights.data_ptr<T>();
+  const T *w2 = features.square_weights.data_ptr<T>();
+  const int64_t *offsets = in.offsets.data_ptr<int64_t>();
+  const int64_t *order = in.order.data_ptr<int64_t>();
+  const T *table = coefficients.data_ptr<T>();
+  const T *dens = densities.data_ptr<T>();
+  const T *tri = triangles.data_ptr<T>();
+  const T *g_tri = grad_triangles.data_ptr<T>();
+  const T *g_total = grad_total.data_ptr<T>();
+  const T *g_squares = grad_squares.data_ptr<T>();
+  const T *u = direction.data_ptr<T>();
+  T *out_tri = gg_triangles.data_ptr<T>();
+  T *out_total = gg_total.data_ptr<T>();
+  T *out_squares = gg_squares.data_ptr<T>();
+  T *alpha = table_gradient.alpha.data_ptr<T>();
+  T *beta = table_gradient.beta.data_ptr<T>();
+  const int64_t C = layout.n_columns;
+  auto factors = harmonics_factors<T>(layout.max_angular);
+  auto ca = recurrence_coefficients<T>(layout.max_angular, true);
+  auto cb = recurrence_coefficients<T>(layout.max_angular, false);
+  HarmonicsBatch<T> harmonics(layout.max_angular, factors.data(), ca.data(), cb.data());
+  const int64_t H = (layout.max_angular + 1) * (layout.max_angular + 1);
+  const int64_t rows = coefficients.size(0);
+  const int64_t capacity = std::max(max_edges(in), int64_t(1));
+  const int64_t W = lanes<T>();
+  const int64_t square = layout.max_padded * layout.max_padded;
+  const int64_t block = (2 * layout.max_angular + 1) * layout.max_padded;
+
+  at::parallel_for(0, in.n_atoms, 1, [&](int64_t begin, int64_t end) {
+    BackwardBuffers<T> buffers(capacity, layout);
+    EdgeBatch<T> &batch = buffers.batch;
+    const int64_t edge_capacity = batch.capacity;
+    // the direction u per edge (0 on padding) and u . r_hat, the factor f(r), f'(r)
+    std::vector<T> ux(edge_capacity), uy(edge_capacity), uz(edge_capacity);
+    std::vector<T> along(edge_capacity), factor(edge_capacity), d_factor(edge_capacity);
+    std::vector<T> y_along(H * edge_capacity), scaled(capacity * layout.max_padded);
+    std::vector<T> z_sym(square), z_triangle(layout.max_padded * layout.max_padded);
+    std::vector<T> d_c(block), dc_dir(block), d_loss(block), tmp(block), x_square(square);
+    std::vector<T> q(capacity * layout.max_padded);
+    for (int64_t i = begin; i < end; i++) {
+      int64_t first = offsets[i], n_edges = offsets[i + 1] - first;
+      if (n_edges == 0) {
+        std::fill_n(out_tri + i * layout.triangle_size, layout.triangle_size, T(0));
+        out_total[i] = out_squares[i] = T(0);
+        continue;
+      }
+      stage_edges<T>(in, first, n_edges, table, rows, layout, grid, features, capacity, batch,
+                     buffers.values.data(), buffers.slopes.data());
+      int64_t stride = batch.harmonics(harmonics, n_edges);
+      for (int64_t k = 0; k < stride; k++) {
+        bool valid = k < n_edges && batch.valid[k];
+        const T *ue = valid ? u + 3 * order[first + k] : nullptr;
+        ux[k] = valid ? ue[0] : T(0);
+        uy[k] = valid ? ue[1] : T(0);
+        uz[k] = valid ? ue[2] : T(0);
+        along[k] = ux[k] * batch.ux[k] + uy[k] * batch.uy[k] + uz[k] * batch.uz[k];
+        factor[k] = 1;
+        d_factor[k] = 0;
+        if (valid) features.factor(batch.edges[k].r, grid.cutoff, factor[k], d_factor[k]);
+        if (k < n_edges) record_edge(batch, first, k, table_gradient);
+      }
+      for (int64_t k0 = 0, b = 0; k0 < stride; k0 += W, b++) {
+        harmonics.directional(batch.ux.data() + k0, batch.uy.data() + k0, batch.uz.data() + k0,
+                              batch.length.data() + k0, ux.data() + k0, uy.data() + k0,
+                              uz.data() + k0, batch.q_batch(b, harmonics),
+                              batch.c_batch(b, harmonics), batch.s_batch(b, harmonics),
+                              y_along.data() + k0, stride);
+      }
+      const T *density = dens + i * layout.density_size;
+      T sum_total = 0, sum_squares = 0;
+      for (int64_t l = 0; l <= layout.max_angular; l++) {
+        int64_t n = layout.channels[l], npad = layout.padded[l], M = 2 * l + 1;
+        const T *yl = batch.y.data() + l * l * stride;
+        const T *yl_along = y_along.data() + l * l * stride;
+        const T *gl = buffers.values.data() + capacity * layout.padded_offsets[l];
+        const T *sl = buffers.slopes.data() + capacity * layout.padded_offsets[l];
+        const T *cl = density + layout.density[l];
+        // D = Y' G + Y diag(u . r_hat) G' [M x npad]
+        for (int64_t k = 0; k < n_edges; k++) {
+          for (int64_t x = 0; x < npad; x++) scaled[k * npad + x] = along[k] * sl[k * npad + x];
+        }
+        gemm<T>(yl_along, 1, stride, M, gl, npad, n_edges, dc_dir.data(), npad, npad);
+        gemm<T>(yl, 1, stride, M, scaled.data(), npad, n_edges, tmp.data(), npad, npad);
+        for (int64_t e = 0; e < M * npad; e++) dc_dir[e] += tmp[e];
+        // X = C^T D [npad x npad]; dP_ab = X_ab + X_ba on the upper triangle
+        gemm<T>(cl, npad, 1, n, dc_dir.data(), npad, M, x_square.data(), npad, npad);
+        const int64_t offset = i * layout.triangle_size + layout.triangle[l];
+        const T *wl = w + layout.triangle[l], *w2l = w2 + layout.triangle[l];
+        const T *pl = tri + offset;
+        T *dp = out_tri + offset;
+        T twice = 2 * g_squares[i];
+        for (int64_t a = 0, t = 0; a < n; a++) {
+          for (int64_t b = a; b < n; b++, t++) {
+            T value = x_square[a * npad + b] + x_square[b * npad + a];
+            dp[t] = value;
+            sum_total += wl[t] * value;
+            sum_squares += 2 * w2l[t] * pl[t] * value;
+            z_triangle[t] = twice * w2l[t] * value;
+          }
+        }
+        // S and sym(Z) as the backward builds S (sym(Z): no total, no squares)
+        symmetric_gradient<T>(n, npad, g_tri + offset, pl, wl, w2l, g_total[i], g_squares[i],
+                              buffers.s.data());
+        symmetric_gradient<T>(n, npad, z_triangle.data(), pl, wl, w2l, T(0), T(0), z_sym.data());
+        // dC = C S; dL/dC = D S + C sym(Z)
+        gemm<T>(cl, 1, npad, M, buffers.s.data(), npad, n, d_c.data(), npad, npad);
+        gemm<T>(dc_dir.data(), 1, npad, M, buffers.s.data(), npad, n, d_loss.data(), npad, npad);
+        gemm<T>(cl, 1, npad, M, z_sym.data(), npad, n, tmp.data(), npad, npad);
+        for (int64_t e = 0; e < M * npad; e++) d_loss[e] += tmp[e];
+        // per edge: a = Y^T dC (times the slopes' derivative), q = Y^T dL/dC + Y'^T dC
+        T *a = buffers.a.data();
+        gemm<T>(yl, stride, 1, n_edges, d_c.data(), npad, M, a, npad, npad);
+        gemm<T>(yl, stride, 1, n_edges, d_loss.data(), npad, M, q.data(), npad, npad);
+        gemm<T>(yl_along, stride, 1, n_edges, d_c.data(), npad, M, scaled.data(), npad, npad);
+        for (int64_t k = 0; k < n_edges; k++) {
+          T *target_alpha = alpha + (first + k) * C + layout.columns[l];
+          T *target_beta = beta + (first + k) * C + layout.columns[l];
+          T slope_factor = along[k] * d_factor[k];
+          T t_factor = batch.valid[k] ? along[k] * factor[k] * batch.edges[k].dt_dr : T(0);
+          const T *ak = a + k * npad, *qk = q.data() + k * npad, *bk = scaled.data() + k * npad;
+          for (int64_t x = 0; x < n; x++) {
+            target_alpha[x] = factor[k] * (qk[x] + bk[x]) + slope_factor * ak[x];
+            target_beta[x] = t_factor * ak[x];
+          }
+        }
+      }
+      out_total[i] = sum_total;
+      out_squares[i] = sum_squares;
+    }
+  });
+}
+
+// dL/d(spline table) [rows x 4 x C] from the per-edge pieces: edge e adds
+// alpha_e[x] t^p + beta_e[x] p t^(p-1) to row_e. Parallel over column blocks, each
+// summing the edges in their sorted order (deterministic).
+template <typename T> void table_gradient_kernel(const TableGradient &pieces, torch::Tensor &grad)
+{
+  const int64_t n_edges = pieces.rows.size(0);
+  const int64_t C = grad.size(2);
+  const int64_t *rows = pieces.rows.data_ptr<int64_t>();
+  const T *t = pieces.t.data_ptr<T>();
+  const T *alpha = pieces.alpha.data_ptr<T>();
+  const T *beta = pieces.beta.defined() ? pieces.beta.data_ptr<T>() : nullptr;
+  T *out = grad.data_ptr<T>();
+  at::parallel_for(0, C, 32, [&](int64_t c0, int64_t c1) {
+    for (int64_t e = 0; e < n_edges; e++) {
+      if (rows[e] < 0) continue;
+      T t1 = t[e], t2 = t1 * t1, t3 = t2 * t1;
+      T *g0 = out + rows[e] * 4 * C, *g1 = g0 + C, *g2 = g1 + C, *g3 = g2 + C;
+      const T *a = alpha + e * C;
+      for (int64_t x = c0; x < c1; x++) {
+        g0[x] += a[x];
+        g1[x] += a[x] * t1;
+        g2[x] += a[x] * t2;
+        g3[x] += a[x] * t3;
+      }
+      if (beta == nullptr) continue;
+      const T *b = beta + e * C;
+      T t_2 = 2 * t1, t_3 = 3 * t2;
+      for (int64_t x = c0; x < c1; x++) {
+        g1[x] += b[x];
+        g2[x] += t_2 * b[x];
+        g3[x] += t_3 * b[x];
+      }
+    }
+  });
+}
+
 void forward(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
              const Grid &grid, const Features &features, torch::Tensor &triangles,
              torch::Tensor &total, torch::Tensor &squares, torch::Tensor &densities)
@@ -650,15 +917,38 @@ void backward(const Inputs &in, const torch::Tensor &coefficients, const Layout 
               const Grid &grid, const Features &features, const torch::Tensor &densities,
               const torch::Tensor &triangles, const torch::Tensor &grad_triangles,
               const torch::Tensor &grad_total, const torch::Tensor &grad_squares,
-              torch::Tensor &grad_vectors)
+              torch::Tensor &grad_vectors, TableGradient *table_gradient)
 {
   AT_DISPATCH_FLOATING_TYPES(in.vectors.scalar_type(), "alchem::power_spectrum_backward", [&] {
     backward_kernel<scalar_t>(in, coefficients, layout, grid, features, densities, triangles,
-                              grad_triangles, grad_total, grad_squares, grad_vectors);
+                              grad_triangles, grad_total, grad_squares, grad_vectors,
+                              table_gradient);
   });
 }
 
-const Kernel kernel = {ALCHEM_KERNEL_NAME, lanes<float>(), lanes<double>(), &forward, &backward};
+void double_backward(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
+                     const Grid &grid, const Features &features, const torch::Tensor &densities,
+                     const torch::Tensor &triangles, const torch::Tensor &grad_triangles,
+                     const torch::Tensor &grad_total, const torch::Tensor &grad_squares,
+                     const torch::Tensor &direction, torch::Tensor &gg_triangles,
+                     torch::Tensor &gg_total, torch::Tensor &gg_squares,
+                     TableGradient &table_gradient)
+{
+  AT_DISPATCH_FLOATING_TYPES(in.vectors.scalar_type(), "alchem::power_spectrum_double", [&] {
+    double_backward_kernel<scalar_t>(in, coefficients, layout, grid, features, densities, triangles,
+                                     grad_triangles, grad_total, grad_squares, direction,
+                                     gg_triangles, gg_total, gg_squares, table_gradient);
+  });
+}
+
+void table_gradient(const TableGradient &pieces, torch::Tensor &grad)
+{
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "alchem::power_spectrum_table",
+                             [&] { table_gradient_kernel<scalar_t>(pieces, grad); });
+}
+
+const Kernel kernel = {ALCHEM_KERNEL_NAME, lanes<float>(),   lanes<double>(), &forward,
+                       &backward,          &double_backward, &table_gradient};
 
 }    // namespace ALCHEM_KERNEL_VARIANT
 }    // namespace alchem_ops

@@ -118,6 +118,14 @@ struct Features {
   }
 };
 
+// Per-edge pieces of the gradient with respect to the spline table (training),
+// in the sorted edge order: edge e adds alpha_e[x] t_e^p + beta_e[x] p t_e^(p-1) to
+// table[row_e, p, x]; row_e = -1 for edges that contribute nothing. rows, t:
+// [edges]; alpha, beta: [edges, C] (beta undefined: none).
+struct TableGradient {
+  torch::Tensor rows, t, alpha, beta;
+};
+
 // One build of the kernel (kernel.h) for one instruction set; `lanes`: the
 // padding of its blocks for float and double (Layout's `pad`).
 struct Kernel {
@@ -126,11 +134,23 @@ struct Kernel {
   void (*forward)(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
                   const Grid &grid, const Features &features, torch::Tensor &triangles,
                   torch::Tensor &total, torch::Tensor &squares, torch::Tensor &densities);
+  // grad_vectors undefined: not computed; table_gradient nullptr: not computed
   void (*backward)(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
                    const Grid &grid, const Features &features, const torch::Tensor &densities,
                    const torch::Tensor &triangles, const torch::Tensor &grad_triangles,
                    const torch::Tensor &grad_total, const torch::Tensor &grad_squares,
-                   torch::Tensor &grad_vectors);
+                   torch::Tensor &grad_vectors, TableGradient *table_gradient);
+  // the backward differentiated along `direction` (dL/d(grad_vectors)): the
+  // gradients on its inputs grad_triangles, grad_total, grad_squares and the table's
+  void (*double_backward)(const Inputs &in, const torch::Tensor &coefficients, const Layout &layout,
+                          const Grid &grid, const Features &features,
+                          const torch::Tensor &densities, const torch::Tensor &triangles,
+                          const torch::Tensor &grad_triangles, const torch::Tensor &grad_total,
+                          const torch::Tensor &grad_squares, const torch::Tensor &direction,
+                          torch::Tensor &gg_triangles, torch::Tensor &gg_total,
+                          torch::Tensor &gg_squares, TableGradient &table_gradient);
+  // sums the per-edge pieces into grad [rows, 4, C] (zeros on entry)
+  void (*table_gradient)(const TableGradient &pieces, torch::Tensor &grad);
 };
 
 namespace baseline {

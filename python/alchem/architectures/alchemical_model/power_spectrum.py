@@ -183,10 +183,15 @@ class KernelPowerSpectrum(torch.nn.Module):
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """As TorchPowerSpectrum.forward; the triangles of every l come as one
         block."""
-        if table.shape[0] == 0 or edge_vectors.device.type != "cpu":
+        if edge_vectors.device.type != "cpu":
             return self.torch_operations(
                 species, edge_vectors, centers, neighbors, n_atoms, coefficients, table
             )
+        if table.shape[0] == 0:
+            # training: the table from the coefficients, differentiable (the
+            # kernel's backward gives its gradient, and differentiates the
+            # forces' gradient for a loss on them)
+            table = torch.stack(coefficients, dim=1)
         triangles, total, squares = power_spectrum(
             edge_vectors,
             species.index_select(0, neighbors),
