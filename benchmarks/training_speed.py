@@ -1,4 +1,4 @@
-"""Training speed of the Alchemical Model: where a step's time goes, as ratios.
+"""Training speed of the Alchemical Model: the kernel against the torch operations.
 
     .venv/bin/python benchmarks/training_speed.py [--rounds 3] [--batches 2]
 
@@ -9,19 +9,13 @@ the same process, the rounds interleaved so that the machine's load hits them
 alike; every number printed is a ratio to a peer measured beside it:
 
 - ``step``: one training step as alchem-train does it (energy, forces and virial
-  with create_graph, loss on all three, backward), float64;
-- ``features part``: the same step with the head replaced by a fixed linear
+  with create_graph, loss on all three, backward), in float64 and float32
+  (``base_precision: 32``), with the features on the CPU kernel
+  (``alchem::power_spectrum``: forward, gradient, double backward; the default
+  where the kernel is built) or on the torch operations (``ALCHEM_NO_KERNEL=1``);
+- ``features part``: the kernel's step with the head replaced by a fixed linear
   readout of the features (P_l triangles, LayerNorm sums): the share of the step
-  spent in the features' forward, gradient and double backward, the part a
-  training kernel would replace;
-- ``step float32``: the step with ``base_precision: 32``;
-- ``inference kernel / torch``: energy and forces of the eval-mode model through
-  ``alchem::power_spectrum`` against the torch operations (what the kernel gains
-  where it runs today).
-
-From the last two: the step's speed-up if the features' whole training step ran as
-much faster as the kernel's inference does (Amdahl), the ceiling of a
-double-backward kernel with today's head.
+  the features still take.
 """
 
 import argparse
@@ -116,57 +110,45 @@ def train_step(model, batch) -> float:
     return elapsed
 
 
-def inference_step(model, batch) -> float:
-    from alchem.model import predict
-
-    t0 = time.perf_counter()
-    predict(model, batch, forces=True, virial=False)
-    return time.perf_counter() - t0
-
-
 def measure(data: str, label: str, args) -> None:
     from alchem.data import collate
 
     structures, _ = read(data, max(FIT_STRUCTURES, args.batches * 8))
-    model, dtype = build(data, structures, 64)
+    models = {}
+    for bits in (64, 32):
+        for backend in ("torch", "kernel"):
+            model, dtype = build(data, structures, bits)
+            model.architecture.use_backend(backend)
+            model.train()
+            models[f"float{bits} {backend}"] = (model, dtype)
     readout = linear_readout(build(data, structures, 64)[0])
-    model32, dtype32 = build(data, structures, 32)
-    kernel = build(data, structures, 64)[0].eval()
-    torch_ops = build(data, structures, 64)[0]
-    torch_ops.architecture.use_backend("torch")
-    torch_ops.eval()
+    models["float64 kernel, features part"] = (readout, torch.float64)
     groups = [structures[i * 8 : (i + 1) * 8] for i in range(args.batches)]
-    batches = [collate(g).to("cpu", dtype) for g in groups]
-    batches32 = [collate(g).to("cpu", dtype32) for g in groups]
-    atoms = sum(int(b.n_atoms.sum()) for b in batches)
-    variants = {
-        "step": lambda b, b32: train_step(model, b),
-        "features part": lambda b, b32: train_step(readout, b),
-        "step float32": lambda b, b32: train_step(model32, b32),
-        "inference kernel": lambda b, b32: inference_step(kernel, b),
-        "inference torch": lambda b, b32: inference_step(torch_ops, b),
+    batches = {
+        dtype: [collate(g).to("cpu", dtype) for g in groups]
+        for dtype in (torch.float64, torch.float32)
     }
-    for run in variants.values():  # warm-up
-        run(batches[0], batches32[0])
-    times = {name: [] for name in variants}
+    atoms = sum(int(b.n_atoms.sum()) for b in batches[torch.float64])
+    for model, dtype in models.values():  # warm-up
+        train_step(model, batches[dtype][0])
+    times = {name: [] for name in models}
     for _ in range(args.rounds):
-        for name, run in variants.items():
-            times[name].append(
-                sum(run(b, b32) for b, b32 in zip(batches, batches32, strict=True))
-            )
+        for name, (model, dtype) in models.items():
+            times[name].append(sum(train_step(model, b) for b in batches[dtype]))
     best = {name: min(values) for name, values in times.items()}
-    share = best["features part"] / best["step"]
-    kernel_gain = best["inference torch"] / best["inference kernel"]
-    ceiling = 1.0 / ((1.0 - share) + share / kernel_gain)
+    reference = best["float64 torch"]
     print(
-        f"{label}, {len(model.atomic_types)} in the model: {atoms / args.batches:.0f} atoms per batch, best of "
-        f"{args.rounds} rounds of {args.batches} steps; load {os.getloadavg()[0]:.1f}"
+        f"{label}, {len(models['float64 torch'][0].atomic_types)} in the model: "
+        f"{atoms / args.batches:.0f} atoms per batch, best of {args.rounds} rounds "
+        f"of {args.batches} steps; load {os.getloadavg()[0]:.1f}"
     )
-    print(f"  step float64: {1e3 * best['step'] / atoms:.2f} ms/atom")
-    print(f"  features part / step: {share:.2f}")
-    print(f"  step float64 / step float32: {best['step'] / best['step float32']:.2f}")
-    print(f"  inference torch / kernel: {kernel_gain:.2f}")
-    print(f"  ceiling of a training kernel as fast as inference's: {ceiling:.2f}x")
+    for name in ("float64 torch", "float64 kernel", "float32 torch", "float32 kernel"):
+        print(
+            f"  step {name}: {1e3 * best[name] / atoms:.2f} ms/atom, "
+            f"{reference / best[name]:.2f}x faster than float64 torch"
+        )
+    share = best["float64 kernel, features part"] / best["float64 kernel"]
+    print(f"  features part / step, float64 kernel: {share:.2f}")
 
 
 def main() -> None:

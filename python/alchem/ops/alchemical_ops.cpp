@@ -190,45 +190,68 @@ TableGradient edge_pieces(const torch::Tensor &vectors, const Layout &layout, bo
   return pieces;
 }
 
+// The gradients of the table's source: the table itself [rows, 4, C], or its factors
+// base [G - 1, 4, C] and weights [S, C] (`weights` defined; kernel.h,
+// table_gradient_kernel); empty tensors where not wanted.
+std::pair<torch::Tensor, torch::Tensor> source_gradients(const TableGradient &pieces,
+                                                         const torch::Tensor &coefficients,
+                                                         const torch::Tensor &weights,
+                                                         bool want_coefficients, bool want_weights)
+{
+  bool factored = weights.numel() > 0;
+  if (!want_coefficients && !(factored && want_weights)) {
+    return {torch::empty({0}, coefficients.options()), torch::empty({0}, coefficients.options())};
+  }
+  // the kernel reads and writes contiguous memory (the inputs may be views)
+  auto grad_coefficients = torch::zeros(coefficients.sizes(), coefficients.options());
+  auto grad_weights = factored ? torch::zeros(weights.sizes(), weights.options()) : torch::Tensor();
+  kernel().table_gradient(pieces, coefficients.contiguous(),
+                          factored ? weights.contiguous() : torch::Tensor(), grad_coefficients,
+                          grad_weights);
+  if (!want_coefficients) grad_coefficients = torch::empty({0}, coefficients.options());
+  if (!factored || !want_weights) grad_weights = torch::empty({0}, coefficients.options());
+  return {grad_coefficients, grad_weights};
+}
+
 // The gradient of the features (the backward pass of PowerSpectrum) as a function
-// of the gradient on them, the vectors and the table: differentiable, so that a loss
-// on the forces trains the table (training's double backward). Its own backward
-// gives no gradient to the vectors (second derivatives in the positions), which
-// training never asks for.
+// of the gradient on them, the vectors and the table's source: differentiable, so
+// that a loss on the forces trains the table (training's double backward). Its own
+// backward gives no gradient to the vectors (second derivatives in the positions),
+// which training never asks for.
 class PowerSpectrumBackward : public torch::autograd::Function<PowerSpectrumBackward> {
  public:
-  // tensors: 0-4 differentiable (grad_triangles, grad_total, grad_squares, vectors,
-  // table), then the constants of the forward pass
+  // tensors: 0-5 differentiable (grad_triangles, grad_total, grad_squares, vectors,
+  // coefficients, weights), then the constants of the forward pass (`table`: the
+  // full table the kernels read)
   static variable_list forward(AutogradContext *ctx, torch::Tensor grad_triangles,
                                torch::Tensor grad_total, torch::Tensor grad_squares,
-                               torch::Tensor vectors, torch::Tensor table, torch::Tensor elements,
+                               torch::Tensor vectors, torch::Tensor coefficients,
+                               torch::Tensor weights, torch::Tensor table, torch::Tensor elements,
                                torch::Tensor offsets, torch::Tensor order, torch::Tensor densities,
                                torch::Tensor triangles, torch::Tensor total_weights,
-                               torch::Tensor square_weights, Settings settings, bool want_vectors,
-                               bool want_table)
+                               torch::Tensor square_weights, Settings settings,
+                               std::vector<bool> wanted)
   {
-    Inputs inputs{vectors, elements, offsets, order, settings.n_atoms};
+    Inputs inputs{vectors.contiguous(), elements, offsets, order, settings.n_atoms};
     Layout layout(settings.column_sizes, padding(vectors.scalar_type()));
     Grid grid = make_grid(settings.grid, settings.nodes);
     auto features = weights_only(total_weights, square_weights, settings.smooth);
-    torch::Tensor grad_vectors, grad_table;
-    if (want_vectors) grad_vectors = torch::zeros_like(vectors);
+    bool want_vectors = wanted[0], want_table = wanted[1] || wanted[2];
+    torch::Tensor grad_vectors;
+    if (want_vectors) grad_vectors = torch::zeros_like(inputs.vectors);
     TableGradient pieces;
     if (want_table) pieces = edge_pieces(vectors, layout, false);
     kernel().backward(inputs, table, layout, grid, features, densities, triangles, grad_triangles,
                       grad_total, grad_squares, grad_vectors, want_table ? &pieces : nullptr);
-    if (want_table) {
-      grad_table = torch::zeros_like(table);
-      kernel().table_gradient(pieces, grad_table);
-    }
-    // outputs must be tensors: empty ones for the gradients not asked for
+    auto source = source_gradients(pieces, coefficients, weights, wanted[1], wanted[2]);
+    // outputs must be tensors: an empty one for the vectors' if not asked for
     if (!want_vectors) grad_vectors = torch::empty({0}, vectors.options());
-    if (!want_table) grad_table = torch::empty({0}, table.options());
     ctx->set_materialize_grads(false);
-    ctx->save_for_backward({grad_triangles, grad_total, grad_squares, vectors, table, elements,
-                            offsets, order, densities, triangles, total_weights, square_weights});
+    ctx->save_for_backward({grad_triangles, grad_total, grad_squares, vectors, coefficients,
+                            weights, table, elements, offsets, order, densities, triangles,
+                            total_weights, square_weights});
     settings.save(ctx);
-    return {grad_vectors, grad_table};
+    return {grad_vectors, source.first, source.second};
   }
 
   static variable_list backward(AutogradContext *ctx, variable_list grad_outputs)
@@ -236,46 +259,50 @@ class PowerSpectrumBackward : public torch::autograd::Function<PowerSpectrumBack
     TORCH_CHECK(!ctx->needs_input_grad(3),
                 "alchem::power_spectrum gives no second derivatives with respect to the edge "
                 "vectors (training differentiates forces with respect to the parameters only)");
-    TORCH_CHECK(!grad_outputs[1].defined(),
+    TORCH_CHECK(!grad_outputs[1].defined() && !grad_outputs[2].defined(),
                 "alchem::power_spectrum: the gradient of the spline table's gradient is not "
                 "implemented");
-    variable_list result(15);
+    variable_list result(16);
     if (!grad_outputs[0].defined()) return result;
     auto saved = ctx->get_saved_variables();
     auto settings = Settings::load(ctx);
-    Inputs inputs{saved[3], saved[5], saved[6], saved[7], settings.n_atoms};
+    Inputs inputs{saved[3].contiguous(), saved[7], saved[8], saved[9], settings.n_atoms};
     Layout layout(settings.column_sizes, padding(saved[3].scalar_type()));
     Grid grid = make_grid(settings.grid, settings.nodes);
-    auto features = weights_only(saved[10], saved[11], settings.smooth);
+    auto features = weights_only(saved[12], saved[13], settings.smooth);
     auto direction = grad_outputs[0].contiguous();
     auto options = direction.options();
     // written for every atom by the kernel
     auto gg_triangles = torch::empty({settings.n_atoms, layout.triangle_size}, options);
     auto gg_total = torch::empty({settings.n_atoms}, options);
     auto gg_squares = torch::empty({settings.n_atoms}, options);
-    auto pieces = edge_pieces(saved[3], layout, true);
-    kernel().double_backward(inputs, saved[4], layout, grid, features, saved[8], saved[9], saved[0],
-                             saved[1], saved[2], direction, gg_triangles, gg_total, gg_squares,
-                             pieces);
+    auto pieces = edge_pieces(inputs.vectors, layout, true);
+    kernel().double_backward(inputs, saved[6], layout, grid, features, saved[10], saved[11],
+                             saved[0], saved[1], saved[2], direction, gg_triangles, gg_total,
+                             gg_squares, pieces);
     result[0] = gg_triangles;
     result[1] = gg_total;
     result[2] = gg_squares;
-    if (ctx->needs_input_grad(4)) {
-      auto grad_table = torch::zeros_like(saved[4]);
-      kernel().table_gradient(pieces, grad_table);
-      result[4] = grad_table;
-    }
+    bool want_coefficients = ctx->needs_input_grad(4), want_weights = ctx->needs_input_grad(5);
+    auto source = source_gradients(pieces, saved[4], saved[5], want_coefficients, want_weights);
+    if (want_coefficients) result[4] = source.first;
+    if (want_weights) result[5] = source.second;
     return result;
   }
 };
 
+// The features (alchemical_ops.cpp's header). `coefficients` is the spline table
+// [rows, 4, C], rows = element x interval, or with `weights` [S, C] given (not empty)
+// its factor per interval [G - 1, 4, C]: then row a (G - 1) + g of the table is
+// coefficients[g] * weights[a] (the Alchemical Model in training: the radial
+// functions' spline times W, whose gradients the kernel then gives directly).
 class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
  public:
   static variable_list forward(AutogradContext *ctx, torch::Tensor vectors, torch::Tensor elements,
                                torch::Tensor centers, int64_t n_atoms, torch::Tensor coefficients,
-                               std::vector<int64_t> column_sizes, double cutoff, double onset,
-                               double step_below, double step_above, int64_t n_below,
-                               int64_t n_nodes, torch::Tensor total_weights,
+                               torch::Tensor weights, std::vector<int64_t> column_sizes,
+                               double cutoff, double onset, double step_below, double step_above,
+                               int64_t n_below, int64_t n_nodes, torch::Tensor total_weights,
                                torch::Tensor square_weights, torch::Tensor center_species,
                                torch::Tensor center_density, std::vector<double> smooth)
   {
@@ -289,11 +316,24 @@ class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
                     !square_weights.requires_grad(),
                 "alchem::power_spectrum gives gradients for the vectors and the spline table "
                 "only");
+    // the inputs themselves are saved (the double backward's gradients reach them
+    // through their graph); the kernels read a contiguous table
+    auto table = coefficients.contiguous();
+    if (weights.numel() > 0) {
+      TORCH_CHECK(weights.dim() == 2 && weights.size(1) == layout.n_columns &&
+                      coefficients.size(0) == n_nodes - 1 &&
+                      weights.scalar_type() == vectors.scalar_type(),
+                  "alchem::power_spectrum_factored: coefficients must be [", n_nodes - 1,
+                  ", 4, C] and weights [species, ", layout.n_columns, "]");
+      // weights contiguous first: the product then comes out contiguous (no copy)
+      table =
+          (coefficients.contiguous().unsqueeze(0) * weights.contiguous().unsqueeze(1).unsqueeze(1))
+              .reshape({-1, 4, layout.n_columns});
+    }
     Grid grid{cutoff, onset, step_below, step_above, n_below, n_nodes};
     auto inputs = sort_edges(vectors, elements, centers, n_atoms);
     auto features = make_features(total_weights, square_weights, center_species, center_density,
                                   smooth, vectors, layout, n_atoms);
-    auto table = coefficients.contiguous();
     auto options = vectors.options();
     auto triangles = torch::empty({n_atoms, layout.triangle_size}, options);
     auto total = torch::empty({n_atoms}, options);
@@ -301,8 +341,9 @@ class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
     auto densities = torch::empty({n_atoms, layout.density_size}, options);
     kernel().forward(inputs, table, layout, grid, features, triangles, total, squares, densities);
     ctx->set_materialize_grads(false);
-    ctx->save_for_backward({inputs.vectors, inputs.elements, inputs.offsets, inputs.order, table,
-                            densities, triangles, features.total_weights, features.square_weights});
+    ctx->save_for_backward({vectors, inputs.elements, inputs.offsets, inputs.order, coefficients,
+                            weights, table, densities, triangles, features.total_weights,
+                            features.square_weights});
     Settings{
         n_atoms, column_sizes, {cutoff, onset, step_below, step_above}, smooth, {n_below, n_nodes}}
         .save(ctx);
@@ -321,17 +362,18 @@ class PowerSpectrum : public torch::autograd::Function<PowerSpectrum> {
     auto grad_triangles = fill(grad_outputs[0], {settings.n_atoms, layout.triangle_size});
     auto grad_total = fill(grad_outputs[1], {settings.n_atoms});
     auto grad_squares = fill(grad_outputs[2], {settings.n_atoms});
-    // tensor inputs: vectors 0, elements 1, centers 2, coefficients 3, ...
-    bool want_vectors = ctx->needs_input_grad(0);
-    bool want_table = ctx->needs_input_grad(3);
-    // the outputs of this pass do not keep the forward's graph alive (a cycle)
-    auto triangles = saved[6].detach();
-    auto grads = PowerSpectrumBackward::apply(
-        grad_triangles, grad_total, grad_squares, saved[0], saved[4], saved[1], saved[2], saved[3],
-        saved[5], triangles, saved[7], saved[8], settings, want_vectors, want_table);
-    variable_list result(17);
-    if (want_vectors) result[0] = grads[0];
-    if (want_table) result[4] = grads[1];
+    // tensor inputs: vectors 0, elements 1, centers 2, coefficients 3, weights 4, ...
+    std::vector<bool> wanted{ctx->needs_input_grad(0), ctx->needs_input_grad(3),
+                             ctx->needs_input_grad(4)};
+    // detached: the outputs of this pass must not keep the forward's graph alive
+    auto grads = PowerSpectrumBackward::apply(grad_triangles, grad_total, grad_squares, saved[0],
+                                              saved[4], saved[5], saved[6].detach(), saved[1],
+                                              saved[2], saved[3], saved[7], saved[8].detach(),
+                                              saved[9], saved[10], settings, wanted);
+    variable_list result(18);
+    if (wanted[0]) result[0] = grads[0];
+    if (wanted[1]) result[4] = grads[1];
+    if (wanted[2]) result[5] = grads[2];
     return result;
   }
 };
@@ -344,9 +386,25 @@ power_spectrum(torch::Tensor vectors, torch::Tensor elements, torch::Tensor cent
                torch::Tensor center_species, torch::Tensor center_density,
                std::vector<double> smooth)
 {
-  return PowerSpectrum::apply(vectors, elements, centers, n_atoms, coefficients, column_sizes,
-                              cutoff, onset, step_below, step_above, n_below, n_nodes,
-                              total_weights, square_weights, center_species, center_density,
+  return PowerSpectrum::apply(vectors, elements, centers, n_atoms, coefficients,
+                              torch::empty({0}, coefficients.options()), column_sizes, cutoff,
+                              onset, step_below, step_above, n_below, n_nodes, total_weights,
+                              square_weights, center_species, center_density, smooth);
+}
+
+std::vector<torch::Tensor>
+power_spectrum_factored(torch::Tensor vectors, torch::Tensor elements, torch::Tensor centers,
+                        int64_t n_atoms, torch::Tensor coefficients, torch::Tensor weights,
+                        std::vector<int64_t> column_sizes, double cutoff, double onset,
+                        double step_below, double step_above, int64_t n_below, int64_t n_nodes,
+                        torch::Tensor total_weights, torch::Tensor square_weights,
+                        std::vector<double> smooth)
+{
+  TORCH_CHECK(weights.numel() > 0, "alchem::power_spectrum_factored: weights are empty");
+  auto none = torch::empty({0}, coefficients.options());
+  return PowerSpectrum::apply(vectors, elements, centers, n_atoms, coefficients, weights,
+                              column_sizes, cutoff, onset, step_below, step_above, n_below, n_nodes,
+                              total_weights, square_weights, torch::empty({0}, torch::kInt64), none,
                               smooth);
 }
 
@@ -360,5 +418,12 @@ TORCH_LIBRARY(alchem, m)
         "Tensor square_weights, Tensor center_species, Tensor center_density, float[] smooth) "
         "-> Tensor[]",
         &power_spectrum);
+  // training (not called by exported models): the table as the product of a spline per
+  // interval and per-element column weights, whose gradients it gives
+  m.def("power_spectrum_factored(Tensor vectors, Tensor elements, Tensor centers, "
+        "int n_atoms, Tensor coefficients, Tensor weights, int[] column_sizes, float cutoff, "
+        "float onset, float step_below, float step_above, int n_below, int n_nodes, "
+        "Tensor total_weights, Tensor square_weights, float[] smooth) -> Tensor[]",
+        &power_spectrum_factored);
   m.def("kernel_name() -> str", [] { return std::string(kernel().name); });
 }

@@ -867,37 +867,61 @@ void double_backward_kernel(const Inputs &in, const torch::Tensor &coefficients,
   });
 }
 
-// dL/d(spline table) [rows x 4 x C] from the per-edge pieces: edge e adds
-// alpha_e[x] t^p + beta_e[x] p t^(p-1) to row_e. Parallel over column blocks, each
-// summing the edges in their sorted order (deterministic).
-template <typename T> void table_gradient_kernel(const TableGradient &pieces, torch::Tensor &grad)
+// dL/d(spline table) from the per-edge pieces: edge e's piece on its row,
+// pi_e[p, x] = alpha_e[x] t^p + beta_e[x] p t^(p-1). With `weights` [S, C] defined the
+// table is factored, table[a (G - 1) + g, p, x] = base[g, p, x] weights[a, x] (the
+// Alchemical Model: spline of the radial functions times W), and the gradient goes to
+// its factors: grad_base [G - 1, 4, C] gets pi_e weights[a_e] and grad_weights [S, C]
+// gets sum_p pi_e base[g_e]; without, grad_base is the table's [rows, 4, C]. Both
+// zeros on entry. Parallel over column blocks, each summing the edges in their
+// sorted order (deterministic).
+template <typename T>
+void table_gradient_kernel(const TableGradient &pieces, const torch::Tensor &base,
+                           const torch::Tensor &weights, torch::Tensor &grad_base,
+                           torch::Tensor &grad_weights)
 {
   const int64_t n_edges = pieces.rows.size(0);
-  const int64_t C = grad.size(2);
+  const int64_t C = base.size(2);
+  const int64_t intervals = base.size(0);
+  const bool factored = weights.defined();
   const int64_t *rows = pieces.rows.data_ptr<int64_t>();
   const T *t = pieces.t.data_ptr<T>();
   const T *alpha = pieces.alpha.data_ptr<T>();
   const T *beta = pieces.beta.defined() ? pieces.beta.data_ptr<T>() : nullptr;
-  T *out = grad.data_ptr<T>();
+  const T *b = base.data_ptr<T>();
+  const T *w = factored ? weights.data_ptr<T>() : nullptr;
+  T *out = grad_base.data_ptr<T>();
+  T *out_w = factored ? grad_weights.data_ptr<T>() : nullptr;
   at::parallel_for(0, C, 32, [&](int64_t c0, int64_t c1) {
     for (int64_t e = 0; e < n_edges; e++) {
       if (rows[e] < 0) continue;
-      T t1 = t[e], t2 = t1 * t1, t3 = t2 * t1;
-      T *g0 = out + rows[e] * 4 * C, *g1 = g0 + C, *g2 = g1 + C, *g3 = g2 + C;
+      T t1 = t[e], t2 = t1 * t1, t3 = t2 * t1, twice = 2 * t1, thrice = 3 * t2;
+      int64_t row = factored ? rows[e] % intervals : rows[e];
+      T *g0 = out + row * 4 * C, *g1 = g0 + C, *g2 = g1 + C, *g3 = g2 + C;
       const T *a = alpha + e * C;
+      const T *d = beta != nullptr ? beta + e * C : nullptr;
+      const T *we = factored ? w + (rows[e] / intervals) * C : nullptr;
+      const T *b0 = b + row * 4 * C, *b1 = b0 + C, *b2 = b1 + C, *b3 = b2 + C;
+      T *gw = factored ? out_w + (rows[e] / intervals) * C : nullptr;
       for (int64_t x = c0; x < c1; x++) {
-        g0[x] += a[x];
-        g1[x] += a[x] * t1;
-        g2[x] += a[x] * t2;
-        g3[x] += a[x] * t3;
-      }
-      if (beta == nullptr) continue;
-      const T *b = beta + e * C;
-      T t_2 = 2 * t1, t_3 = 3 * t2;
-      for (int64_t x = c0; x < c1; x++) {
-        g1[x] += b[x];
-        g2[x] += t_2 * b[x];
-        g3[x] += t_3 * b[x];
+        T p0 = a[x], p1 = a[x] * t1, p2 = a[x] * t2, p3 = a[x] * t3;
+        if (d != nullptr) {
+          p1 += d[x];
+          p2 += twice * d[x];
+          p3 += thrice * d[x];
+        }
+        if (!factored) {
+          g0[x] += p0;
+          g1[x] += p1;
+          g2[x] += p2;
+          g3[x] += p3;
+          continue;
+        }
+        g0[x] += p0 * we[x];
+        g1[x] += p1 * we[x];
+        g2[x] += p2 * we[x];
+        g3[x] += p3 * we[x];
+        gw[x] += p0 * b0[x] + p1 * b1[x] + p2 * b2[x] + p3 * b3[x];
       }
     }
   });
@@ -941,10 +965,13 @@ void double_backward(const Inputs &in, const torch::Tensor &coefficients, const 
   });
 }
 
-void table_gradient(const TableGradient &pieces, torch::Tensor &grad)
+void table_gradient(const TableGradient &pieces, const torch::Tensor &base,
+                    const torch::Tensor &weights, torch::Tensor &grad_base,
+                    torch::Tensor &grad_weights)
 {
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "alchem::power_spectrum_table",
-                             [&] { table_gradient_kernel<scalar_t>(pieces, grad); });
+  AT_DISPATCH_FLOATING_TYPES(base.scalar_type(), "alchem::power_spectrum_table", [&] {
+    table_gradient_kernel<scalar_t>(pieces, base, weights, grad_base, grad_weights);
+  });
 }
 
 const Kernel kernel = {ALCHEM_KERNEL_NAME, lanes<float>(),   lanes<double>(), &forward,

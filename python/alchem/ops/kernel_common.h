@@ -149,8 +149,12 @@ struct Kernel {
                           const torch::Tensor &grad_squares, const torch::Tensor &direction,
                           torch::Tensor &gg_triangles, torch::Tensor &gg_total,
                           torch::Tensor &gg_squares, TableGradient &table_gradient);
-  // sums the per-edge pieces into grad [rows, 4, C] (zeros on entry)
-  void (*table_gradient)(const TableGradient &pieces, torch::Tensor &grad);
+  // sums the per-edge pieces into the gradient of the table [rows, 4, C] or, with
+  // `weights` defined, of its factors base [G - 1, 4, C] and weights [S, C]
+  // (kernel.h, table_gradient_kernel; zeros on entry)
+  void (*table_gradient)(const TableGradient &pieces, const torch::Tensor &base,
+                         const torch::Tensor &weights, torch::Tensor &grad_base,
+                         torch::Tensor &grad_weights);
 };
 
 namespace baseline {

@@ -47,3 +47,39 @@ def power_spectrum(
         center_density,
         smooth,
     )
+
+
+def power_spectrum_factored(
+    vectors: torch.Tensor,
+    elements: torch.Tensor,
+    centers: torch.Tensor,
+    n_atoms: int,
+    cubic: torch.Tensor,
+    weights: torch.Tensor,
+    column_sizes: list[int],
+    grid: list[float],
+    nodes: list[int],
+    total_weights: torch.Tensor,
+    square_weights: torch.Tensor,
+) -> list[torch.Tensor]:
+    """``power_spectrum`` for training: the spline table as cubic coefficients per
+    grid interval [G - 1, 4, C] times weights per element [S, C] (no centre
+    density, no radial factor), with gradients for both and a double backward."""
+    return torch.ops.alchem.power_spectrum_factored(
+        vectors,
+        elements,
+        centers,
+        n_atoms,
+        cubic,
+        weights,
+        column_sizes,
+        grid[0],
+        grid[1],
+        grid[2],
+        grid[3],
+        nodes[0],
+        nodes[1],
+        total_weights,
+        square_weights,
+        [0.0, 1.0, 1.0, 0.0],
+    )

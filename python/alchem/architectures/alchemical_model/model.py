@@ -410,13 +410,11 @@ class AlchemicalModel(torch.nn.Module):
         )
         return torch.stack([value, derivative], dim=1)
 
-    def spline_coefficients(self) -> list[torch.Tensor]:
-        """Cubic coefficients per (element, grid interval), W folded in.
-
-        Row a (G - 1) + g of c_p holds, for r in interval g (t in [0, 1)), the
-        polynomial W[k, a] g_{k,nl}(r) = c_0 + c_1 t + c_2 t^2 + c_3 t^3 of every
-        column: four tensors [S (G - 1), C].
-        """
+    def spline_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The spline table in two factors: cubic coefficients per grid interval
+        [G - 1, 4, C] (c_0 .. c_3 of g_{k,nl} on that interval, t in [0, 1)) and
+        weights per element and column [S, C] (W[k, a] times the column's scale).
+        Row a (G - 1) + g of the table is their product."""
         table = self.radial_table()
         h = self.interval_step
         v0, v1 = table[:-1, 0], table[1:, 0]
@@ -424,9 +422,71 @@ class AlchemicalModel(torch.nn.Module):
         cubic = [v0, d0, 3.0 * (v1 - v0) - 2.0 * d0 - d1, 2.0 * (v0 - v1) + d0 + d1]
         weights = self.compression.index_select(0, self.pseudo_of_column).t()
         # sqrt(s_l^2 / sqrt(2l + 1)) per column, so that P_l comes out scaled
-        weights = weights * self.column_scale
+        return torch.stack(cubic, dim=1), weights * self.column_scale
+
+    def spline_coefficients(self) -> list[torch.Tensor]:
+        """Cubic coefficients per (element, grid interval), W folded in.
+
+        Row a (G - 1) + g of c_p holds, for r in interval g (t in [0, 1)), the
+        polynomial W[k, a] g_{k,nl}(r) = c_0 + c_1 t + c_2 t^2 + c_3 t^3 of every
+        column: four tensors [S (G - 1), C].
+        """
+        cubic, weights = self.spline_factors()
         weights = weights.reshape(self.n_species, 1, self.n_columns)
-        return [(c.unsqueeze(0) * weights).reshape(-1, self.n_columns) for c in cubic]
+        return [
+            (cubic[:, p].unsqueeze(0) * weights).reshape(-1, self.n_columns)
+            for p in range(4)
+        ]
+
+    def feature_blocks(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int,
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Steps 1-3: the triangles of P_l and the LayerNorm sums, from the
+        inference cache (eval mode), through the kernel with the table in factors
+        (training on the CPU, in Python) or the torch operations (other devices,
+        and a scripted model in training mode)."""
+        if self.cached:
+            coefficients = [self.cache_c0, self.cache_c1, self.cache_c2, self.cache_c3]
+        elif (
+            self.feature_backend == "kernel"
+            and edge_vectors.device.type == "cpu"
+            and not torch.jit.is_scripting()
+        ):
+            return self.kernel_training_features(
+                species, edge_vectors, centers, neighbors, n_centers
+            )
+        else:
+            coefficients = self.spline_coefficients()
+        return self.features(
+            species,
+            edge_vectors,
+            centers,
+            neighbors,
+            n_centers,
+            coefficients,
+            self.cache_table,
+        )
+
+    @torch.jit.unused
+    def kernel_training_features(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_centers: int,
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Training on the kernel: its gradients go straight to the table's factors
+        (an exported model is in eval mode and never calls this)."""
+        cubic, weights = self.spline_factors()
+        return self.features.factored(
+            species, edge_vectors, centers, neighbors, n_centers, cubic, weights
+        )
 
     # -------------------------------------------------------------------- head
     def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -494,19 +554,11 @@ class AlchemicalModel(torch.nn.Module):
         if n_centers < 0:
             n_centers = species.shape[0]
         if self.cached:
-            coefficients = [self.cache_c0, self.cache_c1, self.cache_c2, self.cache_c3]
             weight, bias = self.cache_weight, self.cache_bias
         else:
-            coefficients = self.spline_coefficients()
             weight, bias = self.first_layer()
-        blocks, total, squares = self.features(
-            species,
-            edge_vectors,
-            centers,
-            neighbors,
-            n_centers,
-            coefficients,
-            self.cache_table,
+        blocks, total, squares = self.feature_blocks(
+            species, edge_vectors, centers, neighbors, n_centers
         )
         # the LayerNorm over the F features of the full symmetric P, applied after
         # the first layer (folded_head.py)

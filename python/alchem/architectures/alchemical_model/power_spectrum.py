@@ -6,9 +6,10 @@ sums of the F features and of their squares (for the LayerNorm):
 
 - ``TorchPowerSpectrum``: torch operations; differentiable in the parameters
   (training) and in the edge vectors, on any device.
-- ``KernelPowerSpectrum``: the CPU kernel ``alchem::power_spectrum`` for inference
-  (the coefficients are then a constant table); training and other devices go to
-  its torch operations.
+- ``KernelPowerSpectrum``: the CPU kernel ``alchem::power_spectrum``: in inference
+  with the model's cached table, in training (``factored``) with the table's two
+  factors, differentiable in both (the kernel's double backward gives the
+  gradient of a loss on forces); other devices go to its torch operations.
 
 The model picks one at construction (``AlchemicalModel.use_backend``); both give the
 same numbers (tests/test_alchemical_model.py, to 1e-12 in float64).
@@ -18,7 +19,7 @@ import torch
 
 from ...features import neighbor_slots, spline_interval
 from ...harmonics import SphericalHarmonics
-from ...ops.modules import power_spectrum
+from ...ops.modules import power_spectrum, power_spectrum_factored
 
 
 class TorchPowerSpectrum(torch.nn.Module):
@@ -183,15 +184,10 @@ class KernelPowerSpectrum(torch.nn.Module):
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """As TorchPowerSpectrum.forward; the triangles of every l come as one
         block."""
-        if edge_vectors.device.type != "cpu":
+        if table.shape[0] == 0 or edge_vectors.device.type != "cpu":
             return self.torch_operations(
                 species, edge_vectors, centers, neighbors, n_atoms, coefficients, table
             )
-        if table.shape[0] == 0:
-            # training: the table from the coefficients, differentiable (the
-            # kernel's backward gives its gradient, and differentiates the
-            # forces' gradient for a loss on them)
-            table = torch.stack(coefficients, dim=1)
         triangles, total, squares = power_spectrum(
             edge_vectors,
             species.index_select(0, neighbors),
@@ -206,5 +202,34 @@ class KernelPowerSpectrum(torch.nn.Module):
             self.center_species,
             self.center_density,
             self.smooth,
+        )
+        return [triangles], total, squares
+
+    @torch.jit.unused
+    def factored(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        n_atoms: int,
+        cubic: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Training on the CPU: as ``forward``, with the table given by its factors
+        (model.py, ``spline_factors``) and differentiable in both, forces' gradient
+        included (the kernel's double backward)."""
+        triangles, total, squares = power_spectrum_factored(
+            edge_vectors,
+            species.index_select(0, neighbors),
+            centers,
+            n_atoms,
+            cubic,
+            weights,
+            self.column_sizes,
+            self.grid,
+            self.nodes,
+            self.multiplicity,
+            self.multiplicity,
         )
         return [triangles], total, squares
