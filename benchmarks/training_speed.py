@@ -75,17 +75,13 @@ def linear_readout(model, seed: int = 1):
     def forward(self, species, edge_vectors, centers, neighbors, n_centers=-1, *_):
         if n_centers < 0:
             n_centers = species.shape[0]
-        blocks, total, squares = self.features(
-            species,
-            edge_vectors,
-            centers,
-            neighbors,
-            n_centers,
-            self.spline_coefficients(),
-            self.cache_table,
+        blocks, total, squares = self.feature_blocks(
+            species, edge_vectors, centers, neighbors, n_centers
         )
         energy = 1e-3 * total + 1e-6 * squares
-        for block, weight in zip(blocks, weights):
+        # the kernel gives the triangles of every l as one block
+        readout = [torch.cat(weights)] if len(blocks) == 1 else weights
+        for block, weight in zip(blocks, readout, strict=True):
             energy = energy + block @ weight
         return energy
 

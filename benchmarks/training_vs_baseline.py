@@ -2,13 +2,14 @@
 
     .venv/bin/python benchmarks/training_vs_baseline.py [--baseline 48dcc24]
         [--architecture alchemical_model] [--structures 48] [--validation 8]
-        [--epochs 3] [--rounds 2] [--precision 64]
+        [--epochs 3] [--rounds 2] [--precision 64] [--today-precision 32]
 
 The baseline is the commit when issue 13 (the many-element study) was filed: its
 ``python/`` is extracted with ``git archive`` into benchmarks/work/ and run by the
 same interpreter (this environment's torch and libraries), its package put first on
 the path in place of the editable install. Both train the default hyperparameters of
-``--architecture`` (batch 8, one thread, ``--precision`` 64 or 32) on the first
+``--architecture`` (batch 8, one thread, ``--precision`` 64 or 32; today's code in
+``--today-precision`` if given) on the first
 ``--structures`` structures of benchmarks/many_elements/data/train.xyz (18
 elements; made by generate.py if missing) and ``--validation`` of its validation.xyz,
 for ``--epochs`` epochs. Seconds per epoch: metrics.csv's ``seconds`` (the training
@@ -71,9 +72,12 @@ def train(
     folder: str, label: str, args: argparse.Namespace, source: str | None
 ) -> tuple[list[float], float]:
     """One training run; its seconds per epoch (epochs 2..) and peak MB."""
+    precision = args.precision
+    if source is None and args.today_precision is not None:
+        precision = args.today_precision
     options = {
         "seed": 1,
-        "base_precision": args.precision,
+        "base_precision": precision,
         "architecture": {
             "name": args.architecture,
             "training": {"batch_size": 8, "num_epochs": args.epochs},
@@ -109,6 +113,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--precision", type=int, default=64, choices=(32, 64))
+    parser.add_argument("--today-precision", type=int, default=None, choices=(32, 64))
     parser.add_argument("--work", default=os.path.join(HERE, "work", "vs_baseline"))
     args = parser.parse_args()
     if args.epochs < 2:
@@ -142,8 +147,12 @@ def main() -> None:
             )
             print(rows[-1], flush=True)
 
+    today_precision = args.today_precision or args.precision
+    suffix = f"{args.precision}"
+    if today_precision != args.precision:
+        suffix += f"_today{today_precision}"
     base = os.path.join(
-        HERE, "results", f"training_vs_baseline_{args.architecture}_{args.precision}"
+        HERE, "results", f"training_vs_baseline_{args.architecture}_{suffix}"
     )
     with open(base + ".csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -155,7 +164,8 @@ def main() -> None:
         f"# Training speed against commit {commit[:12]} "
         "(benchmarks/training_vs_baseline.py)",
         "",
-        f"{args.architecture}, default hyperparameters, float{args.precision}, "
+        f"{args.architecture}, default hyperparameters, float{args.precision} "
+        f"(today's code: float{today_precision}), "
         f"batch 8, one thread; data: {summary}; {args.epochs} epochs per run, "
         f"{args.rounds} rounds alternated. {datetime.date.today()}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores.",

@@ -14,7 +14,9 @@
 // The backward pass gives the gradient with respect to the edge vectors (MD forces
 // and virials) and to the spline table (training), and is itself differentiable in
 // the table and in the gradients it receives (training on forces: the double
-// backward), not in the vectors.
+// backward), not in the vectors. alchem::power_spectrum_factored (training the
+// Alchemical Model) takes the table as a spline per grid interval times weights per
+// element and column, and gives the gradients of both factors.
 //
 // Why a kernel: in torch operations each of these steps writes and reads
 // per-edge tensors ((l_max + 1)^2 = 196 harmonics per edge and 388 radial values),
