@@ -913,6 +913,77 @@ def test_kernel_threads_give_the_same_numbers(data_file, alloy):
 
 
 @needs_kernel
+def test_kernel_table_in_factors_or_whole(data_file, alloy):
+    """alchem::power_spectrum_factored (the table as a spline per interval times
+    per-element weights, training) and alchem::power_spectrum given the whole table
+    as their product (differentiable through torch) give the same gradients of both
+    factors, through the backward and through the double backward (a loss on the
+    gradient with respect to the vectors)."""
+    from alchem.ops.modules import power_spectrum, power_spectrum_factored
+
+    model = make(data_file)
+    arch = model.architecture
+    batch = collate([structure_from_atoms(alloy, model.cutoff)]).to(
+        "cpu", torch.float64
+    )
+    species = model.type_to_index[batch.numbers]
+    vectors = (
+        batch.positions[batch.neighbors]
+        - batch.positions[batch.centers]
+        + batch.shifts @ batch.cells[0]
+    ).requires_grad_(True)
+    elements = species.index_select(0, batch.neighbors)
+    cubic, weights = (x.detach().requires_grad_(True) for x in arch.spline_factors())
+    features = arch.features
+    common = (features.column_sizes, features.grid, features.nodes)
+    sums = (features.multiplicity, features.multiplicity)
+    generator = torch.Generator().manual_seed(4)
+
+    def gradients(factored: bool):
+        if factored:
+            outputs = power_spectrum_factored(
+                vectors,
+                elements,
+                batch.centers,
+                len(species),
+                cubic,
+                weights,
+                *common,
+                *sums,
+            )
+        else:
+            table = (cubic.unsqueeze(0) * weights[:, None, None, :]).reshape(
+                -1, 4, cubic.shape[2]
+            )
+            outputs = power_spectrum(
+                vectors,
+                elements,
+                batch.centers,
+                len(species),
+                table,
+                *common,
+                *sums,
+                torch.zeros(0, dtype=torch.long),
+                torch.zeros(0, 0, dtype=torch.float64),
+                [0.0, 1.0, 1.0, 0.0],
+            )
+        generator.manual_seed(4)
+        loss = sum(
+            (x * torch.randn(x.shape, generator=generator, dtype=x.dtype)).sum()
+            for x in outputs
+        )
+        first = torch.autograd.grad(loss, [cubic, weights, vectors], create_graph=True)
+        direction = torch.randn(vectors.shape, generator=generator, dtype=torch.float64)
+        second = torch.autograd.grad((first[2] * direction).sum(), [cubic, weights])
+        return [x.detach() for x in first[:2]] + list(second)
+
+    for mine, theirs in zip(gradients(True), gradients(False), strict=True):
+        scale = float(theirs.abs().max())
+        assert scale > 0
+        assert float((mine - theirs).abs().max()) <= 1e-12 * scale
+
+
+@needs_kernel
 def test_kernel_training_gradients_do_not_depend_on_threads(data_file, alloy):
     """The table's gradient sums the edges in one fixed order in every thread."""
     model = make(data_file)

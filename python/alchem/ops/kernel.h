@@ -205,6 +205,21 @@ template <typename T> struct HarmonicsBatch {
   }
 };
 
+// The constants of HarmonicsBatch for l <= L, owned with it.
+template <typename T> struct HarmonicsTables {
+  std::vector<T> factors, a, b;
+  HarmonicsBatch<T> batch;
+
+  explicit HarmonicsTables(int64_t max_angular) :
+      factors(harmonics_factors<T>(max_angular)), a(recurrence_coefficients<T>(max_angular, true)),
+      b(recurrence_coefficients<T>(max_angular, false)),
+      batch(max_angular, factors.data(), a.data(), b.data())
+  {
+  }
+  HarmonicsTables(const HarmonicsTables &) = delete;
+  HarmonicsTables &operator=(const HarmonicsTables &) = delete;
+};
+
 // f(r) times the values of n radial columns at t, from a table row whose 4
 // coefficient vectors are `stride` apart, and (slope != nullptr) their
 // r-derivatives: f'(r) value + f(r) d/dt value dt/dr
@@ -517,10 +532,8 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
   T *out_total = total.data_ptr<T>();
   T *out_squares = squares.data_ptr<T>();
   T *out_density = densities.data_ptr<T>();
-  auto factors = harmonics_factors<T>(layout.max_angular);
-  auto ca = recurrence_coefficients<T>(layout.max_angular, true);
-  auto cb = recurrence_coefficients<T>(layout.max_angular, false);
-  HarmonicsBatch<T> harmonics(layout.max_angular, factors.data(), ca.data(), cb.data());
+  HarmonicsTables<T> tables(layout.max_angular);
+  const HarmonicsBatch<T> &harmonics = tables.batch;
   const int64_t rows = coefficients.size(0);
   const int64_t capacity = std::max(max_edges(in), int64_t(1));
 
@@ -557,6 +570,25 @@ void forward_kernel(const Inputs &in, const torch::Tensor &coefficients, const L
     }
   });
 }
+
+// What both backward passes read: the weights of the LayerNorm sums, the edges, the
+// table, the forward pass's densities and triangles, and the gradient on its outputs.
+template <typename T> struct GradientInputs {
+  const T *w, *w2, *table, *densities, *triangles, *g_tri, *g_total, *g_squares;
+  const int64_t *offsets, *order;
+
+  GradientInputs(const Inputs &in, const torch::Tensor &coefficients, const Features &features,
+                 const torch::Tensor &densities_, const torch::Tensor &triangles_,
+                 const torch::Tensor &grad_triangles, const torch::Tensor &grad_total,
+                 const torch::Tensor &grad_squares) :
+      w(features.total_weights.data_ptr<T>()), w2(features.square_weights.data_ptr<T>()),
+      table(coefficients.data_ptr<T>()), densities(densities_.data_ptr<T>()),
+      triangles(triangles_.data_ptr<T>()), g_tri(grad_triangles.data_ptr<T>()),
+      g_total(grad_total.data_ptr<T>()), g_squares(grad_squares.data_ptr<T>()),
+      offsets(in.offsets.data_ptr<int64_t>()), order(in.order.data_ptr<int64_t>())
+  {
+  }
+};
 
 // Per-atom buffers of the backward passes, set up once per thread.
 template <typename T> struct BackwardBuffers {
@@ -597,24 +629,17 @@ void backward_kernel(const Inputs &in, const torch::Tensor &coefficients, const 
                      torch::Tensor &grad_vectors, TableGradient *table_gradient)
 {
   using U = typename Vector<T>::unaligned;
-  const T *w = features.total_weights.data_ptr<T>();
-  const T *w2 = features.square_weights.data_ptr<T>();
-  const int64_t *offsets = in.offsets.data_ptr<int64_t>();
-  const T *table = coefficients.data_ptr<T>();
-  const T *dens = densities.data_ptr<T>();
-  const T *tri = triangles.data_ptr<T>();
-  const T *g_tri = grad_triangles.data_ptr<T>();
-  const T *g_total = grad_total.data_ptr<T>();
-  const T *g_squares = grad_squares.data_ptr<T>();
+  const GradientInputs<T> p(in, coefficients, features, densities, triangles, grad_triangles,
+                            grad_total, grad_squares);
+  const T *w = p.w, *w2 = p.w2, *table = p.table, *dens = p.densities, *tri = p.triangles;
+  const T *g_tri = p.g_tri, *g_total = p.g_total, *g_squares = p.g_squares;
+  const int64_t *offsets = p.offsets, *order = p.order;
   const bool vectors = grad_vectors.defined();
   T *out = vectors ? grad_vectors.data_ptr<T>() : nullptr;
   T *alpha = table_gradient != nullptr ? table_gradient->alpha.data_ptr<T>() : nullptr;
   const int64_t C = layout.n_columns;
-  auto factors = harmonics_factors<T>(layout.max_angular);
-  auto ca = recurrence_coefficients<T>(layout.max_angular, true);
-  auto cb = recurrence_coefficients<T>(layout.max_angular, false);
-  HarmonicsBatch<T> harmonics(layout.max_angular, factors.data(), ca.data(), cb.data());
-  const int64_t *order = in.order.data_ptr<int64_t>();
+  HarmonicsTables<T> tables(layout.max_angular);
+  const HarmonicsBatch<T> &harmonics = tables.batch;
   const int64_t H = (layout.max_angular + 1) * (layout.max_angular + 1);
   const int64_t rows = coefficients.size(0);
   const int64_t capacity = std::max(max_edges(in), int64_t(1));
@@ -735,16 +760,11 @@ void double_backward_kernel(const Inputs &in, const torch::Tensor &coefficients,
                             torch::Tensor &gg_triangles, torch::Tensor &gg_total,
                             torch::Tensor &gg_squares, TableGradient &table_gradient)
 {
-  const T *w = features.total_weights.data_ptr<T>();
-  const T *w2 = features.square_weights.data_ptr<T>();
-  const int64_t *offsets = in.offsets.data_ptr<int64_t>();
-  const int64_t *order = in.order.data_ptr<int64_t>();
-  const T *table = coefficients.data_ptr<T>();
-  const T *dens = densities.data_ptr<T>();
-  const T *tri = triangles.data_ptr<T>();
-  const T *g_tri = grad_triangles.data_ptr<T>();
-  const T *g_total = grad_total.data_ptr<T>();
-  const T *g_squares = grad_squares.data_ptr<T>();
+  const GradientInputs<T> p(in, coefficients, features, densities, triangles, grad_triangles,
+                            grad_total, grad_squares);
+  const T *w = p.w, *w2 = p.w2, *table = p.table, *dens = p.densities, *tri = p.triangles;
+  const T *g_tri = p.g_tri, *g_total = p.g_total, *g_squares = p.g_squares;
+  const int64_t *offsets = p.offsets, *order = p.order;
   const T *u = direction.data_ptr<T>();
   T *out_tri = gg_triangles.data_ptr<T>();
   T *out_total = gg_total.data_ptr<T>();
@@ -752,10 +772,8 @@ void double_backward_kernel(const Inputs &in, const torch::Tensor &coefficients,
   T *alpha = table_gradient.alpha.data_ptr<T>();
   T *beta = table_gradient.beta.data_ptr<T>();
   const int64_t C = layout.n_columns;
-  auto factors = harmonics_factors<T>(layout.max_angular);
-  auto ca = recurrence_coefficients<T>(layout.max_angular, true);
-  auto cb = recurrence_coefficients<T>(layout.max_angular, false);
-  HarmonicsBatch<T> harmonics(layout.max_angular, factors.data(), ca.data(), cb.data());
+  HarmonicsTables<T> tables(layout.max_angular);
+  const HarmonicsBatch<T> &harmonics = tables.batch;
   const int64_t H = (layout.max_angular + 1) * (layout.max_angular + 1);
   const int64_t rows = coefficients.size(0);
   const int64_t capacity = std::max(max_edges(in), int64_t(1));
