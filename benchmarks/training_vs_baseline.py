@@ -2,14 +2,15 @@
 
     .venv/bin/python benchmarks/training_vs_baseline.py [--baseline 48dcc24]
         [--architecture alchemical_model] [--structures 48] [--validation 8]
-        [--epochs 3] [--rounds 2] [--precision 64] [--today-precision 32]
+        [--epochs 3] [--rounds 2] [--precision 64] [--today-precision 64]
 
 The baseline is the commit when issue 13 (the many-element study) was filed: its
 ``python/`` is extracted with ``git archive`` into benchmarks/work/ and run by the
 same interpreter (this environment's torch and libraries), its package put first on
 the path in place of the editable install. Both train the default hyperparameters of
-``--architecture`` (batch 8, one thread, ``--precision`` 64 or 32; today's code in
-``--today-precision`` if given) on the first
+``--architecture`` (batch 8, one thread; the baseline in ``--precision``, 64 or 32,
+default 64, its default; today's code in ``--today-precision``, default the
+architecture's DEFAULT_PRECISION, 32 for the Alchemical Model) on the first
 ``--structures`` structures of benchmarks/many_elements/data/train.xyz (18
 elements; made by generate.py if missing) and ``--validation`` of its validation.xyz,
 for ``--epochs`` epochs. Seconds per epoch: metrics.csv's ``seconds`` (the training
@@ -72,9 +73,7 @@ def train(
     folder: str, label: str, args: argparse.Namespace, source: str | None
 ) -> tuple[list[float], float]:
     """One training run; its seconds per epoch (epochs 2..) and peak MB."""
-    precision = args.precision
-    if source is None and args.today_precision is not None:
-        precision = args.today_precision
+    precision = args.precision if source is not None else args.today_precision
     options = {
         "seed": 1,
         "base_precision": precision,
@@ -116,6 +115,10 @@ def main() -> None:
     parser.add_argument("--today-precision", type=int, default=None, choices=(32, 64))
     parser.add_argument("--work", default=os.path.join(HERE, "work", "vs_baseline"))
     args = parser.parse_args()
+    if args.today_precision is None:
+        from alchem.architectures import get_architecture
+
+        args.today_precision = get_architecture(args.architecture).DEFAULT_PRECISION
     if args.epochs < 2:
         parser.error("--epochs: at least 2 (the first epoch is not timed)")
     work = os.path.abspath(args.work)
@@ -147,7 +150,7 @@ def main() -> None:
             )
             print(rows[-1], flush=True)
 
-    today_precision = args.today_precision or args.precision
+    today_precision = args.today_precision
     suffix = f"{args.precision}"
     if today_precision != args.precision:
         suffix += f"_today{today_precision}"

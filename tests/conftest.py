@@ -44,8 +44,10 @@ def run_cli(*args: str, cwd: str, check: bool = True) -> subprocess.CompletedPro
 
 def write_options(path: str, architecture: str, **overrides) -> str:
     """An options file training ``architecture`` with the small hyperparameters."""
+    # float64: the tests compare engines and ranks to 1e-10 and beyond
     options = {
         "seed": 3,
+        "base_precision": 64,
         "architecture": {
             "name": architecture,
             "model": SMALL_HYPERS[architecture],

@@ -151,3 +151,26 @@ def test_experimental_name_and_defaults_are_accepted():
     }
     training = expanded["training"]
     assert training["batch_size"] == 8 and training["scheduler_factor"] == 0.8
+
+
+@pytest.mark.parametrize(
+    "name, given, expected",
+    [
+        ("soap_bpnn", None, 64),
+        ("alchemical_model", None, 32),
+        ("alchemical_model", 64, 64),
+        ("soap_bpnn", 32, 32),
+    ],
+)
+def test_base_precision_defaults_to_the_architectures(tmp_path, name, given, expected):
+    """Without base_precision each architecture trains in its DEFAULT_PRECISION
+    (the Alchemical Model: float32, its training kernel's fast case); a given
+    value wins, and the expanded options record the resolved one."""
+    from alchem.options import expand_options
+
+    write_emt_dataset(str(tmp_path / "train.xyz"), 2, elements=("Cu", "Ni"), seed=1)
+    user = options(architecture={"name": name})
+    if given is not None:
+        user["base_precision"] = given
+    expanded = expand_options(user, "o.yaml", str(tmp_path))
+    assert expanded["base_precision"] == expected

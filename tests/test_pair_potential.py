@@ -22,6 +22,7 @@ def make_model(emt_dir: str, architecture: str = "alchemical_model", **pair):
         hypers["pair_potential"] = pair
     options = expand_options(
         {
+            "base_precision": 64,
             "architecture": {"name": architecture, "model": hypers},
             "training_set": f"{emt_dir}/train.xyz",
         },
@@ -203,6 +204,7 @@ def test_without_a_pair_potential(emt_dir, structures):
     )
     options = expand_options(
         {
+            "base_precision": 64,
             "architecture": {"name": "alchemical_model"},
             "training_set": f"{emt_dir}/train.xyz",
         },

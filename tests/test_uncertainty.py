@@ -74,6 +74,7 @@ def make(data_file: str, name: str, **top):
     architecture, hypers = MODELS[name]
     options = expand_options(
         {
+            "base_precision": 64,
             "architecture": {"name": architecture, "model": hypers},
             "training_set": data_file,
             **top,

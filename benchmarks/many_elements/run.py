@@ -93,7 +93,10 @@ RUNS: dict[str, tuple[str, dict, dict]] = {
     ),
     "soap_bpnn-pair": ("soap_bpnn", {"pair_potential": {"basis_size": 16}}, {}),
     "soap_bpnn-nonorm": ("soap_bpnn", {"bpnn": {"layernorm": False}}, {}),
+    # base_precision: each architecture's default unless a run sets it (the
+    # Alchemical Model's is 32, SOAP-BPNN's 64)
     "alchemical-f32": ("alchemical_model", {}, {"base_precision": 32}),
+    "alchemical-f64": ("alchemical_model", {}, {"base_precision": 64}),
     "soap_bpnn-f32": ("soap_bpnn", {}, {"base_precision": 32}),
 }
 DEFAULT_COMPARE = "soap_bpnn,alchemical,alchemical-K2,alchemical-le,alchemical-percentre,alchemical-f32"
@@ -128,7 +131,6 @@ def write_options(folder: str, name: str, train: str, validation: str, args) -> 
         training["learning_rate"] = args.learning_rate
     options = {
         "seed": args.seed,
-        "base_precision": 64,
         **top,
         "architecture": {
             "name": architecture,

@@ -19,7 +19,7 @@ from .units import energy_factor, length_factor
 
 TOP_LEVEL_DEFAULTS: dict[str, Any] = {
     "seed": 0,
-    "base_precision": 64,
+    "base_precision": None,  # the architecture's DEFAULT_PRECISION
     "device": "cpu",
     "architecture": None,  # required
     "training_set": None,  # required
@@ -109,13 +109,18 @@ def expand_options(user: dict, source: str, base_dir: str = ".") -> dict:
     _check_type(options["seed"], int, source, "seed")
     if options["seed"] < 0:
         raise ConfigError(f"{source}: seed must be >= 0, got {options['seed']}")
-    if options["base_precision"] not in (32, 64):
+    if options["base_precision"] not in (None, 32, 64):
         raise ConfigError(
             f"{source}: base_precision must be 32 or 64, "
             f"got {options['base_precision']!r}"
         )
     options["device"] = _check_device(options["device"], source)
     options["architecture"] = _expand_architecture(options["architecture"], source)
+    if options["base_precision"] is None:
+        # each architecture trains in the precision it is fastest in without
+        # losing accuracy (as metatrain's architectures declare theirs)
+        arch = get_architecture(options["architecture"]["name"])
+        options["base_precision"] = arch.DEFAULT_PRECISION
     options["uncertainty"] = expand_uncertainty(options["uncertainty"], source)
 
     # validation and test sets without their own 'targets' read the same keys and

@@ -8,6 +8,7 @@ Code both use: ``folded_head.py`` (the LayerNorm-folded first layer) and
 ``__init__.py`` provides:
 
 - ``NAMES``: the names accepted in ``architecture.name``;
+- ``DEFAULT_PRECISION``: ``base_precision`` (32 or 64) where the options give none;
 - ``default_hypers()``: the defaults as a nested dict (``model`` and ``training``);
 - ``ONE_OF``: option paths whose value is ``{VariantName: {...}}``, with each
   variant's defaults;

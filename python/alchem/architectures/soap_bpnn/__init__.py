@@ -9,6 +9,9 @@ from ...pair_potential import check_pair_hypers
 
 NAMES = ("soap_bpnn", "experimental.soap_bpnn")
 
+# base_precision when the options do not set it
+DEFAULT_PRECISION = 64
+
 ONE_OF = {
     "soap.cutoff_function": {"ShiftedCosine": {"width": 1.0}},
     "soap.radial_scaling": {
