@@ -17,8 +17,8 @@ NAMES = ("alchemical_model", "experimental.alchemical_model")
 
 # base_precision when the options do not set it: float32. Its training kernel runs a
 # step 3.8x faster than float64 on the torch operations (1.7x faster than float64 on
-# the kernel) at 18 elements, and over two seeds float32 and float64 training reached
-# the same errors at equal epochs (one seed each way; docs/alchemical-study.md).
+# the kernel) at 18 elements, and neither precision learned better per epoch there
+# (float64 ahead with one seed, float32 with the other; docs/alchemical-study.md).
 DEFAULT_PRECISION = 32
 
 ONE_OF: dict = {}
